@@ -1,0 +1,142 @@
+"""`llmux serve`: the web process (daphne) and the worker (qcluster) as one command.
+
+The two run as child processes so that each keeps its own event loop and signal handling;
+this parent only prepares the database, starts them, reports where llmux listens and, on
+Ctrl-C or SIGTERM, stops both (and then the engines, unless told to keep them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+
+STOP_GRACE_SECS = 20.0
+
+
+class ServeError(RuntimeError):
+    """llmux serve cannot start or one of its processes died."""
+
+
+@dataclass
+class ChildProcess:
+    name: str
+    argv: list[str]
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: dict[str, str]) -> None:
+        # stdin from /dev/null: neither child reads the terminal, and Ctrl-C still reaches
+        # them through the shared foreground process group.
+        self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, env=env)
+
+    def exited(self) -> int | None:
+        return None if self.popen is None else self.popen.poll()
+
+
+@dataclass
+class Runner:
+    host: str
+    port: int
+    say: Callable[[str], None]
+    children: list[ChildProcess] = field(default_factory=list)
+    stopping: bool = False
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def run(self, env: dict[str, str]) -> int:
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            for child in self.children:
+                child.start(env)
+            self._wait_listening()
+            if not self.stopping:
+                self.say(f"llmux is ready on http://{_url_host(self.host)}:{self.port}/")
+            return self._supervise()
+        finally:
+            self._stop_children()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _wait_listening(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.stopping and time.monotonic() < deadline:
+            for child in self.children:
+                if child.exited() is not None:
+                    raise ServeError(f"{child.name} exited during start-up ({child.exited()})")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), 0.5),
+            ):
+                return
+            time.sleep(0.1)
+        if not self.stopping:
+            raise ServeError(f"the web process did not listen on {self.host}:{self.port} in time")
+
+    def _supervise(self) -> int:
+        while not self.stopping:
+            for child in self.children:
+                code = child.exited()
+                if code is not None:
+                    self.say(f"{child.name} exited unexpectedly with status {code}; stopping")
+                    return 1
+            time.sleep(0.2)
+        self.say("stopping llmux ...")
+        return 0
+
+    def _stop_children(self) -> None:
+        live = [c for c in self.children if c.popen is not None and c.exited() is None]
+        for child in live:
+            assert child.popen is not None
+            with contextlib.suppress(ProcessLookupError):
+                child.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECS
+        for child in live:
+            assert child.popen is not None
+            try:
+                child.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say(f"{child.name} did not stop in {STOP_GRACE_SECS:.0f}s; killing it")
+                child.popen.kill()
+                child.popen.wait()
+
+
+def check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def child_processes(host: str, port: int) -> list[ChildProcess]:
+    python = sys.executable
+    return [
+        ChildProcess(
+            "web",
+            [python, "-m", "daphne", "-b", host, "-p", str(port), "llmux_site.asgi:application"],
+        ),
+        ChildProcess("worker", [python, "-m", "django", "qcluster"]),
+    ]
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "llmux_site.settings")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,222 @@
+"""Django settings, driven only by `LLMUX_*` environment variables.
+
+Two profiles share this module. Embedded (the default): SQLite in WAL mode and django-q2's
+ORM broker, everything under one data directory. Production: `LLMUX_DATABASE_URL`
+(PostgreSQL) and `LLMUX_REDIS_URL` (django-q2 broker, channel layer, cache).
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from llmux_site.envconf import (
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    env_optional,
+    env_path,
+    env_str,
+    env_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# --- where state lives -------------------------------------------------------------------
+DATA_DIR = env_path("LLMUX_DATA_DIR", BASE_DIR / "data")
+LLMUX_DIRS = {
+    "data": DATA_DIR,
+    "logs": DATA_DIR / "logs",
+    "run": DATA_DIR / "run",
+    "images": DATA_DIR / "images",
+    "ledger": DATA_DIR / "gpu-ledger",
+    "sim_cache": DATA_DIR / "sim-cache",
+}
+try:
+    for _path in LLMUX_DIRS.values():
+        _path.mkdir(parents=True, exist_ok=True)
+except OSError as exc:
+    raise ImproperlyConfigured(f"LLMUX_DATA_DIR: cannot create {exc.filename}: {exc}") from exc
+
+DATABASE_URL = env_url("LLMUX_DATABASE_URL", ("postgres", "postgresql", "sqlite"))
+REDIS_URL = env_url("LLMUX_REDIS_URL", ("redis", "rediss", "unix"))
+PROFILE = "production" if DATABASE_URL or REDIS_URL else "embedded"
+
+
+def _secret_key() -> str:
+    configured = env_optional("LLMUX_SECRET_KEY")
+    if configured is not None:
+        if len(configured) < 32:
+            raise ImproperlyConfigured("LLMUX_SECRET_KEY: must be at least 32 characters")
+        return configured
+    if PROFILE == "production":
+        raise ImproperlyConfigured(
+            "LLMUX_SECRET_KEY: required when LLMUX_DATABASE_URL or LLMUX_REDIS_URL is set"
+        )
+    # Embedded profile: one key per data directory, created on first start, private to root.
+    key_file = DATA_DIR / "secret_key"
+    if not key_file.exists():
+        key_file.touch(mode=0o600)
+        key_file.write_text(secrets.token_urlsafe(50))
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("LLMUX_DEBUG", False)
+ALLOWED_HOSTS = env_list("LLMUX_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("LLMUX_CSRF_TRUSTED_ORIGINS", [])
+NODE_NAME = env_str("LLMUX_NODE_NAME", socket.gethostname())
+
+# --- applications --------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "django_q",
+    "models_app",
+    "checkpoints_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "llmux_site.urls"
+ASGI_APPLICATION = "llmux_site.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database ------------------------------------------------------------------------------
+_db: dict[str, Any]
+if DATABASE_URL and not DATABASE_URL.startswith("sqlite"):
+    _db = dict(dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True))
+else:
+    _sqlite_path = (
+        dj_database_url.parse(DATABASE_URL)["NAME"] if DATABASE_URL else DATA_DIR / "llmux.sqlite3"
+    )
+    _db = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": _sqlite_path,
+        "OPTIONS": {
+            # WAL lets the web process read while the worker writes; IMMEDIATE takes the
+            # write lock at BEGIN so two writers queue on busy_timeout instead of failing
+            # with "database is locked" halfway through a transaction.
+            "init_command": (
+                "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;PRAGMA busy_timeout=10000;"
+            ),
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 10,
+        },
+    }
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- caches, channels, task queue -----------------------------------------------------------
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Lifecycle tasks can legitimately run for the length of a cold start (up to 30 minutes for
+# big models), so the task timeout is generous; django-q2 requires retry > timeout or a
+# task still running would be handed to a second worker.
+Q_TIMEOUT = env_int("LLMUX_TASK_TIMEOUT_SECS", 3600, minimum=60)
+Q_CLUSTER: dict[str, Any] = {
+    "name": env_str("LLMUX_CLUSTER_NAME", "llmux"),
+    "workers": env_int("LLMUX_WORKERS", 2, minimum=1, maximum=64),
+    "timeout": Q_TIMEOUT,
+    "retry": Q_TIMEOUT + 60,
+    "max_attempts": 1,
+    "catch_up": False,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "label": "Tasks",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["poll"] = 0.2
+
+# --- REST framework ----------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.BasicAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+}
+
+# --- security --------------------------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("LLMUX_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024)
+LOGIN_URL = "/admin/login/"
+
+# --- i18n, static -----------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("LLMUX_TIME_ZONE", "UTC")
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "static"
+
+# --- logging ------------------------------------------------------------------------------------
+LOG_LEVEL = env_choice("LLMUX_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django_q": {"level": "WARNING"}},
+}
+
+# --- llmux --------------------------------------------------------------------------------------
+LLMUX_KEEP_ENGINES_ON_EXIT = env_bool("LLMUX_KEEP_ENGINES_ON_EXIT", False)
+LLMUX_DEMO_REGISTRY = env_bool("LLMUX_DEMO_REGISTRY", True)

@@ -1,0 +1,35 @@
+"""The aiohttp application of one simulated engine: routes plus OpenAI-shaped errors."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from llmux_site.simulator import api_control, api_openai
+from llmux_site.simulator.api_control import ENGINE
+from llmux_site.simulator.engine import Engine
+from llmux_site.simulator.errors import ApiError, error_body
+
+
+@web.middleware
+async def count_and_shape_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every request by path (for /sim/state) and answer errors in OpenAI's shape."""
+    counts = request.app[ENGINE].request_counts
+    counts[request.path] = counts.get(request.path, 0) + 1
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return web.json_response(exc.body(), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return web.json_response(error_body(exc.status, exc.reason), status=exc.status)
+
+
+def build_app(engine: Engine) -> web.Application:
+    """One engine's application; the caller owns the engine's lifetime."""
+    app = web.Application(middlewares=[count_and_shape_errors], client_max_size=64 * 1024 * 1024)
+    app[ENGINE] = engine
+    app.add_routes(api_control.routes)
+    app.add_routes(api_openai.routes)
+    return app

@@ -1,0 +1,51 @@
+"""The simulator's resolved settings: one frozen value built by the CLI, read by everything else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmux_site.simulator.faults import Faults
+
+VERSION = "0.33.0+llmux.sim"
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """How one simulated engine runs (vLLM flags plus the `--sim-*` ones)."""
+
+    model_path: str
+    served_model_names: tuple[str, ...]
+    host: str = "127.0.0.1"
+    port: int = 8000
+    uds: str | None = None
+    enable_sleep_mode: bool = False
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    max_model_len: int = 4096
+    device: str = "cpu"
+    weights_bytes: int = 16 * 1024 * 1024
+    seed: int = 0
+    weights_file: Path | None = None
+    cache_dir: Path = Path(".")
+    kv_bytes: int = 0
+    startup_seconds: float = 0.2
+    load_bytes_per_sec: int = 0
+    tokens_per_sec: float = 1000.0
+    response_delay_ms: float = 0.0
+    ledger_dir: Path = Path(".")
+    child_processes: int = 0
+    legacy_api: bool = False
+    faults: Faults = field(default_factory=Faults)
+
+    @property
+    def model_name(self) -> str:
+        """The primary served model name (what `/v1/models` lists first)."""
+        return self.served_model_names[0]
+
+    def listen_description(self) -> str:
+        """Where the engine listens, for humans."""
+        if self.uds is not None:
+            return f"unix:{self.uds}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"

@@ -1,0 +1,151 @@
+"""Run one simulated engine as a process: start-up, listening, signals, children, clean exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from llmux_site.simulator.app import build_app
+from llmux_site.simulator.config import SimConfig
+from llmux_site.simulator.engine import Engine, crash_now, log
+from llmux_site.simulator.ledger import LedgerWriter, visible_gpu_ids
+from llmux_site.simulator.weights import CpuMemory, MemoryBackend, resolve_weights_source
+
+MIB = 1024 * 1024
+# In-flight streams get this long to finish when the engine is told to stop.
+SHUTDOWN_GRACE_S = 0.5
+
+
+def make_memory(config: SimConfig, weights_bytes: int) -> MemoryBackend:
+    """The memory backend for --device."""
+    if config.device == "cuda":
+        from llmux_site.simulator.weights_cuda import CudaMemory
+
+        return CudaMemory(weights_bytes)
+    return CpuMemory(weights_bytes)
+
+
+def spawn_children(count: int) -> list[subprocess.Popen[bytes]]:
+    """Children in this process group that exit when this process dies."""
+    argv = [sys.executable, "-m", "llmux_site.simulator.child", str(os.getpid())]
+    return [subprocess.Popen(argv, stdin=subprocess.DEVNULL) for _ in range(count)]
+
+
+def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def remove_stale_socket(path: Path) -> None:
+    """Remove a socket file left by a dead engine; refuse to delete anything else."""
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise SystemExit(f"llmux-sim: {path} exists and is not a socket")
+        path.unlink()
+
+
+def remove_socket(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def install_signal_handlers(engine: Engine, stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT stop the engine gracefully (unless the ignore-sigterm fault is on)."""
+    loop = asyncio.get_running_loop()
+
+    def on_sigterm() -> None:
+        # Read at signal time: the fault can be switched on through /sim/faults.
+        if engine.faults.ignore_sigterm:
+            log("ignoring SIGTERM (injected fault)")
+            return
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+
+
+async def _start_site(runner: web.AppRunner, config: SimConfig) -> web.BaseSite:
+    site: web.BaseSite
+    if config.uds is not None:
+        remove_stale_socket(Path(config.uds))
+        site = web.UnixSite(runner, config.uds)
+    else:
+        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+    await site.start()
+    return site
+
+
+async def _wait_or_stop(seconds: float, stop: asyncio.Event) -> bool:
+    """Sleep `seconds` unless asked to stop first; True when asked to stop."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
+
+
+async def serve(config: SimConfig) -> int:
+    """Load, listen, serve until SIGTERM/SIGINT, clean up. Returns the exit status."""
+    stop = asyncio.Event()
+    source = resolve_weights_source(
+        model_path=config.model_path,
+        weights_file=config.weights_file,
+        cache_dir=config.cache_dir,
+        seed=config.seed,
+        size=config.weights_bytes,
+        load_bytes_per_sec=config.load_bytes_per_sec,
+    )
+    gpu_ids = visible_gpu_ids(count=config.tensor_parallel_size)
+    ledger = LedgerWriter(config.ledger_dir, model=config.model_name, gpu_ids=gpu_ids)
+    engine = Engine(config, make_memory(config, source.size), source, ledger)
+    install_signal_handlers(engine, stop)
+    children = spawn_children(config.child_processes)
+    runner = web.AppRunner(
+        build_app(engine), handler_cancellation=True, access_log=None, shutdown_timeout=0.1
+    )
+    bound = False
+    try:
+        await engine.load()
+        if "startup" in config.faults.crash:
+            crash_now("startup")
+        delay = config.startup_seconds + config.faults.start_delay
+        if await _wait_or_stop(delay, stop):
+            return 0
+        await runner.setup()
+        await _start_site(runner, config)
+        bound = True
+        log(
+            f"serving {config.model_path} as {', '.join(config.served_model_names)} on "
+            f"{config.listen_description()} (weights {source.size / MIB:.1f} MiB from "
+            f"{source.path}, kv {config.kv_bytes / MIB:.1f} MiB, device {config.device})"
+        )
+        await stop.wait()
+        log("shutting down")
+        return 0
+    finally:
+        await runner.cleanup()
+        engine.close()
+        if bound and config.uds is not None:
+            remove_socket(config.uds)
+        stop_children(children)
+
+
+def run(config: SimConfig) -> int:
+    """Blocking entry point used by the CLI."""
+    try:
+        return asyncio.run(serve(config))
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"llmux-sim: error: {exc}", file=sys.stderr)
+        return 1

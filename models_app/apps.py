@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class ModelsAppConfig(AppConfig):
+    """Model registry, engine runtimes, swap history and hosts."""
+
+    name = "models_app"
+    verbose_name = "Models"
+    default_auto_field = "django.db.models.BigAutoField"

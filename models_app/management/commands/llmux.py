@@ -1,0 +1,110 @@
+"""`python manage.py llmux serve`: run llmux (web + worker) in one command."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from llmux_site import serve
+from llmux_site.core.addresses import is_loopback_host
+from llmux_site.core.config import ConfigError, load_config_file
+from models_app.models import ModelDefinition
+from models_app.services.accounts import ensure_initial_admin
+from models_app.services.nodes import register_local_node
+from models_app.services.registry import apply_registry
+
+DEMO_REGISTRY = Path(settings.BASE_DIR) / "llmux_site" / "demo" / "registry.yaml"
+
+
+class Command(BaseCommand):
+    help = "llmux control: `serve` runs the web process and the worker together."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(
+            dest="action", required=True, parser_class=argparse.ArgumentParser
+        )
+        serve_parser = sub.add_parser("serve", help="run web + worker until Ctrl-C")
+        serve_parser.add_argument("--config", type=Path, help="llmux config file to import first")
+        serve_parser.add_argument("--host", default="127.0.0.1")
+        serve_parser.add_argument("--port", type=int, default=8000)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["action"] == "serve":
+            self.serve(options["config"], options["host"], options["port"])
+
+    def serve(self, config: Path | None, host: str, port: int) -> None:
+        if not 1 <= port <= 65535:
+            raise CommandError(f"--port {port} is out of range 1-65535")
+        try:
+            serve.check_port_free(host, port)
+        except serve.ServeError as exc:
+            raise CommandError(str(exc)) from None
+        self.prepare_database()
+        self.load_registry(config)
+        node = register_local_node()
+        admin = ensure_initial_admin()
+        origin = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        self.say(f"llmux {settings.PROFILE} profile, node {node.name}, data in {settings.DATA_DIR}")
+        self.say(f"  dashboard  {origin}/")
+        self.say(f"  admin      {origin}/admin/")
+        self.say(f"  gateway    {origin}/v1/   (OpenAI-compatible)")
+        if admin.password is not None:
+            self.say(f"  log in as '{admin.username}' with password {admin.password}")
+            self.say(f"  (also saved to {admin.password_file}; change it in the admin)")
+        else:
+            self.say(
+                f"  log in with your admin account (first password was saved to "
+                f"{admin.password_file}; reset with `manage.py changepassword {admin.username}`)"
+            )
+        if not is_loopback_host(host):
+            self.say(f"  WARNING: listening on {host}, beyond loopback")
+        runner = serve.Runner(
+            host=host, port=port, say=self.say, children=serve.child_processes(host, port)
+        )
+        try:
+            code = runner.run(serve.child_env())
+        except serve.ServeError as exc:
+            raise CommandError(str(exc)) from None
+        if code != 0:
+            raise CommandError("llmux stopped because one of its processes died")
+        self.say("llmux stopped")
+
+    def prepare_database(self) -> None:
+        executor = MigrationExecutor(connection)
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        if not pending:
+            return
+        if settings.PROFILE == "production":
+            raise CommandError(
+                f"{len(pending)} database migrations are not applied; run "
+                "`python manage.py migrate` once before starting llmux"
+            )
+        call_command("migrate", interactive=False, verbosity=0)
+        self.say(f"database ready ({len(pending)} migrations applied)")
+
+    def load_registry(self, config: Path | None) -> None:
+        if config is None:
+            if ModelDefinition.objects.exists() or not settings.LLMUX_DEMO_REGISTRY:
+                return
+            config = DEMO_REGISTRY
+            self.say("registry is empty: loading the demo registry of simulated models")
+        try:
+            spec = load_config_file(config)
+        except (ConfigError, OSError) as exc:
+            raise CommandError(f"{config}: {exc}") from None
+        try:
+            report = apply_registry(spec)
+        except ConfigError as exc:
+            raise CommandError(f"{config}: {exc}") from None
+        self.say(str(report))
+
+    def say(self, line: str) -> None:
+        self.stdout.write(line)
+        self.stdout.flush()

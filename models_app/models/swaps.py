@@ -1,0 +1,67 @@
+"""Swap history: one row per switch, append-only once finished."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from .choices import BringUp, Process, SwapOutcome, SwapTrigger, Weights
+from .definitions import ModelDefinition
+
+PHASES = ("backoff", "cooldown", "drain", "evict", "bringup", "readiness")
+
+
+class SwapEvent(models.Model):
+    """A switch from one model to another on a GPU group, with what each phase cost."""
+
+    gpu_group = models.CharField(max_length=64)
+    from_model = models.ForeignKey(
+        ModelDefinition, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    to_model = models.ForeignKey(
+        ModelDefinition, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Names are kept too: history must stay readable after a model is deleted.
+    from_name = models.CharField(max_length=128, blank=True)
+    to_name = models.CharField(max_length=128)
+    trigger = models.CharField(max_length=16, choices=SwapTrigger.choices)
+    actor = models.CharField(max_length=150, blank=True)
+    outcome = models.CharField(
+        max_length=16, choices=SwapOutcome.choices, default=SwapOutcome.IN_PROGRESS
+    )
+    phase = models.CharField(max_length=16, blank=True, help_text="current phase while running")
+    eviction_weights = models.CharField(max_length=16, choices=Weights.choices, blank=True)
+    eviction_process = models.CharField(max_length=16, choices=Process.choices, blank=True)
+    escalated = models.BooleanField(default=False, help_text="eviction escalated to stop")
+    bringup = models.CharField(max_length=16, choices=BringUp.choices, blank=True)
+    backoff_ms = models.FloatField(null=True, blank=True)
+    cooldown_ms = models.FloatField(null=True, blank=True)
+    drain_ms = models.FloatField(null=True, blank=True)
+    evict_ms = models.FloatField(null=True, blank=True)
+    bringup_ms = models.FloatField(null=True, blank=True)
+    readiness_ms = models.FloatField(null=True, blank=True)
+    total_ms = models.FloatField(null=True, blank=True)
+    gpu_memory_before = models.JSONField(default=dict, blank=True)
+    gpu_memory_after = models.JSONField(default=dict, blank=True)
+    waiting_requests = models.PositiveIntegerField(default=0)
+    forced_drain = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            models.Index(fields=["to_model", "-started_at"]),
+            models.Index(fields=["outcome", "-started_at"]),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                name="swap_finished_iff_not_in_progress",
+                condition=(Q(outcome=SwapOutcome.IN_PROGRESS) & Q(finished_at__isnull=True))
+                | (~Q(outcome=SwapOutcome.IN_PROGRESS) & Q(finished_at__isnull=False)),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.from_name or '-'} -> {self.to_name} ({self.outcome})"

@@ -1,0 +1,196 @@
+"""EngineClient against real simulator processes, over TCP and unix sockets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from llmux_site.core.addresses import ListenAddress
+from llmux_site.core.engine_client import (
+    CallTimeouts,
+    EngineClient,
+    EngineHTTPError,
+    EngineTimeout,
+    EngineUnreachable,
+)
+from tests.simulator.harness import SimEngine, SimLauncher, free_port, launch_sims
+
+QUICK = CallTimeouts(health=0.3, control=0.3, sleep=0.3, wake=0.3, rpc=0.3, inference=0.3)
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[SimLauncher]:
+    with launch_sims(tmp_path / "sim") as launcher:
+        yield launcher
+
+
+def requests_to(engine: SimEngine, path: str) -> int:
+    return int(engine.state()["requests"].get(path, 0))
+
+
+async def test_it_drives_sleep_and_wake(sim: SimLauncher) -> None:
+    engine = sim.start()
+    async with EngineClient(engine.address) as client:
+        assert await client.health() is True
+        assert await client.is_sleeping() is False
+        assert await client.sleep(1, mode="wait") == {"status": "sleeping", "level": 1}
+        assert (await client.is_sleeping(), await client.health()) == (True, True)
+        assert await client.wake_up() == {"status": "awake", "tags": ["weights", "kv_cache"]}
+        assert await client.is_sleeping() is False
+
+
+async def test_wake_after_discard_restores_the_weights(sim: SimLauncher) -> None:
+    engine = sim.start()
+    async with EngineClient(engine.address) as client:
+        before = await client.probe("llmux-sim/test")
+        await client.sleep(2)
+        await client.wake_after_discard()
+        assert engine.state()["weights_ok"] is True
+        assert (await client.probe("llmux-sim/test")).text == before.text
+        assert engine.state()["requests"]["/wake_up"] == 2
+
+
+async def test_wake_after_discard_falls_back_to_the_older_sequence(sim: SimLauncher) -> None:
+    engine = sim.start("--sim-legacy-api")
+    async with EngineClient(engine.address) as client:
+        assert await client.sleep(2) == {}
+        await client.wake_after_discard()
+    state = engine.state()
+    assert (state["awake"], state["weights_ok"], state["prefix_cache_resets"]) == (True, True, 1)
+
+
+async def test_a_hang_raises_engine_timeout_without_retrying(sim: SimLauncher) -> None:
+    engine = sim.start("--sim-fault", "sleep=hang")
+    async with EngineClient(engine.address, timeouts=QUICK) as client:
+        with pytest.raises(EngineTimeout):
+            await client.sleep(1)
+    assert requests_to(engine, "/sleep") == 1
+
+
+async def test_idempotent_calls_are_retried_on_5xx_and_timeouts(sim: SimLauncher) -> None:
+    engine = sim.start("--sim-fault", "health=fail", wait=False)
+    engine.wait_listening()
+    async with EngineClient(engine.address, retries=2, retry_backoff_s=0.01) as client:
+        assert await client.health() is False
+        assert requests_to(engine, "/health") == 3
+        engine.set_faults("health=hang")
+        client.timeouts = QUICK
+        with pytest.raises(EngineTimeout):
+            await client.health()
+        assert requests_to(engine, "/health") == 6
+
+
+async def test_state_changes_and_inference_are_never_retried(sim: SimLauncher) -> None:
+    engine = sim.start("--sim-fault", "sleep=fail", "--sim-fault", "decode=stall")
+    async with EngineClient(engine.address, retries=5, timeouts=QUICK) as client:
+        with pytest.raises(EngineHTTPError) as failed:
+            await client.sleep(1)
+        assert failed.value.status == 500
+        assert failed.value.message == "sleep failed (injected fault)"
+        with pytest.raises(EngineTimeout):
+            await client.completion({"prompt": "hi", "max_tokens": 1})
+        engine.set_faults("wake=fail")
+        with pytest.raises(EngineHTTPError):
+            await client.wake_up()
+    counts = engine.state()["requests"]
+    assert (counts["/sleep"], counts["/v1/completions"], counts["/wake_up"]) == (1, 1, 1)
+
+
+async def test_a_dead_address_is_unreachable() -> None:
+    for address in (ListenAddress.tcp(free_port()), ListenAddress.unix("/tmp/llmux-none.sock")):
+        async with EngineClient(address, retry_backoff_s=0.01) as client:
+            assert await client.health() is False
+            with pytest.raises(EngineUnreachable):
+                await client.is_sleeping()
+            with pytest.raises(EngineUnreachable):
+                await client.sleep(1)
+
+
+async def test_probe_detects_a_decode_stall_that_health_misses(sim: SimLauncher) -> None:
+    engine = sim.start()
+    async with EngineClient(engine.address, timeouts=CallTimeouts(probe=0.3)) as client:
+        result = await client.probe("llmux-sim/test")
+        assert len(result.text.split()) == 1
+        assert 0 < result.latency_s < 0.3
+        engine.set_faults("decode=stall")
+        assert await client.health() is True
+        with pytest.raises(EngineTimeout):
+            await client.probe("llmux-sim/test")
+
+
+async def test_it_works_over_a_unix_socket(sim: SimLauncher) -> None:
+    engine = sim.start("--served-model-name", "tiny", uds=True)
+    async with EngineClient(engine.address) as client:
+        assert [m["id"] for m in await client.models()] == ["tiny"]
+        assert (await client.version()).startswith("0.33")
+        assert "vllm:num_requests_running" in await client.metrics()
+        assert await client.load() == 0
+        chat = await client.chat({"model": "tiny", "messages": [{"role": "user", "content": "x"}]})
+        assert chat["usage"]["completion_tokens"] == 16
+        done = await client.completion({"model": "tiny", "prompt": "a b", "max_tokens": 2})
+        assert done["usage"] == {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}
+        vectors = await client.embeddings({"model": "tiny", "input": ["a", "b"]})
+        assert len(vectors["data"]) == 2
+
+
+async def test_openai_errors_become_engine_http_errors(sim: SimLauncher) -> None:
+    engine = sim.start()
+    async with EngineClient(engine.address) as client:
+        with pytest.raises(EngineHTTPError) as missing:
+            await client.completion({"model": "other", "prompt": "x"})
+        assert (missing.value.status, missing.value.message) == (
+            404,
+            "The model `other` does not exist.",
+        )
+        await client.sleep(1)
+        with pytest.raises(EngineHTTPError) as asleep:
+            await client.chat({"messages": [{"role": "user", "content": "x"}]})
+        assert (asleep.value.status, asleep.value.message) == (503, "engine is sleeping")
+        with pytest.raises(ValueError, match="stream"):
+            await client.completion({"prompt": "x", "stream": True})
+
+
+async def test_collective_rpc_and_cache_calls(sim: SimLauncher) -> None:
+    engine = sim.start("--tensor-parallel-size", "2")
+    async with EngineClient(engine.address) as client:
+        assert await client.collective_rpc("suspend_nccl", timeout=5) == [None, None]
+        assert engine.state()["nccl_suspended"] is True
+        with pytest.raises(EngineHTTPError) as unknown:
+            await client.collective_rpc("nope")
+        assert unknown.value.status == 400
+        await client.reset_prefix_cache()
+        await client.release_kv_cache_memory()
+    state = engine.state()
+    assert (state["prefix_cache_resets"], state["kv_bytes"]) == (1, 0)
+
+
+async def test_a_session_passed_in_is_left_open(sim: SimLauncher) -> None:
+    engine = sim.start()
+    async with aiohttp.ClientSession() as session:
+        async with EngineClient(engine.address, session=session) as client:
+            assert await client.health() is True
+        assert not session.closed
+
+
+async def test_sleep_rejects_bad_arguments_before_calling(sim: SimLauncher) -> None:
+    engine = sim.start()
+    async with EngineClient(engine.address) as client:
+        with pytest.raises(ValueError):
+            await client.sleep(3)
+        with pytest.raises(ValueError):
+            await client.sleep(1, mode="later")
+    assert requests_to(engine, "/sleep") == 0
+
+
+def test_the_engine_client_does_not_import_django() -> None:
+    code = (
+        "import sys, llmux_site.core.engine_client; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,87 @@
+"""The production profile runs on real PostgreSQL and Redis with the same code."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.test_settings import run_manage
+
+PG = "postgres://postgres@127.0.0.1:5432"
+REDIS = "redis://127.0.0.1:6379/0"
+DEMO = Path(__file__).resolve().parent.parent / "llmux_site" / "demo" / "registry.yaml"
+
+
+def psql(sql: str) -> None:
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def production_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    name = f"llmux_test_{uuid.uuid4().hex[:12]}"
+    psql(f"CREATE DATABASE {name}")
+    try:
+        yield {
+            "LLMUX_DATA_DIR": str(tmp_path),
+            "LLMUX_DATABASE_URL": f"{PG}/{name}",
+            "LLMUX_REDIS_URL": REDIS,
+            "LLMUX_SECRET_KEY": "x" * 40,
+            "LLMUX_CLUSTER_NAME": f"llmux-test-{name}",
+        }
+    finally:
+        psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_it_migrates_and_round_trips_the_registry_on_postgresql(
+    production_env: dict[str, str],
+) -> None:
+    migrate = run_manage(["migrate", "-v0"], production_env)
+    assert migrate.returncode == 0, migrate.stderr
+    imported = run_manage(["llmux_import", str(DEMO)], production_env)
+    assert imported.returncode == 0, imported.stderr
+    vendor = run_manage(
+        [
+            "shell",
+            "--no-imports",
+            "-c",
+            "from django.db import connection; print(connection.vendor)",
+        ],
+        production_env,
+    )
+    assert vendor.stdout.strip() == "postgresql"
+    exported = run_manage(["llmux_export", "--format", "json"], production_env)
+    assert exported.returncode == 0, exported.stderr
+    assert '"demo-chat"' in exported.stdout
+    assert '"demo-reasoner"' in exported.stdout
+
+
+def test_task_broker_and_channel_layer_use_redis(production_env: dict[str, str]) -> None:
+    code = """
+import asyncio, uuid
+from channels.layers import get_channel_layer
+from django_q.brokers import get_broker
+broker = get_broker()
+print(type(broker).__name__, broker.ping())
+layer = get_channel_layer()
+async def roundtrip():
+    channel = await layer.new_channel()
+    group = "g" + uuid.uuid4().hex
+    await layer.group_add(group, channel)
+    await layer.group_send(group, {"type": "probe.message", "n": 7})
+    message = await asyncio.wait_for(layer.receive(channel), 5)
+    await layer.group_discard(group, channel)
+    return message["n"]
+print(type(layer).__name__, asyncio.run(roundtrip()))
+"""
+    result = run_manage(["shell", "--no-imports", "-c", code], production_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["Redis", "True", "RedisPubSubChannelLayer", "7"]
