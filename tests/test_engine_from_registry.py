@@ -1,0 +1,88 @@
+"""A registry entry becomes a real engine: `vllm_command: llmux-sim` works as `vllm` would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from llmux_site.core import supervisor
+from llmux_site.core.config import parse_config
+from llmux_site.core.engine_client import EngineClient
+from models_app.models import ModelDefinition, RegistryConfig
+from models_app.services.engines import engine_command, listen_address, process_spec
+from models_app.services.registry import apply_registry
+from tests.plugins.engines import free_port
+
+pytestmark = pytest.mark.django_db
+
+
+def import_llmux_05(port: int) -> ModelDefinition:
+    apply_registry(
+        parse_config(
+            {
+                "vllm_command": "llmux-sim",
+                "models": {
+                    "tiny": {
+                        "model_path": "org/tiny-model",
+                        "port": port,
+                        "sleep_level": 2,
+                        "extra_args": ["--sim-weights-bytes", "65536", "--dtype", "bfloat16"],
+                    }
+                },
+            }
+        )
+    )
+    return ModelDefinition.objects.get(name="tiny")
+
+
+def test_the_data_dir_of_the_test_run_is_not_the_checkout() -> None:
+    assert not Path(settings.DATA_DIR).is_relative_to(Path(settings.BASE_DIR))
+
+
+def test_an_llmux_config_with_vllm_command_llmux_sim_starts_a_real_engine() -> None:
+    model = import_llmux_05(free_port())
+    config = RegistryConfig.load()
+    command = engine_command(model, config)
+    assert (
+        command.argv[-7:]
+        == [
+            "--port",
+            str(model.port),
+            "--enable-sleep-mode",
+            "--sim-weights-bytes",
+            "65536",
+            "--dtype",
+            "bfloat16",
+        ][-7:]
+    )
+    assert "serve" in command.argv and "org/tiny-model" in command.argv
+    assert command.env["VLLM_SERVER_DEV_MODE"] == "1"
+
+    engine = supervisor.spawn(process_spec(model, config))
+    try:
+        asyncio.run(exercise(model, engine))
+    finally:
+        result = supervisor.stop(engine, grace=5)
+    assert result.outcome in (supervisor.StopOutcome.TERMINATED, supervisor.StopOutcome.KILLED)
+    assert not supervisor.is_alive(engine)
+
+
+async def exercise(model: ModelDefinition, engine: supervisor.EngineProcess) -> None:
+    address = listen_address(model)
+    async with EngineClient(address) as client:
+        await supervisor.wait_healthy(engine, client.health, timeout=30)
+        models = await client.models()
+        assert models[0]["id"] == "org/tiny-model"
+        before = await client.probe("org/tiny-model")
+        await client.sleep(2)
+        assert await client.is_sleeping()
+        ledger = Path(settings.LLMUX_DIRS["ledger"]) / f"{engine.pid}.json"
+        assert json.loads(ledger.read_text())["bytes"] == 0
+        await client.wake_after_discard()
+        assert not await client.is_sleeping()
+        after = await client.probe("org/tiny-model")
+        assert after.text == before.text
