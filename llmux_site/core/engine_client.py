@@ -270,7 +270,7 @@ class EngineClient:
         method: str,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - vLLM's own RPC timeout, sent along
+        timeout: float | None = None,
     ) -> list[Any]:
         """POST /collective_rpc; the list has one result per tensor-parallel rank."""
         body: dict[str, Any] = {"method": method, "args": list(args), "kwargs": dict(kwargs or {})}

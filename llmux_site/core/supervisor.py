@@ -189,7 +189,7 @@ async def wait_healthy(
     *,
     # Not asyncio.timeout(): the engine's death must end the wait too, and the timeout is
     # the model's startup timeout that goes into the error.
-    timeout: float,  # noqa: ASYNC109
+    timeout: float,
     interval: float = 0.2,
     clock: Clock = time.monotonic,
 ) -> float:
