@@ -46,6 +46,7 @@ class Runner:
     port: int
     say: Callable[[str], None]
     children: list[ChildProcess] = field(default_factory=list)
+    before_stop: Callable[[], None] = lambda: None  # e.g. end the worker's long tasks
     stopping: bool = False
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -94,6 +95,7 @@ class Runner:
         return 0
 
     def _stop_children(self) -> None:
+        self.before_stop()
         live = [c for c in self.children if c.popen is not None and c.exited() is None]
         for child in live:
             assert child.popen is not None

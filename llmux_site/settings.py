@@ -164,7 +164,7 @@ else:
 Q_TIMEOUT = env_int("LLMUX_TASK_TIMEOUT_SECS", 3600, minimum=60)
 Q_CLUSTER: dict[str, Any] = {
     "name": env_str("LLMUX_CLUSTER_NAME", "llmux"),
-    "workers": env_int("LLMUX_WORKERS", 2, minimum=1, maximum=64),
+    "workers": env_int("LLMUX_WORKERS", 3, minimum=2, maximum=64),
     "timeout": Q_TIMEOUT,
     "retry": Q_TIMEOUT + 60,
     "max_attempts": 1,
@@ -177,7 +177,8 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
-    Q_CLUSTER["poll"] = 0.2
+    # The ORM broker polls; switch latency includes this wait.
+    Q_CLUSTER["poll"] = 0.05
 
 # --- REST framework ----------------------------------------------------------------------------
 REST_FRAMEWORK = {

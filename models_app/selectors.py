@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
-from models_app.models import EngineState, ModelDefinition, RegistryConfig
+from django.db.models import Count, Max
+
+from llmux_site.core.addresses import ListenAddress
+from models_app.models import (
+    EngineRuntime,
+    EngineState,
+    ModelAlias,
+    ModelDefinition,
+    RegistryConfig,
+    SwitchRequest,
+)
+from models_app.services.engines import listen_address
 
 
 @dataclass(frozen=True)
@@ -39,3 +51,79 @@ def registry_rows(config: RegistryConfig) -> list[RegistryRow]:
             )
         )
     return rows
+
+
+@dataclass(frozen=True)
+class GatewayModel:
+    """What the gateway needs to route one model."""
+
+    name: str
+    upstream: ListenAddress
+    served_name: str
+    rewrite_model: bool
+    enabled: bool
+    max_model_len: int | None
+
+
+@dataclass(frozen=True)
+class GatewayRegistry:
+    models: dict[str, GatewayModel]
+    names: dict[str, str]  # name or alias -> model name
+    mode: str
+    pinned: str | None
+    request_timeout: float
+    fingerprint: tuple[object, ...]
+
+
+def registry_fingerprint() -> tuple[object, ...]:
+    """Changes whenever a model, alias or the registry settings change."""
+    models = ModelDefinition.objects.aggregate(n=Count("id"), at=Max("updated_at"))
+    aliases = ModelAlias.objects.aggregate(n=Count("id"), top=Max("id"))
+    config = RegistryConfig.objects.values_list("updated_at", flat=True).first()
+    return (models["n"], models["at"], aliases["n"], aliases["top"], config)
+
+
+def gateway_registry() -> GatewayRegistry:
+    fingerprint = registry_fingerprint()
+    config = RegistryConfig.load()
+    models: dict[str, GatewayModel] = {}
+    names: dict[str, str] = {}
+    for model in ModelDefinition.objects.prefetch_related("aliases"):
+        models[model.name] = GatewayModel(
+            name=model.name,
+            upstream=listen_address(model),
+            served_name=model.served_model_name or model.model_path,
+            rewrite_model=model.rewrite_model,
+            enabled=model.enabled,
+            max_model_len=_max_model_len(model.extra_args),
+        )
+        names[model.name] = model.name
+        for alias in model.aliases.all():
+            names[alias.name] = model.name
+    pinned = config.pinned_model.name if config.pinned_model_id and config.pinned_model else None
+    return GatewayRegistry(
+        models=models,
+        names=names,
+        mode=config.mode,
+        pinned=pinned,
+        request_timeout=float(config.request_timeout_secs),
+        fingerprint=fingerprint,
+    )
+
+
+def runtime_states() -> dict[str, tuple[str, int]]:
+    """Model name -> (state, drain token) for every model with a runtime row."""
+    rows = EngineRuntime.objects.values_list("model__name", "state", "drain_token")
+    return {name: (state, token) for name, state, token in rows}
+
+
+def switch_outcomes(ids: list[int]) -> dict[int, tuple[str, str]]:
+    rows = SwitchRequest.objects.filter(pk__in=ids).values_list("pk", "status", "error")
+    return {pk: (status, error) for pk, status, error in rows}
+
+
+def _max_model_len(extra_args: list[str]) -> int | None:
+    for flag, value in itertools.pairwise(extra_args):
+        if flag == "--max-model-len" and value.isdigit():
+            return int(value)
+    return None

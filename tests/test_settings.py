@@ -31,7 +31,7 @@ def run_manage(args: list[str], env: dict[str, str]) -> subprocess.CompletedProc
     [
         ("LLMUX_DEBUG", "maybe", "LLMUX_DEBUG: expected true or false"),
         ("LLMUX_WORKERS", "two", "LLMUX_WORKERS: expected a whole number"),
-        ("LLMUX_WORKERS", "0", "LLMUX_WORKERS: must be at least 1"),
+        ("LLMUX_WORKERS", "1", "LLMUX_WORKERS: must be at least 2"),
         ("LLMUX_LOG_LEVEL", "LOUD", "LLMUX_LOG_LEVEL: expected one of"),
         ("LLMUX_DATABASE_URL", "mysql://x/y", "LLMUX_DATABASE_URL: expected a URL starting with"),
         ("LLMUX_REDIS_URL", "redis://127.0.0.1:notaport/0", "LLMUX_REDIS_URL: URL has an invalid"),

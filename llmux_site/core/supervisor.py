@@ -137,7 +137,7 @@ async def _wait_readable(fd: int) -> None:
 
 async def _poll_until_dead(proc: EngineProcess, interval: float) -> None:
     # Polling is the fallback where pidfds are unavailable; there is no event to wait on.
-    while is_alive(proc):  # noqa: ASYNC110
+    while is_alive(proc):
         await asyncio.sleep(interval)
 
 

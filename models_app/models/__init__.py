@@ -11,25 +11,39 @@ from .choices import (
     SwapTrigger,
     Weights,
 )
+from .coordination import (
+    OPEN_SWITCH_STATUSES,
+    GroupLease,
+    OperationKind,
+    SwitchRequest,
+    SwitchStatus,
+    WebInstance,
+)
 from .definitions import ModelAlias, ModelDefinition, Node, RegistryConfig
 from .runtime import EngineRuntime
 from .swaps import PHASES, SwapEvent
 
 __all__ = [
+    "OPEN_SWITCH_STATUSES",
     "PHASES",
     "BringUp",
     "EngineKind",
     "EngineRuntime",
     "EngineState",
+    "GroupLease",
     "Mode",
     "ModelAlias",
     "ModelDefinition",
     "Node",
+    "OperationKind",
     "PolicyType",
     "Process",
     "RegistryConfig",
     "SwapEvent",
     "SwapOutcome",
     "SwapTrigger",
+    "SwitchRequest",
+    "SwitchStatus",
+    "WebInstance",
     "Weights",
 ]

@@ -36,6 +36,12 @@ class EngineRuntime(models.Model):
     last_health_ok = models.BooleanField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
+    # Raised (incremented) by the worker when a drain starts; web processes acknowledge it
+    # once their in-flight count for this model is zero.
+    drain_token = models.PositiveIntegerField(default=0)
+    # Operator's runtime eviction override (llmux's /control); the definition stays as is.
+    override_weights = models.CharField(max_length=16, choices=Weights.choices, blank=True)
+    override_process = models.CharField(max_length=16, choices=Process.choices, blank=True)
     # Compare-and-swap guard: every writer filters on the version it read and bumps it.
     version = models.PositiveBigIntegerField(default=0)
 

@@ -23,7 +23,7 @@ class SwapEvent(models.Model):
     )
     # Names are kept too: history must stay readable after a model is deleted.
     from_name = models.CharField(max_length=128, blank=True)
-    to_name = models.CharField(max_length=128)
+    to_name = models.CharField(max_length=128, blank=True, help_text="blank for an eviction")
     trigger = models.CharField(max_length=16, choices=SwapTrigger.choices)
     actor = models.CharField(max_length=150, blank=True)
     outcome = models.CharField(

@@ -18,7 +18,11 @@ from llmux_site.core.config import ConfigError, load_config_file
 from models_app.models import ModelDefinition
 from models_app.services.accounts import ensure_initial_admin
 from models_app.services.nodes import register_local_node
+from models_app.services.reconcile import reconcile
 from models_app.services.registry import apply_registry
+from models_app.services.runtime import stop_all_engines
+from models_app.services.sweeper import install_schedules, stop_sweep
+from models_app.services.warmup import schedule_warmup
 
 DEMO_REGISTRY = Path(settings.BASE_DIR) / "llmux_site" / "demo" / "registry.yaml"
 
@@ -49,6 +53,13 @@ class Command(BaseCommand):
         self.prepare_database()
         self.load_registry(config)
         node = register_local_node()
+        report = reconcile()
+        if report.died or report.rolled_back:
+            self.say(f"recovered from an earlier run: {report}")
+        install_schedules()
+        warming = schedule_warmup()
+        if warming:
+            self.say(f"warming up models of GPU group(s) {', '.join(warming)}")
         admin = ensure_initial_admin()
         origin = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
         self.say(f"llmux {settings.PROFILE} profile, node {node.name}, data in {settings.DATA_DIR}")
@@ -66,15 +77,29 @@ class Command(BaseCommand):
         if not is_loopback_host(host):
             self.say(f"  WARNING: listening on {host}, beyond loopback")
         runner = serve.Runner(
-            host=host, port=port, say=self.say, children=serve.child_processes(host, port)
+            before_stop=stop_sweep,
+            host=host,
+            port=port,
+            say=self.say,
+            children=serve.child_processes(host, port),
         )
         try:
             code = runner.run(serve.child_env())
         except serve.ServeError as exc:
             raise CommandError(str(exc)) from None
+        finally:
+            self.stop_engines()
         if code != 0:
             raise CommandError("llmux stopped because one of its processes died")
         self.say("llmux stopped")
+
+    def stop_engines(self) -> None:
+        if settings.LLMUX_KEEP_ENGINES_ON_EXIT:
+            self.say("leaving engines running (LLMUX_KEEP_ENGINES_ON_EXIT)")
+            return
+        stopped = stop_all_engines()
+        if stopped:
+            self.say(f"stopped engines: {', '.join(stopped)}")
 
     def prepare_database(self) -> None:
         executor = MigrationExecutor(connection)

@@ -1,0 +1,453 @@
+"""Engine operations on one model: cold start, evict, bring up and readiness.
+
+Pure core: no Django. Each operation works on one `EngineTarget` against its real process
+(supervisor) and HTTP surface (engine client), and returns plain data; the switcher decides
+what to record. Failures leave no half-state behind: a failed eviction escalates to a stop,
+and a failed bring-up or readiness stops the target's process group, so a later switch can
+always cold-start it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import psutil
+
+from llmux_site.core import supervisor
+from llmux_site.core.engine_client import CallTimeouts, EngineClient
+from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
+from llmux_site.core.processes import live_process
+from llmux_site.core.supervisor import EngineProcess, SupervisorError
+from llmux_site.core.switching import BringUpKind, EngineStatus, EngineTarget
+
+__all__ = [
+    "STOPPED_POLICY",
+    "BringUpError",
+    "EngineMemoryProbe",
+    "EvictOutcome",
+    "EvictionError",
+    "LifecycleError",
+    "OnSpawned",
+    "ProcessActionUnavailable",
+    "ProcessActions",
+    "ReadinessError",
+    "bring_up",
+    "bring_up_kind",
+    "cold_start",
+    "engine_pids",
+    "evict",
+    "kill_now",
+    "readiness",
+]
+
+logger = logging.getLogger(__name__)
+
+# What an engine counts as evicted by after an escalation: weights kept, process stopped.
+STOPPED_POLICY = EvictionPolicy(WeightsAction.RETAIN, ProcessAction.STOP)
+# Memory left after an eviction may be at most this share of what the engine held before
+# (or the plan's absolute tolerance, whichever is larger).
+MEMORY_LEFT_RATIO = 0.2
+STARTUP_POLL_INTERVAL = 0.1
+DEFAULT_STOP_GRACE = 10.0
+
+EngineMemoryProbe = Callable[[Sequence[int]], int | None]
+OnSpawned = Callable[[EngineProcess], Awaitable[None]]
+
+
+class LifecycleError(Exception):
+    """An engine operation failed; `log_tail` holds the engine's last log lines if known."""
+
+    def __init__(self, message: str, *, log_tail: str = "") -> None:
+        if log_tail and log_tail not in message:
+            message = f"{message}; last log lines:\n{log_tail}"
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+class BringUpError(LifecycleError):
+    """The target could not be brought up; its process group has been stopped."""
+
+
+class ReadinessError(LifecycleError):
+    """The target came up but did not pass health and probe; its group has been stopped."""
+
+
+class EvictionError(LifecycleError):
+    """Even the escalation to stop failed: the outgoing engine may still hold the GPU."""
+
+
+class ProcessActionUnavailable(LifecycleError):
+    """A process action (cuda_suspend, checkpoint) this host cannot perform."""
+
+
+class ProcessActions(Protocol):
+    """CUDA suspend and CRIU checkpoint drivers; absent where the host cannot do them."""
+
+    async def suspend(self, target: EngineTarget, process: EngineProcess) -> None:
+        """Move the engine tree's device memory to the host; the process keeps running."""
+
+    async def resume(self, target: EngineTarget, process: EngineProcess) -> None:
+        """Undo `suspend`: device memory back on the GPU."""
+
+    async def checkpoint(self, target: EngineTarget, process: EngineProcess) -> None:
+        """Dump the engine tree to an image; the process is gone afterwards."""
+
+    async def restore(self, target: EngineTarget) -> EngineProcess:
+        """Restore the target's latest image; the restored process (new create time)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EvictOutcome:
+    """How an eviction ended, and what to record for the outgoing engine."""
+
+    evicted: EvictionPolicy | None
+    escalated: bool = False
+    error: str = ""  # why it escalated (empty when the policy worked)
+    status: EngineStatus = EngineStatus.STOPPED
+    process: EngineProcess | None = None  # the process still alive after the eviction
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _client(target: EngineTarget, timeouts: CallTimeouts | None, retries: int = 2) -> EngineClient:
+    return EngineClient(target.address, timeouts=timeouts, retries=retries)
+
+
+def _live(process: EngineProcess | None) -> EngineProcess | None:
+    return process if process is not None and supervisor.is_alive(process) else None
+
+
+def engine_pids(process: EngineProcess) -> list[int]:
+    """Pids of the engine tree: the leader, its process group and its descendants."""
+    pids: set[int] = set()
+    leader = live_process(process.pid, process.create_time)
+    if leader is not None:
+        pids.add(process.pid)
+        with contextlib.suppress(psutil.Error):
+            pids.update(child.pid for child in leader.children(recursive=True))
+    if process.pgid > 1 and process.pgid != os.getpgrp():
+        pids.update(supervisor.group_members(process.pgid))
+    return sorted(pids)
+
+
+async def _stop_group(process: EngineProcess, grace: float) -> str:
+    """Stop the engine's group; '' or why stopping failed (never raises SupervisorError)."""
+    try:
+        await supervisor.stop_async(process, grace=grace)
+    except SupervisorError as exc:
+        logger.error("stopping engine group %s failed: %s", process.pgid, exc)
+        return str(exc)
+    return ""
+
+
+def kill_now(process: EngineProcess, grace: float) -> None:
+    """Stop the group without the event loop: for cancellation and SystemExit paths."""
+    try:
+        supervisor.stop(process, grace=grace)
+    except SupervisorError as exc:
+        logger.error("killing engine group %s failed: %s", process.pgid, exc)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# --- cold start ------------------------------------------------------------------------
+
+
+async def cold_start(
+    target: EngineTarget,
+    *,
+    timeouts: CallTimeouts | None = None,
+    stop_grace: float = DEFAULT_STOP_GRACE,
+    on_spawned: OnSpawned | None = None,
+) -> EngineProcess:
+    """Spawn `target.spec` and wait until /health answers, within `target.startup_timeout`.
+
+    `on_spawned` hears the new identity before the health wait, so it can be recorded
+    before anything can crash. On failure the whole group is stopped and BringUpError
+    (with the log tail) raised; on cancellation or SystemExit it is killed, then re-raised.
+    """
+    try:
+        process = supervisor.spawn(target.spec)
+    except SupervisorError as exc:
+        raise BringUpError(f"cold start of {target.name} failed: {exc}") from exc
+    try:
+        if on_spawned is not None:
+            await on_spawned(process)
+        async with _client(target, timeouts, retries=0) as client:
+            await supervisor.wait_healthy(
+                process,
+                client.health,
+                timeout=target.startup_timeout,
+                interval=STARTUP_POLL_INTERVAL,
+            )
+    except Exception as exc:
+        await _stop_group(process, stop_grace)
+        tail = supervisor.read_log_tail(process.log_path)
+        raise BringUpError(f"cold start of {target.name} failed: {exc}", log_tail=tail) from exc
+    except BaseException:
+        kill_now(process, stop_grace)
+        raise
+    return process
+
+
+# --- eviction --------------------------------------------------------------------------
+
+
+def _unavailable(action: ProcessAction) -> ProcessActionUnavailable:
+    return ProcessActionUnavailable(f"{action.value} is not available on this host")
+
+
+async def _release_weights(client: EngineClient, policy: EvictionPolicy) -> None:
+    level = policy.vllm_sleep_level
+    if level is None:
+        return
+    # abort: a finished drain left nothing in flight; after a drain timeout the cut
+    # requests get an error instead of an engine that sleeps under them.
+    await client.sleep(level, mode="abort")
+    if not await client.is_sleeping():
+        raise LifecycleError(f"engine answered /sleep?level={level} but is not sleeping")
+
+
+async def _apply_process_action(
+    target: EngineTarget,
+    process: EngineProcess,
+    action: ProcessAction,
+    *,
+    actions: ProcessActions | None,
+    stop_grace: float,
+) -> None:
+    if action is ProcessAction.KEEP_RUNNING:
+        return
+    if action is ProcessAction.STOP:
+        await supervisor.stop_async(process, grace=stop_grace)
+        return
+    if actions is None:
+        raise _unavailable(action)
+    if action is ProcessAction.CUDA_SUSPEND:
+        await actions.suspend(target, process)
+    else:
+        await actions.checkpoint(target, process)
+
+
+def _check_memory_freed(before: int | None, after: int | None, tolerance: int) -> None:
+    if before is None or after is None:
+        return  # no probe can tell on this host
+    allowed = max(tolerance, int(before * MEMORY_LEFT_RATIO))
+    if after > allowed:
+        raise LifecycleError(
+            f"GPU memory was not freed: the engine still holds {after} bytes "
+            f"(held {before} before; at most {allowed} may remain)"
+        )
+
+
+_STATUS_AFTER: dict[ProcessAction, EngineStatus] = {
+    ProcessAction.KEEP_RUNNING: EngineStatus.SLEEPING,
+    ProcessAction.CUDA_SUSPEND: EngineStatus.SUSPENDED,
+    ProcessAction.CHECKPOINT: EngineStatus.CHECKPOINTED,
+    ProcessAction.STOP: EngineStatus.STOPPED,
+}
+
+
+async def _escalate(process: EngineProcess, reason: str, stop_grace: float) -> EvictOutcome:
+    failure = await _stop_group(process, stop_grace)
+    if failure:
+        raise EvictionError(f"{reason}; escalating to stop failed too: {failure}")
+    return EvictOutcome(STOPPED_POLICY, escalated=True, error=reason)
+
+
+async def evict(
+    target: EngineTarget,
+    process: EngineProcess | None,
+    *,
+    memory_probe: EngineMemoryProbe,
+    stop_grace: float,
+    memory_tolerance_bytes: int = 0,
+    timeouts: CallTimeouts | None = None,
+    process_actions: ProcessActions | None = None,
+) -> EvictOutcome:
+    """Free the GPU by `target.eviction`: weights first, then the process; then verify.
+
+    Any failure (an error answer, a hang past the call timeout, an engine that says it
+    sleeps but is not, memory that did not come back, a process action that is missing or
+    fails) escalates to stopping the group. Raises EvictionError only if even that fails.
+    """
+    policy = target.eviction
+    if _live(process) is None:
+        if process is not None:  # its workers may outlive the leader
+            await _escalate(process, "engine process is gone", stop_grace)
+        return EvictOutcome(STOPPED_POLICY, error=f"{target.name} was not running")
+    assert process is not None
+    pids = engine_pids(process)
+    held_before = memory_probe(pids)
+    try:
+        async with _client(target, timeouts) as client:
+            await _release_weights(client, policy)
+        await _apply_process_action(
+            target, process, policy.process, actions=process_actions, stop_grace=stop_grace
+        )
+        tolerance = memory_tolerance_bytes * max(1, len(target.gpu_ids))
+        _check_memory_freed(held_before, memory_probe(pids), tolerance)
+    except Exception as exc:
+        reason = f"eviction of {target.name} by {policy.label} failed: {_describe(exc)}"
+        return await _escalate(process, reason, stop_grace)
+    status = _STATUS_AFTER[policy.process]
+    kept = process if status in (EngineStatus.SLEEPING, EngineStatus.SUSPENDED) else None
+    return EvictOutcome(policy, status=status, process=kept)
+
+
+# --- bring-up --------------------------------------------------------------------------
+
+
+def bring_up_kind(target: EngineTarget) -> BringUpKind:
+    """How `bring_up` will bring `target` up (checks whether its process still lives)."""
+    return _bring_up_kind(target, _live(target.process))
+
+
+def _bring_up_kind(target: EngineTarget, process: EngineProcess | None) -> BringUpKind:
+    """How to bring `target` up; COLD_START whenever its recorded state cannot be trusted."""
+    evicted = target.evicted
+    if process is None:
+        if target.status is EngineStatus.CHECKPOINTED and evicted is not None:
+            return BringUpKind.RESTORE
+        return BringUpKind.COLD_START  # a dead recorded process is never "woken"
+    if target.status is EngineStatus.RUNNING:
+        return BringUpKind.ALREADY_ACTIVE
+    if target.status is EngineStatus.SUSPENDED:
+        return BringUpKind.RESUME
+    if target.status is EngineStatus.SLEEPING and evicted and evicted.vllm_sleep_level:
+        return BringUpKind.WAKE
+    # Starting, draining, failed, or sleeping without a known level: a live process in a
+    # state we cannot continue from is restarted rather than guessed at.
+    return BringUpKind.COLD_START
+
+
+async def _wake_weights(client: EngineClient, evicted: EvictionPolicy | None) -> None:
+    """Undo the weights half of an eviction, then verify with /is_sleeping."""
+    if evicted is None or evicted.weights is WeightsAction.RETAIN:
+        return
+    if evicted.weights is WeightsAction.DISCARD:
+        await client.wake_after_discard()  # without reload_weights the output is garbage
+    else:
+        await client.wake_up()
+    if await client.is_sleeping():
+        raise LifecycleError("engine answered /wake_up but still reports is_sleeping=true")
+
+
+async def _revive(
+    kind: BringUpKind,
+    target: EngineTarget,
+    process: EngineProcess | None,
+    *,
+    timeouts: CallTimeouts | None,
+    actions: ProcessActions | None,
+) -> None:
+    """Wake or resume a live `process` (restore has already produced it)."""
+    if kind is BringUpKind.RESUME:
+        if actions is None:
+            raise _unavailable(ProcessAction.CUDA_SUSPEND)
+        assert process is not None
+        await actions.resume(target, process)
+    async with _client(target, timeouts) as client:
+        await _wake_weights(client, target.evicted)
+
+
+async def _restore(
+    target: EngineTarget, actions: ProcessActions | None, on_spawned: OnSpawned | None
+) -> EngineProcess:
+    if actions is None:
+        raise BringUpError(
+            f"restore of {target.name} failed: {ProcessAction.CHECKPOINT.value} "
+            "is not available on this host"
+        )
+    try:
+        process = await actions.restore(target)
+    except Exception as exc:
+        raise BringUpError(f"restore of {target.name} failed: {_describe(exc)}") from exc
+    if on_spawned is not None:
+        try:
+            await on_spawned(process)
+        except BaseException:
+            kill_now(process, DEFAULT_STOP_GRACE)
+            raise
+    return process
+
+
+async def bring_up(
+    target: EngineTarget,
+    *,
+    timeouts: CallTimeouts | None = None,
+    stop_grace: float = DEFAULT_STOP_GRACE,
+    process_actions: ProcessActions | None = None,
+    on_spawned: OnSpawned | None = None,
+) -> tuple[BringUpKind, EngineProcess]:
+    """Bring `target` up by its recorded status and eviction; how, and the live process.
+
+    On failure the target's process group is stopped and BringUpError raised.
+    `on_spawned` hears every new process identity (cold start, restore) at once.
+    """
+    process = _live(target.process)
+    kind = _bring_up_kind(target, process)
+    if kind is BringUpKind.ALREADY_ACTIVE and process is not None:
+        return kind, process
+    if kind is BringUpKind.COLD_START:
+        if target.process is not None:  # a stale or dead engine's group must not linger
+            await _stop_group(target.process, stop_grace)
+        started = await cold_start(
+            target, timeouts=timeouts, stop_grace=stop_grace, on_spawned=on_spawned
+        )
+        return kind, started
+    if kind is BringUpKind.RESTORE:
+        process = await _restore(target, process_actions, on_spawned)
+    try:
+        await _revive(kind, target, process, timeouts=timeouts, actions=process_actions)
+    except Exception as exc:
+        assert process is not None
+        await _stop_group(process, stop_grace)
+        tail = supervisor.read_log_tail(process.log_path or target.spec.log_path)
+        message = f"{kind.value} of {target.name} failed: {_describe(exc)}"
+        raise BringUpError(message, log_tail=tail) from exc
+    assert process is not None
+    return kind, process
+
+
+# --- readiness -------------------------------------------------------------------------
+
+
+async def _check_ready(target: EngineTarget, timeouts: CallTimeouts | None) -> None:
+    async with _client(target, timeouts) as client:
+        if not await client.health():
+            raise LifecycleError("/health did not answer 200")
+        # /health does not see decode stalls: only a generated token proves the engine works.
+        await client.probe(target.served_name)
+
+
+async def readiness(
+    target: EngineTarget,
+    process: EngineProcess,
+    *,
+    timeouts: CallTimeouts | None = None,
+    timeout: float | None = None,
+    stop_grace: float = DEFAULT_STOP_GRACE,
+) -> None:
+    """Health, then a one-token probe, within `timeout` (default: the calls' own timeouts).
+
+    On failure the target's process group is stopped and ReadinessError raised.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await _check_ready(target, timeouts)
+    except Exception as exc:  # TimeoutError included
+        await _stop_group(process, stop_grace)
+        tail = supervisor.read_log_tail(process.log_path)
+        message = f"readiness of {target.name} failed: {_describe(exc)}"
+        raise ReadinessError(message, log_tail=tail) from exc

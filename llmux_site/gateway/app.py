@@ -1,0 +1,278 @@
+"""The OpenAI-compatible gateway as a plain ASGI3 application: the request hot path.
+
+No Django, no ORM, no middleware: a request for an active model costs one dict lookup to
+dispatch, one JSON parse, the backend's ``resolve``/``acquire`` and one forwarded request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Final
+from urllib.parse import quote
+
+from llmux_site.gateway.backend import GatewayBackend
+from llmux_site.gateway.errors import GatewayError
+from llmux_site.gateway.proxy import (
+    FORWARDED_REQUEST_HEADERS,
+    Send,
+    UpstreamPool,
+    relay,
+)
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+# The endpoints vLLM serves with POST; other POST /v1/* paths are passed through as well.
+POST_ENDPOINTS: Final = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+MODELS_PATH: Final = "/v1/models"
+PREFIX: Final = "/v1/"
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
+class DisconnectWatch:
+    """Cancels the request's task when the client disconnects (``http.disconnect``).
+
+    ASGI only reports a disconnect through ``receive``, which nobody calls once the body is
+    read; this waits on it beside the request so a gone client stops a switch wait or an
+    upstream generation at once, instead of when the server gives up on the task.
+    """
+
+    __slots__ = ("_task", "_watcher", "gone")
+
+    def __init__(self, receive: Receive) -> None:
+        self.gone = False
+        self._task = asyncio.current_task()
+        self._watcher: asyncio.Future[Message] = asyncio.ensure_future(receive())
+        self._watcher.add_done_callback(self._on_message)
+
+    def _on_message(self, watcher: asyncio.Future[Message]) -> None:
+        if watcher.cancelled() or watcher.exception() is not None:
+            return
+        if watcher.result().get("type") == "http.disconnect" and self._task is not None:
+            self.gone = True
+            self._task.cancel()
+
+    def stop(self) -> None:
+        self._watcher.remove_done_callback(self._on_message)
+        self._watcher.cancel()
+
+
+class GatewayApp:
+    """ASGI3 application for http scopes under ``/v1/`` (lifespan closes the sessions)."""
+
+    def __init__(
+        self, backend: GatewayBackend, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    ) -> None:
+        self.backend = backend
+        self.max_body_bytes = max_body_bytes
+        self.upstreams = UpstreamPool()
+        self._routes: dict[tuple[str, str], Handler] = {
+            ("GET", MODELS_PATH): self._list_models,
+            **{("POST", path): self._forward for path in POST_ENDPOINTS},
+        }
+        self._known_paths = frozenset(path for _method, path in self._routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            handler = self._routes.get((scope["method"], scope["path"]))
+            if handler is None:
+                handler = self._fallback(scope)
+            await handler(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            raise ValueError(f"the gateway serves http scopes only, not {kind!r}")
+
+    async def aclose(self) -> None:
+        """Close every upstream session (lifespan shutdown calls this)."""
+        await self.upstreams.aclose()
+
+    def _fallback(self, scope: Scope) -> Handler:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path.startswith(PREFIX):
+            if method == "POST" and path != MODELS_PATH:
+                return self._forward
+            if method == "GET" and path.startswith(MODELS_PATH + "/"):
+                return self._retrieve_model
+            if path in self._known_paths:
+                return _method_not_allowed
+        return _not_found
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _list_models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        data = await self.backend.list_models()
+        await send_json(send, 200, {"object": "list", "data": data})
+
+    async def _retrieve_model(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = scope["path"][len(MODELS_PATH) + 1 :]
+        public = self.backend.resolve(name)
+        for entry in await self.backend.list_models() if public is not None else ():
+            if entry.get("id") == public:
+                await send_json(send, 200, entry)
+                return
+        await send_error(send, GatewayError(404, f"The model `{name}` does not exist."))
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read and check the body, take a slot on the model, relay to its engine."""
+        try:
+            headers, length = _request_headers(scope)
+            if length is not None and length > self.max_body_bytes:
+                raise _too_large(self.max_body_bytes)
+            body = await self._read_body(receive)
+            payload, model = _parse(body)
+            public = self.backend.resolve(model)
+            if public is None:
+                raise GatewayError(404, f"The model `{model}` does not exist.", param="model")
+        except GatewayError as exc:
+            await send_error(send, exc)
+            return
+        except ClientGone:
+            return
+        watch = DisconnectWatch(receive)
+        try:
+            await self._admit_and_relay(scope, send, public, payload, body, headers)
+        except GatewayError as exc:
+            await send_error(send, exc)
+        except Exception:
+            # A bug, not a client or engine failure: say so in OpenAI's shape if the
+            # response has not started yet (daphne refuses a second start otherwise).
+            logger.exception("the gateway failed on a request for %s", public)
+            with contextlib.suppress(Exception):
+                await send_error(send, GatewayError(500, "The gateway failed on this request."))
+        except asyncio.CancelledError:
+            if not watch.gone:
+                raise
+            # We cancelled ourselves because the client left: not an error of the app.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        finally:
+            watch.stop()
+
+    async def _admit_and_relay(
+        self,
+        scope: Scope,
+        send: Send,
+        public: str,
+        payload: dict[str, Any],
+        body: bytes,
+        headers: list[tuple[str, str]] | None,
+    ) -> None:
+        backend = self.backend
+        deadline = asyncio.get_running_loop().time() + backend.request_timeout()
+        slot = await backend.acquire(public, deadline=deadline)
+        try:
+            route = slot.route
+            if route.rewrite_model and payload["model"] != route.served_name:
+                payload["model"] = route.served_name
+                body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+            upstream = self.upstreams.get(route.upstream)
+            raw_path = scope.get("raw_path") or quote(scope["path"]).encode()
+            url = upstream.url(raw_path, scope["query_string"])
+            await relay(upstream, scope["method"], url, headers, body, send)
+        finally:
+            slot.release()
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            if len(body) > self.max_body_bytes:
+                raise _too_large(self.max_body_bytes)
+            return body
+        chunks = [body]
+        size = len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ClientGone
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _too_large(self.max_body_bytes)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _request_headers(scope: Scope) -> tuple[list[tuple[str, str]] | None, int | None]:
+    """The headers to forward (as aiohttp takes them, or None) and the Content-Length."""
+    headers: list[tuple[str, str]] | None = None
+    length: int | None = None
+    for name, value in scope["headers"]:
+        if name in FORWARDED_REQUEST_HEADERS:
+            if headers is None:
+                headers = []
+            headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        elif name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                raise GatewayError(400, "Content-Length is not a number.") from None
+    return headers, length
+
+
+def _parse(body: bytes) -> tuple[dict[str, Any], str]:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise GatewayError(400, "The request body is not valid JSON.") from None
+    if not isinstance(payload, dict):
+        raise GatewayError(400, "The request body must be a JSON object.")
+    model = payload.get("model")
+    if not isinstance(model, str):
+        message = "`model` is required." if model is None else "`model` must be a string."
+        raise GatewayError(400, message, param="model")
+    return payload, model
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(413, f"The request body is larger than {limit} bytes.")
+
+
+async def send_json(send: Send, status: int, payload: Any) -> None:
+    await send_bytes(send, status, json.dumps(payload).encode())
+
+
+async def send_bytes(send: Send, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, error: GatewayError) -> None:
+    await send_bytes(send, error.status, error.body())
+
+
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    await send_error(send, GatewayError(404, f"Not found: {scope['method']} {scope['path']}"))
+
+
+async def _method_not_allowed(scope: Scope, receive: Receive, send: Send) -> None:
+    await send_error(
+        send, GatewayError(405, f"Method {scope['method']} is not allowed on {scope['path']}.")
+    )

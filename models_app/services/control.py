@@ -1,0 +1,114 @@
+"""Operator control (llmux 0.5's /control): every action goes through the switch queue."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
+from models_app.models import (
+    Mode,
+    ModelDefinition,
+    OperationKind,
+    RegistryConfig,
+    SwapTrigger,
+    SwitchRequest,
+)
+from models_app.services import switching
+from models_app.services.runtime import runtime_for
+
+STOP = EvictionPolicy(WeightsAction.RETAIN, ProcessAction.STOP)
+
+
+class ControlError(Exception):
+    """An operator action that cannot be carried out as asked (the API answers 409)."""
+
+
+def set_mode(mode: str, *, actor: str = "") -> RegistryConfig:
+    """auto: requests switch models; manual: only the pinned (or active) model is served."""
+    if mode not in Mode.values:
+        raise ControlError(f"unknown mode {mode!r}; expected auto or manual")
+    config = RegistryConfig.load()
+    RegistryConfig.objects.filter(pk=config.pk).update(mode=mode, updated_at=timezone.now())
+    config.refresh_from_db()
+    return config
+
+
+def pin(
+    model: ModelDefinition, *, actor: str = "", trigger: str = SwapTrigger.API
+) -> SwitchRequest:
+    """Switch to `model` and stay there: manual mode, other models answer 503."""
+    with transaction.atomic():
+        RegistryConfig.load()
+        RegistryConfig.objects.filter(pk=RegistryConfig.SINGLETON_PK).update(
+            mode=Mode.MANUAL, pinned_model=model, updated_at=timezone.now()
+        )
+        return force_switch(model, actor=actor, trigger=trigger)
+
+
+def unpin(*, actor: str = "") -> RegistryConfig:
+    RegistryConfig.load()
+    RegistryConfig.objects.filter(pk=RegistryConfig.SINGLETON_PK).update(
+        mode=Mode.AUTO, pinned_model=None, updated_at=timezone.now()
+    )
+    return RegistryConfig.load()
+
+
+def force_switch(
+    model: ModelDefinition, *, actor: str = "", trigger: str = SwapTrigger.API
+) -> SwitchRequest:
+    """Make `model` active now: no cooldown, runs even when no request waits."""
+    request = switching.request_switch(model, trigger=trigger, actor=actor, force=True)
+    _require_kind(request, OperationKind.SWITCH)
+    return request
+
+
+def wake(
+    model: ModelDefinition, *, actor: str = "", trigger: str = SwapTrigger.API
+) -> SwitchRequest:
+    """Bring `model` up (evicting its group's active model, as any switch does)."""
+    request = switching.request_switch(model, trigger=trigger, actor=actor)
+    _require_kind(request, OperationKind.SWITCH)
+    return request
+
+
+def evict(
+    model: ModelDefinition,
+    policy: EvictionPolicy | None = None,
+    *,
+    actor: str = "",
+    trigger: str = SwapTrigger.API,
+) -> SwitchRequest:
+    """Evict `model` by `policy` (default: its own) without bringing another model up."""
+    request = switching.request_operation(
+        model, kind=OperationKind.EVICT, policy=policy, trigger=trigger, actor=actor
+    )
+    _require_kind(request, OperationKind.EVICT)
+    return request
+
+
+def sleep(
+    model: ModelDefinition, *, actor: str = "", trigger: str = SwapTrigger.API
+) -> SwitchRequest:
+    return evict(model, None, actor=actor, trigger=trigger)
+
+
+def stop(
+    model: ModelDefinition, *, actor: str = "", trigger: str = SwapTrigger.API
+) -> SwitchRequest:
+    return evict(model, STOP, actor=actor, trigger=trigger)
+
+
+def set_eviction_override(model: ModelDefinition, policy: EvictionPolicy | None) -> None:
+    """Override how `model` is evicted until cleared (None); its definition is unchanged."""
+    runtime = runtime_for(model)
+    runtime.override_weights = policy.weights.value if policy else ""
+    runtime.override_process = policy.process.value if policy else ""
+    runtime.save(update_fields=["override_weights", "override_process"])
+
+
+def _require_kind(request: SwitchRequest, kind: str) -> None:
+    if request.kind != kind:
+        raise ControlError(
+            f"another operation ({request.kind}) on {request.target.name} is already queued"
+        )

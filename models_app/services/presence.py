@@ -1,0 +1,57 @@
+"""Web processes report waiting demand and drain acknowledgements; workers aggregate them."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from datetime import timedelta
+
+from django.utils import timezone
+
+from models_app.models import WebInstance
+
+# A web process heartbeats every second; three missed beats and it counts as gone (its
+# in-flight requests died with it, so it must not hold up a drain).
+STALE_AFTER = timedelta(seconds=3)
+
+
+def report(
+    instance_id: str,
+    *,
+    pid: int,
+    waiting: Mapping[str, tuple[int, float]],
+    drained: Mapping[str, int],
+) -> None:
+    """Upsert this web process's row with its current waiting demand and drain acks."""
+    WebInstance.objects.update_or_create(
+        id=instance_id,
+        defaults={
+            "host": socket.gethostname(),
+            "pid": pid,
+            "heartbeat_at": timezone.now(),
+            "waiting": {name: [count, since] for name, (count, since) in waiting.items()},
+            "drained": dict(drained),
+        },
+    )
+
+
+def forget(instance_id: str) -> None:
+    WebInstance.objects.filter(id=instance_id).delete()
+
+
+def live_instances() -> list[WebInstance]:
+    return list(WebInstance.objects.filter(heartbeat_at__gte=timezone.now() - STALE_AFTER))
+
+
+def total_waiting(model_name: str) -> int:
+    total = 0
+    for instance in live_instances():
+        entry = instance.waiting.get(model_name)
+        if entry:
+            total += int(entry[0])
+    return total
+
+
+def all_drained(model_name: str, token: int) -> bool:
+    """True when every live web process acknowledged `token` for `model_name`."""
+    return all(int(instance.drained.get(model_name, -1)) >= token for instance in live_instances())

@@ -1,0 +1,142 @@
+"""Make the database agree with the processes that really exist.
+
+Runs when llmux starts, on a schedule in the worker, and when the gateway finds an engine
+unreachable. It never starts engines: it records what died, finishes or rolls back what a
+dead worker left half done, and lets the next request switch as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.utils import timezone
+
+from llmux_site.core import supervisor
+from llmux_site.core.engine_client import EngineClient, EngineError
+from llmux_site.core.switching import EngineStatus
+from models_app.models import (
+    EngineRuntime,
+    EngineState,
+    GroupLease,
+    SwitchRequest,
+    SwitchStatus,
+)
+from models_app.services.engines import listen_address
+from models_app.services.runtime import current_process, record_engine_status
+
+log = logging.getLogger(__name__)
+
+# States in which the recorded process must be alive.
+PROCESS_STATES = (
+    EngineState.STARTING,
+    EngineState.RUNNING,
+    EngineState.DRAINING,
+    EngineState.SLEEPING,
+    EngineState.SUSPENDED,
+)
+
+
+@dataclass
+class ReconcileReport:
+    died: list[str] = field(default_factory=list)
+    rolled_back: list[str] = field(default_factory=list)
+    abandoned_switches: list[int] = field(default_factory=list)
+
+
+def reconcile() -> ReconcileReport:
+    """Record dead engines, expire dead workers' leases and repair half-done switches."""
+    report = ReconcileReport()
+    expire_leases(report)
+    for runtime in EngineRuntime.objects.filter(state__in=PROCESS_STATES).select_related("model"):
+        check_runtime(runtime, report)
+    return report
+
+
+def check_runtime(runtime: EngineRuntime, report: ReconcileReport) -> None:
+    process = current_process(runtime)
+    alive = process is not None and supervisor.is_alive(process)
+    if not alive:
+        log.warning("engine of %s (pid %s) is gone", runtime.model.name, runtime.pid)
+        record_engine_status(
+            runtime.model,
+            EngineStatus.FAILED,
+            process=None,
+            evicted=None,
+            error=f"engine process {runtime.pid} exited",
+        )
+        report.died.append(runtime.model.name)
+
+
+def engine_unreachable(model_name: str) -> bool:
+    """The gateway could not connect: True when the engine is gone (and now recorded so)."""
+    runtime = EngineRuntime.objects.select_related("model").filter(model__name=model_name).first()
+    if runtime is None or runtime.state not in PROCESS_STATES:
+        return runtime is not None
+    report = ReconcileReport()
+    check_runtime(runtime, report)
+    return bool(report.died)
+
+
+def expire_leases(report: ReconcileReport) -> None:
+    """A lease past its expiry belongs to a dead worker: close its switch, repair states."""
+    now = timezone.now()
+    for lease in GroupLease.objects.filter(expires_at__lt=now).exclude(holder=""):
+        with transaction.atomic():
+            taken = GroupLease.objects.filter(pk=lease.pk, holder=lease.holder).update(
+                holder="", expires_at=None, last_failure_at=now
+            )
+            if not taken:
+                continue
+            running = SwitchRequest.objects.filter(group=lease.group, status=SwitchStatus.RUNNING)
+            report.abandoned_switches += list(running.values_list("pk", flat=True))
+            running.update(
+                status=SwitchStatus.FAILED,
+                error="the worker running this switch died",
+                finished_at=now,
+            )
+        roll_back_group(lease.group, report)
+
+
+def roll_back_group(group: str, report: ReconcileReport) -> None:
+    """After a dead switch: a half-started engine is stopped, a draining one resumes."""
+    for runtime in EngineRuntime.objects.filter(gpu_group=group).select_related("model"):
+        process = current_process(runtime)
+        alive = process is not None and supervisor.is_alive(process)
+        if runtime.state == EngineState.STARTING:
+            if alive and process is not None:
+                supervisor.stop(process, grace=10)
+            record_engine_status(
+                runtime.model,
+                EngineStatus.STOPPED,
+                process=None,
+                evicted=None,
+                error="start-up interrupted by a worker crash",
+            )
+            report.rolled_back.append(runtime.model.name)
+        elif runtime.state == EngineState.DRAINING and alive and process is not None:
+            if engine_is_sleeping(runtime):
+                # Evicted before the worker died, by a policy we cannot confirm: stop it so
+                # the next switch cold-starts a known state.
+                supervisor.stop(process, grace=10)
+                record_engine_status(
+                    runtime.model, EngineStatus.STOPPED, process=None, evicted=None
+                )
+            else:
+                record_engine_status(
+                    runtime.model, EngineStatus.RUNNING, process=process, evicted=None
+                )
+            report.rolled_back.append(runtime.model.name)
+
+
+def engine_is_sleeping(runtime: EngineRuntime) -> bool:
+    async def ask() -> bool:
+        async with EngineClient(listen_address(runtime.model), retries=1) as client:
+            return await client.is_sleeping()
+
+    try:
+        return asyncio.run(ask())
+    except EngineError:
+        return True  # unreachable counts as not serving

@@ -1,0 +1,93 @@
+"""The worker's health sweep: reconcile every second, re-queue stranded switches."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from django.db.models import Q
+from django.utils import timezone
+from django_q.models import Schedule
+from django_q.tasks import async_task
+
+from models_app.models import GroupLease, SwitchRequest, SwitchStatus
+from models_app.services import switching
+from models_app.services.reconcile import reconcile
+
+log = logging.getLogger(__name__)
+
+SWEEP_LEASE = "__sweep__"
+SWEEP_INTERVAL = 1.0
+# A sweep task runs a little under the schedule's minute, so at most one is alive at a time
+# (the lease makes sure of it) and a dead one is replaced within a minute.
+SWEEP_RUN_SECONDS = 55.0
+STRANDED_AFTER = timedelta(seconds=3)
+
+
+def install_schedules() -> None:
+    """Create (or repair) the minute schedule that keeps a sweep running."""
+    Schedule.objects.update_or_create(
+        name="llmux-sweep",
+        defaults={
+            "func": "models_app.tasks.sweep",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+            "next_run": timezone.now(),
+        },
+    )
+    # Start one now rather than at the scheduler's next look; the lease keeps it single.
+    async_task("models_app.tasks.sweep", task_name="llmux sweep")
+
+
+def sweep(run_seconds: float = SWEEP_RUN_SECONDS) -> int:
+    """Reconcile every SWEEP_INTERVAL for `run_seconds`; returns the number of passes.
+
+    Revoking the sweep's lease (`stop_sweep`, as `llmux serve` does when it stops) ends
+    the loop within a pass, so the worker cluster can shut down without waiting a minute.
+    """
+    holder = switching.new_holder()
+    if not switching.claim_lease(SWEEP_LEASE, holder):
+        return 0
+    passes = 0
+    deadline = time.monotonic() + run_seconds
+    try:
+        while time.monotonic() < deadline:
+            if not switching.renew_lease(SWEEP_LEASE, holder):
+                break
+            one_pass()
+            passes += 1
+            time.sleep(SWEEP_INTERVAL)
+    finally:
+        switching.release_lease(SWEEP_LEASE, holder)
+    return passes
+
+
+def stop_sweep() -> None:
+    """Revoke the sweep's lease: a running sweep notices at its next renewal and ends."""
+    GroupLease.objects.filter(group=SWEEP_LEASE).update(holder="", expires_at=None)
+
+
+def one_pass() -> None:
+    try:
+        report = reconcile()
+        if report.died or report.rolled_back or report.abandoned_switches:
+            log.warning("reconcile: %s", report)
+        requeue_stranded()
+    except Exception:  # one bad pass must not end the sweep
+        log.exception("sweep pass failed")
+
+
+def requeue_stranded() -> None:
+    """Pending switches whose group has no live lease lost their task (a worker died)."""
+    now = timezone.now()
+    old = SwitchRequest.objects.filter(
+        status=SwitchStatus.PENDING, created_at__lt=now - STRANDED_AFTER
+    )
+    for group in set(old.values_list("group", flat=True)):
+        busy = GroupLease.objects.filter(
+            Q(group=group) & ~Q(holder="") & Q(expires_at__gte=now)
+        ).exists()
+        if not busy:
+            switching.enqueue_group(group)

@@ -1,0 +1,333 @@
+"""Engine lifecycle operations (cold start, evict, bring up, readiness) on real simulators."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llmux_site.core import lifecycle, supervisor
+from llmux_site.core.engine_client import CallTimeouts, EngineClient
+from llmux_site.core.lifecycle import BringUpError, ReadinessError
+from llmux_site.core.policy import EvictionPolicy
+from llmux_site.core.processes import EngineProcess
+from llmux_site.core.switching import BringUpKind, EngineStatus, EngineTarget
+from tests.core.switch_ports import DISCARD, OFFLOAD, STOP, InMemoryPorts, SimModels
+from tests.simulator.harness import http_request
+
+QUICK = CallTimeouts(health=1, control=1, sleep=1, wake=2, rpc=2, inference=2, probe=1)
+GRACE = 2.0
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Iterator[SimModels]:
+    sims = SimModels(tmp_path / "sim")
+    yield sims
+    sims.close()
+
+
+@pytest.fixture
+def ports(models: SimModels) -> InMemoryPorts:
+    return models.ports()
+
+
+async def started(models: SimModels, target: EngineTarget) -> EngineTarget:
+    """`target` cold-started and recorded as running."""
+    process = models.track(await lifecycle.cold_start(target, timeouts=QUICK))
+    return dataclasses.replace(target, status=EngineStatus.RUNNING, process=process)
+
+
+async def evicted(models: SimModels, ports: InMemoryPorts, target: EngineTarget) -> EngineTarget:
+    """A running `target` evicted by its policy, as the next bring-up would read it."""
+    outcome = await lifecycle.evict(
+        target,
+        target.process,
+        memory_probe=ports.engine_gpu_memory,
+        stop_grace=GRACE,
+        timeouts=QUICK,
+    )
+    assert not outcome.escalated, outcome.error
+    return dataclasses.replace(
+        target, status=outcome.status, process=outcome.process, evicted=outcome.evicted
+    )
+
+
+def gone(process: EngineProcess) -> bool:
+    return not supervisor.is_alive(process) and not supervisor.group_members(process.pgid)
+
+
+class SignalActions:
+    """ProcessActions that "suspend" with SIGSTOP: a real process action without a GPU."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def suspend(self, target: EngineTarget, process: EngineProcess) -> None:
+        self.calls.append("suspend")
+        os.killpg(process.pgid, signal.SIGSTOP)
+
+    async def resume(self, target: EngineTarget, process: EngineProcess) -> None:
+        self.calls.append("resume")
+        os.killpg(process.pgid, signal.SIGCONT)
+
+    async def checkpoint(self, target: EngineTarget, process: EngineProcess) -> None:
+        raise NotImplementedError
+
+    async def restore(self, target: EngineTarget) -> EngineProcess:
+        raise NotImplementedError
+
+
+# --- cold start ------------------------------------------------------------------------
+
+
+async def test_cold_start_reports_the_identity_before_the_engine_is_healthy(
+    models: SimModels,
+) -> None:
+    target = models.target("m/cold", "start-delay=0.3")
+    seen: list[tuple[EngineProcess, bool]] = []
+
+    async def on_spawned(process: EngineProcess) -> None:
+        models.track(process)
+        async with EngineClient(target.address, retries=0) as client:
+            seen.append((process, await client.health()))
+
+    process = await lifecycle.cold_start(target, timeouts=QUICK, on_spawned=on_spawned)
+
+    assert seen == [(process, False)]
+    async with EngineClient(target.address) as client:
+        assert await client.health() is True
+
+
+async def test_cold_start_of_a_crashing_engine_raises_with_the_log_tail(
+    models: SimModels,
+) -> None:
+    target = models.target("m/crash", "crash=startup")
+    spawned: list[EngineProcess] = []
+
+    async def on_spawned(process: EngineProcess) -> None:
+        spawned.append(models.track(process))
+
+    with pytest.raises(BringUpError) as raised:
+        await lifecycle.cold_start(target, timeouts=QUICK, on_spawned=on_spawned)
+
+    assert "crash" in raised.value.log_tail
+    assert "cold start of m/crash failed" in str(raised.value)
+    assert gone(spawned[0])
+
+
+async def test_cold_start_past_the_startup_timeout_stops_the_group(models: SimModels) -> None:
+    target = models.target(
+        "m/slow", "start-delay=30", extra_args=["--sim-child-processes", "1"], startup_timeout=0.5
+    )
+    spawned: list[EngineProcess] = []
+
+    async def on_spawned(process: EngineProcess) -> None:
+        spawned.append(models.track(process))
+
+    with pytest.raises(BringUpError, match=r"not healthy after 0\.5 s"):
+        await lifecycle.cold_start(target, timeouts=QUICK, on_spawned=on_spawned)
+    assert gone(spawned[0])
+
+
+# --- evict -----------------------------------------------------------------------------
+
+
+async def test_offload_frees_the_gpu_and_wake_brings_the_same_process_back(
+    models: SimModels, ports: InMemoryPorts
+) -> None:
+    running = await started(models, models.target("m/offload", eviction=OFFLOAD))
+    assert running.process is not None
+    held = ports.engine_gpu_memory([running.process.pid])
+
+    sleeping = await evicted(models, ports, running)
+
+    assert (sleeping.status, sleeping.process, sleeping.evicted) == (
+        EngineStatus.SLEEPING,
+        running.process,
+        OFFLOAD,
+    )
+    assert held and ports.engine_gpu_memory([running.process.pid]) == 0
+    kind, process = await lifecycle.bring_up(sleeping, timeouts=QUICK)
+    assert (kind, process) == (BringUpKind.WAKE, running.process)
+    await lifecycle.readiness(sleeping, process, timeouts=QUICK)
+    assert ports.engine_gpu_memory([process.pid]) == held
+
+
+async def test_stop_policy_stops_the_whole_group(models: SimModels, ports: InMemoryPorts) -> None:
+    target = models.target("m/stop", eviction=STOP, extra_args=["--sim-child-processes", "2"])
+    running = await started(models, target)
+    assert running.process is not None
+    assert len(lifecycle.engine_pids(running.process)) == 3
+
+    stopped = await evicted(models, ports, running)
+
+    assert (stopped.status, stopped.process, stopped.evicted) == (EngineStatus.STOPPED, None, STOP)
+    assert gone(running.process)
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("sleep=fail", "HTTP 500"),
+        ("sleep=hang", "EngineTimeout"),
+        ("sleep=noop", "GPU memory was not freed"),
+    ],
+)
+async def test_a_failed_sleep_escalates_to_stop(
+    models: SimModels, ports: InMemoryPorts, fault: str, reason: str
+) -> None:
+    running = await started(models, models.target("m/faulty", fault))
+    assert running.process is not None
+
+    outcome = await lifecycle.evict(
+        running,
+        running.process,
+        memory_probe=ports.engine_gpu_memory,
+        stop_grace=GRACE,
+        timeouts=QUICK,
+    )
+
+    assert outcome.escalated and outcome.evicted == lifecycle.STOPPED_POLICY
+    assert (outcome.status, outcome.process) == (EngineStatus.STOPPED, None)
+    assert reason in outcome.error and "offload+keep_running" in outcome.error
+    assert gone(running.process)
+
+
+async def test_cuda_suspend_without_process_actions_escalates_with_a_clear_error(
+    models: SimModels, ports: InMemoryPorts
+) -> None:
+    policy = EvictionPolicy.from_sleep_level(3)
+    running = await started(models, models.target("m/suspend", eviction=policy))
+    assert running.process is not None
+
+    outcome = await lifecycle.evict(
+        running, running.process, memory_probe=ports.engine_gpu_memory, stop_grace=GRACE
+    )
+
+    assert outcome.escalated
+    assert "cuda_suspend is not available on this host" in outcome.error
+    assert gone(running.process)
+
+
+async def test_process_actions_suspend_and_resume_around_the_weights(
+    models: SimModels, ports: InMemoryPorts
+) -> None:
+    policy = EvictionPolicy.from_label("offload+cuda_suspend")
+    running = await started(models, models.target("m/sigstop", eviction=policy))
+    actions = SignalActions()
+
+    outcome = await lifecycle.evict(
+        running,
+        running.process,
+        memory_probe=ports.engine_gpu_memory,
+        stop_grace=GRACE,
+        timeouts=QUICK,
+        process_actions=actions,
+    )
+    assert (outcome.status, outcome.process, outcome.escalated) == (
+        EngineStatus.SUSPENDED,
+        running.process,
+        False,
+    )
+    suspended = dataclasses.replace(running, status=outcome.status, evicted=outcome.evicted)
+    kind, process = await lifecycle.bring_up(suspended, timeouts=QUICK, process_actions=actions)
+
+    assert (kind, process) == (BringUpKind.RESUME, running.process)
+    assert actions.calls == ["suspend", "resume"]
+    await lifecycle.readiness(suspended, process, timeouts=QUICK)
+
+
+async def test_evicting_a_dead_engine_reports_it_stopped(
+    models: SimModels, ports: InMemoryPorts
+) -> None:
+    running = await started(models, models.target("m/dead"))
+    assert running.process is not None
+    supervisor.stop(running.process, grace=GRACE)
+
+    outcome = await lifecycle.evict(
+        running, running.process, memory_probe=ports.engine_gpu_memory, stop_grace=GRACE
+    )
+
+    assert (outcome.status, outcome.escalated, outcome.process) == (
+        EngineStatus.STOPPED,
+        False,
+        None,
+    )
+
+
+# --- bring up and readiness ------------------------------------------------------------
+
+
+async def test_a_dead_sleeping_engine_is_cold_started_not_woken(
+    models: SimModels, ports: InMemoryPorts
+) -> None:
+    sleeping = await evicted(models, ports, await started(models, models.target("m/gone")))
+    assert sleeping.process is not None
+    os.killpg(sleeping.process.pgid, signal.SIGKILL)
+    await supervisor.wait_exit(sleeping.process)
+
+    kind, process = await lifecycle.bring_up(sleeping, timeouts=QUICK)
+    models.track(process)
+
+    assert kind is BringUpKind.COLD_START and process.pid != sleeping.process.pid
+    await lifecycle.readiness(sleeping, process, timeouts=QUICK)
+
+
+async def test_level_two_wake_reloads_the_weights(models: SimModels, ports: InMemoryPorts) -> None:
+    running = await started(models, models.target("m/discard", eviction=DISCARD))
+    async with EngineClient(running.address) as client:
+        before = await client.probe(running.served_name)
+    sleeping = await evicted(models, ports, running)
+
+    kind, _ = await lifecycle.bring_up(sleeping, timeouts=QUICK)
+
+    assert kind is BringUpKind.WAKE
+    async with EngineClient(running.address) as client:
+        assert (await client.probe(running.served_name)).text == before.text
+    state = http_request(running.address, "GET", "/sim/state").json()
+    assert (state["weights_ok"], state["reload_count"]) == (True, 1)
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (EngineStatus.SUSPENDED, "cuda_suspend is not available on this host"),
+        (EngineStatus.CHECKPOINTED, "checkpoint is not available on this host"),
+    ],
+)
+async def test_resume_and_restore_without_process_actions_fail_clearly(
+    models: SimModels, status: EngineStatus, message: str
+) -> None:
+    running = await started(models, models.target("m/noactions"))
+    assert running.process is not None
+    process = running.process if status is EngineStatus.SUSPENDED else None
+    target = dataclasses.replace(running, status=status, process=process, evicted=STOP)
+
+    with pytest.raises(BringUpError, match=message):
+        await lifecycle.bring_up(target, timeouts=QUICK)
+    if process is not None:
+        assert gone(process)
+
+
+async def test_a_failed_wake_stops_the_engine(models: SimModels, ports: InMemoryPorts) -> None:
+    sleeping = await evicted(
+        models, ports, await started(models, models.target("m/w", "wake=fail"))
+    )
+    assert sleeping.process is not None
+
+    with pytest.raises(BringUpError, match=r"wake of m/w failed: .*HTTP 500"):
+        await lifecycle.bring_up(sleeping, timeouts=QUICK)
+    assert gone(sleeping.process)
+
+
+async def test_a_decode_stall_fails_readiness_and_stops_the_engine(models: SimModels) -> None:
+    running = await started(models, models.target("m/stall", "decode=stall"))
+    assert running.process is not None
+
+    with pytest.raises(ReadinessError, match="EngineTimeout"):
+        await lifecycle.readiness(running, running.process, timeouts=QUICK)
+    assert gone(running.process)

@@ -1,0 +1,152 @@
+"""llmux's integration scenarios, against real llmux-sim engines through the whole stack."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import openai
+import pytest
+
+from tests.integration.harness import Llmux, sim_model
+from tests.plugins.engines import free_port
+
+
+def two_models(**policy: Any) -> dict[str, Any]:
+    return {
+        "vllm_command": "llmux-sim",
+        "policy": {"min_active_secs": 0, "request_timeout_secs": 60} | policy,
+        "models": {
+            "alpha": sim_model(free_port(), sleep_level=1),
+            "beta": sim_model(free_port(), sleep_level=2),
+        },
+    }
+
+
+def ask(client: openai.OpenAI, model: str, prompt: str = "hello there") -> str:
+    answer = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        temperature=0,
+        seed=7,
+        max_tokens=8,
+    )
+    content = answer.choices[0].message.content
+    assert content
+    return content
+
+
+def test_a_single_model_is_started_on_first_request_and_served(llmux: Llmux) -> None:
+    llmux.start(two_models())
+    client = llmux.client()
+    assert ask(client, "alpha") == ask(client, "alpha")
+    assert llmux.states()["alpha"] == "running"
+    assert [swap[1:4] for swap in llmux.swaps()] == [("alpha", "succeeded", "cold_start")]
+
+
+def test_a_to_b_to_a_switches_with_correct_content(llmux: Llmux) -> None:
+    llmux.start(two_models())
+    client = llmux.client()
+    first_alpha = ask(client, "alpha")
+    first_beta = ask(client, "beta")
+    states = llmux.states()
+    assert states == {"alpha": "sleeping", "beta": "running"}
+    assert ask(client, "alpha") == first_alpha
+    assert ask(client, "beta") == first_beta
+    swaps = llmux.swaps()
+    assert [(s[0], s[1], s[2], s[3]) for s in swaps] == [
+        ("", "alpha", "succeeded", "cold_start"),
+        ("alpha", "beta", "succeeded", "cold_start"),
+        ("beta", "alpha", "succeeded", "wake"),
+        ("alpha", "beta", "succeeded", "wake"),
+    ]
+
+
+def test_a_request_for_the_active_model_does_not_switch(llmux: Llmux) -> None:
+    llmux.start(two_models())
+    client = llmux.client()
+    for _ in range(5):
+        ask(client, "alpha")
+    assert len(llmux.swaps()) == 1
+
+
+def test_an_unknown_model_gets_a_404_in_openai_shape(llmux: Llmux) -> None:
+    llmux.start(two_models())
+    with pytest.raises(openai.NotFoundError) as caught:
+        ask(llmux.client(), "gamma")
+    assert caught.value.status_code == 404
+    body = caught.value.body
+    assert isinstance(body, dict)
+    assert "gamma" in body["message"]
+
+
+def test_streaming_through_a_switch_ends_with_done(llmux: Llmux) -> None:
+    llmux.start(two_models())
+    client = llmux.client()
+    ask(client, "alpha")
+    stream = client.chat.completions.create(
+        model="beta",
+        messages=[{"role": "user", "content": "stream please"}],
+        stream=True,
+        max_tokens=20,
+        temperature=0,
+    )
+    pieces = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
+    assert len("".join(pieces).split()) >= 10
+    assert llmux.states()["beta"] == "running"
+
+
+def test_a_failing_sleep_escalates_to_stop_and_the_switch_still_succeeds(llmux: Llmux) -> None:
+    config = two_models()
+    config["models"]["alpha"]["extra_args"] += ["--sim-fault", "sleep=fail"]
+    llmux.start(config)
+    client = llmux.client()
+    ask(client, "alpha")
+    ask(client, "beta")
+    assert llmux.states() == {"alpha": "stopped", "beta": "running"}
+    last = llmux.swaps()[-1]
+    assert last[:3] == ("alpha", "beta", "succeeded")
+    assert last[4] == 1  # escalated
+
+
+def test_cooldown_keeps_the_active_model_for_min_active_secs(llmux: Llmux) -> None:
+    llmux.start(two_models(min_active_secs=2))
+    client = llmux.client()
+    ask(client, "alpha")
+    ask(client, "beta")
+    cooldown = llmux.query("SELECT cooldown_ms FROM models_app_swapevent WHERE to_name = 'beta'")[
+        0
+    ][0]
+    assert cooldown >= 1000
+
+
+def test_an_engine_killed_is_restarted_by_the_next_request(llmux: Llmux) -> None:
+    llmux.start(two_models())
+    client = llmux.client()
+    before = ask(client, "alpha")
+    (pid,) = llmux.query(
+        "SELECT r.pid FROM models_app_engineruntime r "
+        "JOIN models_app_modeldefinition m ON m.id = r.model_id WHERE m.name = 'alpha'"
+    )[0]
+    os.kill(pid, signal.SIGKILL)
+    assert ask(client, "alpha") == before
+    (new_pid,) = llmux.query(
+        "SELECT r.pid FROM models_app_engineruntime r "
+        "JOIN models_app_modeldefinition m ON m.id = r.model_id WHERE m.name = 'alpha'"
+    )[0]
+    assert new_pid != pid
+
+
+def test_a_request_timeout_answers_504_and_orphans_nothing(llmux: Llmux) -> None:
+    config = two_models(request_timeout_secs=1)
+    config["models"]["beta"]["extra_args"] += ["--sim-startup-seconds", "3"]
+    llmux.start(config)
+    client = llmux.client()
+    with pytest.raises(openai.APIStatusError) as caught:
+        ask(client, "beta")
+    assert caught.value.status_code == 504
+    # The switch goes on without the request; beta still comes up and serves.
+    time.sleep(3)
+    assert ask(llmux.client(), "beta")
