@@ -21,8 +21,10 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from llmux_site.gateway.app import GatewayApp  # noqa: E402
+from llmux_site.gateway.tuning import tune_web_process  # noqa: E402
 from models_app.gateway_backend import DjangoGatewayBackend  # noqa: E402
 
+tune_web_process()
 gateway = GatewayApp(
     DjangoGatewayBackend.create(), max_body_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 )

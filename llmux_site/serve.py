@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 STOP_GRACE_SECS = 20.0
+ASGI_APP = "llmux_site.asgi:application"
 
 
 class ServeError(RuntimeError):
@@ -127,9 +128,10 @@ def child_processes(host: str, port: int) -> list[ChildProcess]:
     return [
         ChildProcess(
             "web",
-            [python, "-m", "daphne", "-b", host, "-p", str(port), "llmux_site.asgi:application"],
+            # -v 0: no access-log line per request on the hot path.
+            [python, "-m", "daphne", "-v", "0", "-b", host, "-p", str(port), ASGI_APP],
         ),
-        ChildProcess("worker", [python, "-m", "django", "qcluster"]),
+        ChildProcess("worker", [python, "-m", "django", "llmux", "worker"]),
     ]
 
 

@@ -26,7 +26,7 @@ from llmux_site.gateway.backend import Route
 from llmux_site.gateway.errors import GatewayError
 from models_app import selectors
 from models_app.models import EngineState, Mode, ModelDefinition, SwapTrigger, SwitchStatus
-from models_app.services import presence, switching
+from models_app.services import presence, reconcile, switching
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,15 @@ class DjangoGatewayBackend:
             if waiter.count == 0:
                 self.waiters.pop(model, None)
             self._mark_dirty()
+
+    async def upstream_failed(self, model: str) -> bool:
+        """Confirm the engine is dead (recording it so); then a new acquire restarts it."""
+        dead: bool = await self._run_db(reconcile.engine_unreachable, model)
+        if dead:
+            token = self.states.get(model, ("", 0))[1]
+            self.states = {**self.states, model: (EngineState.FAILED, token)}
+            self._notify()
+        return dead
 
     # --- internals ------------------------------------------------------------------------
     def _admissible(self, model: str) -> bool:

@@ -15,7 +15,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from llmux_site.gateway.backend import GatewayBackend
-from llmux_site.gateway.errors import GatewayError
+from llmux_site.gateway.errors import EngineUnreachableError, GatewayError
 from llmux_site.gateway.proxy import (
     FORWARDED_REQUEST_HEADERS,
     Send,
@@ -183,11 +183,30 @@ class GatewayApp:
     ) -> None:
         backend = self.backend
         deadline = asyncio.get_running_loop().time() + backend.request_timeout()
-        slot = await backend.acquire(public, deadline=deadline)
+        try:
+            await self._relay_once(scope, send, public, payload, body, headers, deadline)
+        except EngineUnreachableError:
+            # The engine died under us (nothing was sent to the client): when the backend
+            # confirms it, acquiring again brings it back and the request goes once more.
+            if not await backend.upstream_failed(public):
+                raise
+            await self._relay_once(scope, send, public, payload, body, headers, deadline)
+
+    async def _relay_once(
+        self,
+        scope: Scope,
+        send: Send,
+        public: str,
+        payload: dict[str, Any],
+        body: bytes,
+        headers: list[tuple[str, str]] | None,
+        deadline: float,
+    ) -> None:
+        slot = await self.backend.acquire(public, deadline=deadline)
         try:
             route = slot.route
             if route.rewrite_model and payload["model"] != route.served_name:
-                payload["model"] = route.served_name
+                payload = {**payload, "model": route.served_name}
                 body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
             upstream = self.upstreams.get(route.upstream)
             raw_path = scope.get("raw_path") or quote(scope["path"]).encode()

@@ -59,6 +59,14 @@ class GatewayBackend(Protocol):
         """Seconds a request may wait for its model to become active."""
         ...
 
+    async def upstream_failed(self, model: str) -> bool:
+        """The engine of ``model`` could not be reached before answering anything.
+
+        True when the backend found the engine dead and recorded it, so the request may
+        acquire again (which brings the engine back) and be sent once more.
+        """
+        ...
+
 
 @dataclass(eq=False, slots=True)
 class StaticSlot:
@@ -169,6 +177,9 @@ class StaticBackend:
 
     def request_timeout(self) -> float:
         return self.timeout
+
+    async def upstream_failed(self, model: str) -> bool:
+        return False  # static routes cannot bring an engine back
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """Counts per model, as plain data."""

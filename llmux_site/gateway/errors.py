@@ -45,8 +45,17 @@ class GatewayError(Exception):
         """502: the engine refused the connection or broke before answering."""
         return cls(502, f"The model engine failed to answer: {detail}")
 
+    @classmethod
+    def engine_unreachable(cls, detail: str) -> EngineUnreachableError:
+        """502 unless the backend finds the engine dead and the request may go again."""
+        return EngineUnreachableError(502, f"The model engine failed to answer: {detail}")
+
     def body(self) -> bytes:
         return error_body(self.status, self.message, param=self.param)
+
+
+class EngineUnreachableError(GatewayError):
+    """The engine failed before any answer: nothing reached the client yet."""
 
 
 def error_payload(status: int, message: str, *, param: str | None = None) -> dict[str, Any]:

@@ -149,7 +149,7 @@ async def relay(
     try:
         resp = await upstream.session.request(method, url, data=body, headers=headers)
     except ENGINE_ERRORS as exc:
-        raise GatewayError.engine_failed(_describe(exc, upstream)) from None
+        raise GatewayError.engine_unreachable(_describe(exc, upstream)) from None
     try:
         await _relay_response(resp, send, upstream)
     except BaseException:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass, field
 
+import psutil
 from django.db import transaction
 from django.utils import timezone
 
@@ -80,10 +82,23 @@ def engine_unreachable(model_name: str) -> bool:
     return bool(report.died)
 
 
+def holder_is_dead(holder: str) -> bool:
+    """A holder `host:pid:nonce` on this host whose process is gone."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    return not psutil.pid_exists(int(pid_text))
+
+
 def expire_leases(report: ReconcileReport) -> None:
-    """A lease past its expiry belongs to a dead worker: close its switch, repair states."""
+    """A lease past its expiry, or held by a dead process of this host, belongs to a dead
+    worker: close its switch and repair the engine states it left half done."""
     now = timezone.now()
-    for lease in GroupLease.objects.filter(expires_at__lt=now).exclude(holder=""):
+    for lease in GroupLease.objects.exclude(holder=""):
+        expired = lease.expires_at is None or lease.expires_at < now
+        if not expired and not holder_is_dead(lease.holder):
+            continue
         with transaction.atomic():
             taken = GroupLease.objects.filter(pk=lease.pk, holder=lease.holder).update(
                 holder="", expires_at=None, last_failure_at=now

@@ -79,12 +79,11 @@ def one_pass() -> None:
         log.exception("sweep pass failed")
 
 
-def requeue_stranded() -> None:
+def requeue_stranded(*, immediately: bool = False) -> None:
     """Pending switches whose group has no live lease lost their task (a worker died)."""
     now = timezone.now()
-    old = SwitchRequest.objects.filter(
-        status=SwitchStatus.PENDING, created_at__lt=now - STRANDED_AFTER
-    )
+    cutoff = now if immediately else now - STRANDED_AFTER
+    old = SwitchRequest.objects.filter(status=SwitchStatus.PENDING, created_at__lt=cutoff)
     for group in set(old.values_list("group", flat=True)):
         busy = GroupLease.objects.filter(
             Q(group=group) & ~Q(holder="") & Q(expires_at__gte=now)

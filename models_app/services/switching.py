@@ -39,7 +39,8 @@ from models_app.services.switch_ports import DbSwitchPorts, finish_swap
 
 log = logging.getLogger(__name__)
 
-LEASE_TTL = timedelta(seconds=30)
+# Renewed every third of this while a switch runs; a dead worker's lease frees this fast.
+LEASE_TTL = timedelta(seconds=15)
 FAILURE_BACKOFF = timedelta(seconds=2)
 
 

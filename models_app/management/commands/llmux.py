@@ -21,7 +21,7 @@ from models_app.services.nodes import register_local_node
 from models_app.services.reconcile import reconcile
 from models_app.services.registry import apply_registry
 from models_app.services.runtime import stop_all_engines
-from models_app.services.sweeper import install_schedules, stop_sweep
+from models_app.services.sweeper import install_schedules, requeue_stranded, stop_sweep
 from models_app.services.warmup import schedule_warmup
 
 DEMO_REGISTRY = Path(settings.BASE_DIR) / "llmux_site" / "demo" / "registry.yaml"
@@ -38,10 +38,27 @@ class Command(BaseCommand):
         serve_parser.add_argument("--config", type=Path, help="llmux config file to import first")
         serve_parser.add_argument("--host", default="127.0.0.1")
         serve_parser.add_argument("--port", type=int, default=8000)
+        sub.add_parser("worker", help="reconcile, then run the worker cluster (qcluster)")
+        sub.add_parser("warmup", help="queue warmup of the models configured for it")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["action"] == "serve":
+        action = options["action"]
+        if action == "serve":
             self.serve(options["config"], options["host"], options["port"])
+        elif action == "worker":
+            self.worker()
+        elif action == "warmup":
+            self.say(f"warmup queued for GPU group(s): {', '.join(schedule_warmup()) or 'none'}")
+
+    def worker(self) -> None:
+        """Adopt what an earlier worker left (engines, leases), then run the cluster."""
+        register_local_node()
+        report = reconcile()
+        if report.died or report.rolled_back or report.abandoned_switches:
+            self.say(f"recovered from an earlier run: {report}")
+        install_schedules()
+        requeue_stranded(immediately=True)
+        call_command("qcluster")
 
     def serve(self, config: Path | None, host: str, port: int) -> None:
         if not 1 <= port <= 65535:
@@ -53,10 +70,6 @@ class Command(BaseCommand):
         self.prepare_database()
         self.load_registry(config)
         node = register_local_node()
-        report = reconcile()
-        if report.died or report.rolled_back:
-            self.say(f"recovered from an earlier run: {report}")
-        install_schedules()
         warming = schedule_warmup()
         if warming:
             self.say(f"warming up models of GPU group(s) {', '.join(warming)}")
