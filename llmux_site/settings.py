@@ -178,7 +178,7 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
     # The ORM broker polls; switch latency includes this wait.
-    Q_CLUSTER["poll"] = 0.05
+    Q_CLUSTER["poll"] = 0.02
 
 # --- REST framework ----------------------------------------------------------------------------
 REST_FRAMEWORK = {

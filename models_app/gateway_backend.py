@@ -26,7 +26,7 @@ from llmux_site.gateway.backend import Route
 from llmux_site.gateway.errors import GatewayError
 from models_app import selectors
 from models_app.models import EngineState, Mode, ModelDefinition, SwapTrigger, SwitchStatus
-from models_app.services import presence, reconcile, switching
+from models_app.services import notify, presence, reconcile, switching
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +230,15 @@ class DjangoGatewayBackend:
 
     async def _refresh_forever(self) -> None:
         last_registry = last_report = 0.0
+        # Workers publish "look now" on this host's bus after each state change, so a
+        # drain or an activation is seen at once; the poll below is the fallback.
+        listener = await notify.bus().listen(lambda _message: self._wake.set())
+        try:
+            await self._refresh_loop(last_registry, last_report)
+        finally:
+            listener.close()
+
+    async def _refresh_loop(self, last_registry: float, last_report: float) -> None:
         while True:
             try:
                 now = time.monotonic()

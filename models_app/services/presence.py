@@ -9,6 +9,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from models_app.models import WebInstance
+from models_app.services import notify
 
 # A web process heartbeats every second; three missed beats and it counts as gone (its
 # in-flight requests died with it, so it must not hold up a drain).
@@ -33,6 +34,7 @@ def report(
             "drained": dict(drained),
         },
     )
+    notify.after_commit(notify.PRESENCE)
 
 
 def forget(instance_id: str) -> None:

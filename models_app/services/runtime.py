@@ -10,6 +10,7 @@ from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
 from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switching import EngineStatus, EngineTarget
 from models_app.models import EngineRuntime, EngineState, ModelDefinition, RegistryConfig
+from models_app.services import notify
 from models_app.services.engines import eviction_policy, listen_address, process_spec
 
 # States in which the engine holds (or is about to hold) its GPU group.
@@ -53,6 +54,7 @@ def record_engine_status(
     with transaction.atomic():
         runtime_for(model)
         EngineRuntime.objects.filter(pk=model.pk).update(**fields)
+        notify.after_commit(notify.RUNTIME)
 
 
 def raise_drain(model: ModelDefinition) -> int:
@@ -62,6 +64,7 @@ def raise_drain(model: ModelDefinition) -> int:
         EngineRuntime.objects.filter(pk=model.pk).update(
             drain_token=F("drain_token") + 1, version=F("version") + 1
         )
+        notify.after_commit(notify.RUNTIME)
         return EngineRuntime.objects.values_list("drain_token", flat=True).get(pk=model.pk)
 
 

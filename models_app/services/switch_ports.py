@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 
@@ -11,6 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from llmux_site.core.gpu import GpuProbe, detect_probe
+from llmux_site.core.notify import Listener
 from llmux_site.core.policy import EvictionPolicy
 from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switching import (
@@ -27,10 +29,10 @@ from models_app.models import (
     SwitchRequest,
     SwitchStatus,
 )
-from models_app.services import presence
+from models_app.services import notify, presence
 from models_app.services.runtime import raise_drain, record_engine_status
 
-POLL_SECONDS = 0.01
+POLL_SECONDS = 0.02
 PHASE_COLUMNS = {
     Phase.BACKOFF: "backoff_ms",
     Phase.COOLDOWN: "cooldown_ms",
@@ -59,8 +61,26 @@ class DbSwitchPorts:
         self.models = {m.name: m for m in self._models(plan)}
         self.swap: SwapEvent | None = None
         self.drain_tokens: dict[str, int] = {}
-        self.early_phases: dict[str, object] = {}  # backoff, timed before the swap row exists
+        self.early_phases: dict[str, float] = {}  # phase durations, written at the end
         self.started = time.monotonic()
+        self._signal: asyncio.Event | None = None
+        self._listener: Listener | None = None
+
+    async def _pause(self) -> None:
+        """Wait for a "look now" from a web process (or one poll interval at most)."""
+        if self._listener is None:
+            self._signal = asyncio.Event()
+            signal = self._signal
+            self._listener = await notify.bus().listen(lambda _message: signal.set())
+        assert self._signal is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._signal.wait(), POLL_SECONDS)
+        self._signal.clear()
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     @staticmethod
     def _models(plan: SwitchPlan) -> list[ModelDefinition]:
@@ -86,24 +106,24 @@ class DbSwitchPorts:
         while not await check(model, token):
             if time.monotonic() >= deadline:
                 return False
-            await asyncio.sleep(POLL_SECONDS)
+            await self._pause()
         return True
 
     async def phase(self, phase: Phase, elapsed_ms: float | None) -> None:
-        if phase in (Phase.BACKOFF, Phase.CHECK) and self.swap is None:
-            # Nothing has happened yet: a skipped switch leaves no swap row.
-            if phase is Phase.BACKOFF and elapsed_ms is not None:
-                self.early_phases["backoff_ms"] = elapsed_ms
+        if elapsed_ms is not None:
+            # Durations are written with the outcome in one UPDATE (fewer writes on the
+            # switch path); only the start of a phase is written live, for the dashboard.
+            column = PHASE_COLUMNS.get(phase)
+            if column is not None:
+                self.early_phases[column] = elapsed_ms
             return
+        if phase in (Phase.BACKOFF, Phase.CHECK) and self.swap is None:
+            return  # nothing has happened yet: a skipped switch leaves no swap row
         await sync_to_async(self._record_phase)(phase, elapsed_ms)
 
     def _record_phase(self, phase: Phase, elapsed_ms: float | None) -> None:
         swap = self.swap or self._open_swap()
-        fields: dict[str, object] = {"phase": phase.value}
-        column = PHASE_COLUMNS.get(phase)
-        if elapsed_ms is not None and column is not None:
-            fields[column] = elapsed_ms
-        SwapEvent.objects.filter(pk=swap.pk).update(**fields)
+        SwapEvent.objects.filter(pk=swap.pk).update(phase=phase.value)
 
     def _open_swap(self) -> SwapEvent:
         outgoing = self.plan.outgoing
@@ -122,7 +142,6 @@ class DbSwitchPorts:
             eviction_process=outgoing.eviction.process.value if outgoing else "",
             waiting_requests=presence.total_waiting(self.plan.incoming.name),
             gpu_memory_before=_json_memory(self.gpu_memory()),
-            **self.early_phases,
         )
         SwitchRequest.objects.filter(pk=self.request.pk).update(swap=self.swap)
         return self.swap
@@ -149,7 +168,7 @@ class DbSwitchPorts:
         deadline = time.monotonic() + timeout
         waiting = sync_to_async(presence.total_waiting)
         while await waiting(model) > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(POLL_SECONDS)
+            await self._pause()
 
     def gpu_memory(self) -> Mapping[int, int]:
         return gpu_probe().used_by_device()
@@ -184,6 +203,7 @@ def finish_swap(request: SwitchRequest, ports: DbSwitchPorts, result: SwitchResu
             bringup=result.bringup.value if result.bringup else "",
             gpu_memory_after=_json_memory(result.memory_after),
             error=result.error,
+            **ports.early_phases,
         )
     SwitchRequest.objects.filter(pk=request.pk).update(
         status=request_status, error=result.error, finished_at=now

@@ -208,7 +208,10 @@ def run_request(request: SwitchRequest, holder: str) -> bool:
     plan = build_plan(request, config)
     ports = DbSwitchPorts(request=request, plan=plan)
     operation = run_eviction if request.kind == OperationKind.EVICT else run_switch
-    result = asyncio.run(_run_with_lease(operation(plan, ports), plan.group, holder))
+    try:
+        result = asyncio.run(_run_with_lease(operation(plan, ports), plan.group, holder))
+    finally:
+        ports.close()
     finish_swap(request, ports, result)
     return result.outcome.value != "failed"
 

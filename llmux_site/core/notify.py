@@ -1,0 +1,87 @@
+"""A host-local notification bus: one Unix datagram socket per listening process.
+
+Web processes wait for engine state changes and workers wait for drain acknowledgements.
+Both are in the database (the truth); this bus only says "look now", so a waiter reacts in
+microseconds instead of at its next poll. Messages are best-effort hints: a lost one costs
+one poll interval, never correctness, which is why polling stays as the fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+SUFFIX = ".sock"
+# Errors that mean "nobody listens there any more": the socket file is stale.
+STALE = {errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK}
+
+
+class LocalBus:
+    """Publish a short message to every listener in `directory`; listen for them."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self._sender: socket.socket | None = None
+
+    def publish(self, message: bytes) -> int:
+        """Send `message` to every listener; returns how many got it. Never blocks."""
+        if self._sender is None:
+            self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._sender.setblocking(False)
+        delivered = 0
+        with contextlib.suppress(FileNotFoundError):
+            for path in self.directory.iterdir():
+                if path.suffix != SUFFIX:
+                    continue
+                try:
+                    self._sender.sendto(message, str(path))
+                    delivered += 1
+                except BlockingIOError:
+                    pass  # the listener is behind: it will look at the database anyway
+                except OSError as exc:
+                    if exc.errno in STALE:
+                        with contextlib.suppress(OSError):
+                            path.unlink()
+        return delivered
+
+    async def listen(self, on_message: Callable[[bytes], None]) -> Listener:
+        """Bind a fresh socket in the directory; `on_message` runs on the event loop."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(path))
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+
+        def readable() -> None:
+            while True:
+                try:
+                    data = sock.recv(512)
+                except (BlockingIOError, InterruptedError):
+                    return
+                on_message(data)
+
+        loop.add_reader(sock.fileno(), readable)
+        return Listener(sock, path, loop)
+
+
+class Listener:
+    """A bound listening socket; close it to stop (the socket file is removed)."""
+
+    def __init__(self, sock: socket.socket, path: Path, loop: asyncio.AbstractEventLoop) -> None:
+        self.sock = sock
+        self.path = path
+        self.loop = loop
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
