@@ -288,8 +288,13 @@ class DjangoGatewayBackend:
             self.acked[name] = self.states[name][1]
         self.dirty = False
         waiting = {name: (w.count, w.since) for name, w in self.waiters.items() if w.count}
+        in_flight = dict(self.in_flight)  # copied here: the lambda runs in another thread
         await self._run_db(
             lambda: presence.report(
-                self.instance_id, pid=os.getpid(), waiting=waiting, drained=dict(self.acked)
+                self.instance_id,
+                pid=os.getpid(),
+                waiting=waiting,
+                drained=dict(self.acked),
+                in_flight=in_flight,
             )
         )

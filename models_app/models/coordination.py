@@ -97,6 +97,8 @@ class WebInstance(models.Model):
     waiting = models.JSONField(default=dict, blank=True)
     # {model name: drain token acknowledged with zero in-flight requests}
     drained = models.JSONField(default=dict, blank=True)
+    # {model name: requests in flight}, as of the last heartbeat (coarse, for scheduling)
+    in_flight = models.JSONField(default=dict, blank=True)
 
     def __str__(self) -> str:
         return f"web {self.host}:{self.pid}"

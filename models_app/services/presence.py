@@ -22,6 +22,7 @@ def report(
     pid: int,
     waiting: Mapping[str, tuple[int, float]],
     drained: Mapping[str, int],
+    in_flight: Mapping[str, int] | None = None,
 ) -> None:
     """Upsert this web process's row with its current waiting demand and drain acks."""
     WebInstance.objects.update_or_create(
@@ -32,6 +33,7 @@ def report(
             "heartbeat_at": timezone.now(),
             "waiting": {name: [count, since] for name, (count, since) in waiting.items()},
             "drained": dict(drained),
+            "in_flight": dict(in_flight or {}),
         },
     )
     notify.after_commit(notify.PRESENCE)
@@ -57,3 +59,18 @@ def total_waiting(model_name: str) -> int:
 def all_drained(model_name: str, token: int) -> bool:
     """True when every live web process acknowledged `token` for `model_name`."""
     return all(int(instance.drained.get(model_name, -1)) >= token for instance in live_instances())
+
+
+def group_demand(model_names: list[str]) -> dict[str, tuple[int, float | None, int]]:
+    """Per model: (waiting, oldest wait start, in flight) summed over live web processes."""
+    demand: dict[str, tuple[int, float | None, int]] = {}
+    for instance in live_instances():
+        for name in model_names:
+            waiting, since, busy = demand.get(name, (0, None, 0))
+            entry = instance.waiting.get(name)
+            if entry and int(entry[0]) > 0:
+                waiting += int(entry[0])
+                since = float(entry[1]) if since is None else min(since, float(entry[1]))
+            busy += int(instance.in_flight.get(name, 0))
+            demand[name] = (waiting, since, busy)
+    return demand

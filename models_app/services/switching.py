@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Coroutine
 from datetime import timedelta
@@ -34,6 +35,7 @@ from models_app.models import (
     SwitchRequest,
     SwitchStatus,
 )
+from models_app.services import scheduler
 from models_app.services.runtime import AWAKE_STATES, engine_target
 from models_app.services.switch_ports import DbSwitchPorts, finish_swap
 
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 # Renewed every third of this while a switch runs; a dead worker's lease frees this fast.
 LEASE_TTL = timedelta(seconds=15)
 FAILURE_BACKOFF = timedelta(seconds=2)
+POLICY_WAIT_MAX = 0.5  # look at the queue at least this often while a policy waits
 
 
 def group_of(model: ModelDefinition) -> str:
@@ -128,9 +131,11 @@ def release_lease(group: str, holder: str, *, failed: bool = False) -> None:
 
 
 def process_group(group: str, holder: str | None = None) -> int:
-    """Run the group's queued switches one by one while holding its lease. Safe to run twice.
+    """Run the group's queued operations while holding its lease. Safe to run twice.
 
-    Returns the number of switch requests handled. A process that cannot take the lease
+    The group's policy picks the order (fifo runs them as queued; cost_aware and
+    time_slice may hold the lease and wait, looking again at the time they name).
+    Returns the number of operations handled. A process that cannot take the lease
     returns at once: the holder re-checks the queue after releasing, so nothing strands.
     """
     holder = holder or new_holder()
@@ -138,9 +143,7 @@ def process_group(group: str, holder: str | None = None) -> int:
     while claim_lease(group, holder):
         failed = False
         try:
-            while (request := claim_next_request(group)) is not None:
-                failed = not run_request(request, holder) or failed
-                handled += 1
+            handled, failed = _drain_queue(group, holder, handled)
         finally:
             release_lease(group, holder, failed=failed)
         if not SwitchRequest.objects.filter(group=group, status=SwitchStatus.PENDING).exists():
@@ -148,16 +151,20 @@ def process_group(group: str, holder: str | None = None) -> int:
     return handled
 
 
-def claim_next_request(group: str) -> SwitchRequest | None:
-    """The oldest pending request of the group, claimed pending -> running (FIFO)."""
-    for request in SwitchRequest.objects.filter(group=group, status=SwitchStatus.PENDING)[:5]:
-        claimed = SwitchRequest.objects.filter(pk=request.pk, status=SwitchStatus.PENDING).update(
-            status=SwitchStatus.RUNNING
-        )
-        if claimed:
-            request.status = SwitchStatus.RUNNING
-            return request
-    return None
+def _drain_queue(group: str, holder: str, handled: int) -> tuple[int, bool]:
+    failed = False
+    while True:
+        request, look_again = scheduler.next_operation(group)
+        if request is not None:
+            failed = not run_request(request, holder) or failed
+            handled += 1
+            continue
+        if look_again is None:
+            return handled, failed
+        # The policy waits (coalescing window, quantum): keep the lease, look again.
+        time.sleep(min(max(look_again - time.time(), 0.01), POLICY_WAIT_MAX))
+        if not renew_lease(group, holder):
+            return handled, failed
 
 
 def build_eviction_plan(request: SwitchRequest, config: RegistryConfig) -> SwitchPlan:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -150,3 +151,38 @@ def test_a_request_timeout_answers_504_and_orphans_nothing(llmux: Llmux) -> None
     # The switch goes on without the request; beta still comes up and serves.
     time.sleep(3)
     assert ask(llmux.client(), "beta")
+
+
+@pytest.mark.parametrize("policy_type", ["cost_aware", "time_slice"])
+def test_the_scheduling_policies_serve_every_request_of_a_mixed_load(
+    llmux: Llmux, policy_type: str
+) -> None:
+    llmux.start(
+        two_models(
+            policy_type=policy_type,
+            coalesce_window_ms=200,
+            max_wait_secs=2,
+            min_quantum_ms=300,
+            tick_interval_ms=100,
+        )
+    )
+
+    async def load() -> list[str]:
+        client = llmux.async_client(timeout=60)
+        prompts = [("alpha" if i % 3 else "beta", f"question {i}") for i in range(24)]
+
+        async def one(model: str, prompt: str) -> str:
+            answer = await client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": prompt}], max_tokens=4
+            )
+            return answer.choices[0].message.content or ""
+
+        try:
+            return await asyncio.gather(*(one(m, p) for m, p in prompts))
+        finally:
+            await client.close()
+
+    answers = asyncio.run(load())
+    assert len(answers) == 24 and all(answers)
+    outcomes = {row[2] for row in llmux.swaps()}
+    assert outcomes == {"succeeded"}

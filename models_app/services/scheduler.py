@@ -1,0 +1,138 @@
+"""Which queued operation of a GPU group runs next: llmux's fifo, cost_aware, time_slice."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from django.utils import timezone
+
+from llmux_site.core.scheduling import (
+    ModelDemand,
+    PolicyConfig,
+    QueueSnapshot,
+    SwitchCostEstimator,
+    decide,
+)
+from models_app.models import (
+    EngineRuntime,
+    EngineState,
+    PolicyType,
+    RegistryConfig,
+    SwapEvent,
+    SwapOutcome,
+    SwapTrigger,
+    SwitchRequest,
+    SwitchStatus,
+)
+from models_app.services import presence
+
+HISTORY_ROWS = 200
+# A request-triggered switch nobody waits for any more (its requests were served or gave
+# up) is skipped once it is older than this.
+ABANDONED_AFTER = timedelta(seconds=1)
+
+
+def next_operation(group: str) -> tuple[SwitchRequest | None, float | None]:
+    """The operation to run now (claimed), or None and when to look again (None: never)."""
+    pending = list(
+        SwitchRequest.objects.filter(group=group, status=SwitchStatus.PENDING).select_related(
+            "target"
+        )
+    )
+    if not pending:
+        return None, None
+    config = RegistryConfig.load()
+    operator = [r for r in pending if r.trigger != SwapTrigger.REQUEST]
+    if operator or config.policy_type == PolicyType.FIFO:
+        return claim((operator or pending)[0]), None
+    names = sorted({r.target.name for r in pending} | set(active_names(group)))
+    demand = presence.group_demand(names)
+    pending = skip_abandoned(pending, demand)
+    snapshot = snapshot_of(group, demand)
+    decision = decide(snapshot, policy_config(config), estimator(), now=time.time())
+    if decision.target is not None:
+        chosen = next((r for r in pending if r.target.name == decision.target), None)
+        if chosen is not None:
+            return claim(chosen), None
+    tick = policy_config(config).tick_interval
+    return None, decision.not_before or time.time() + tick
+
+
+def claim(request: SwitchRequest) -> SwitchRequest | None:
+    claimed = SwitchRequest.objects.filter(pk=request.pk, status=SwitchStatus.PENDING).update(
+        status=SwitchStatus.RUNNING
+    )
+    if not claimed:
+        return None
+    request.status = SwitchStatus.RUNNING
+    return request
+
+
+def active_names(group: str) -> list[str]:
+    return list(
+        EngineRuntime.objects.filter(gpu_group=group, state=EngineState.RUNNING).values_list(
+            "model__name", flat=True
+        )
+    )
+
+
+def snapshot_of(group: str, demand: dict[str, tuple[int, float | None, int]]) -> QueueSnapshot:
+    active = (
+        EngineRuntime.objects.filter(gpu_group=group, state=EngineState.RUNNING)
+        .select_related("model")
+        .first()
+    )
+    return QueueSnapshot(
+        active=active.model.name if active else None,
+        active_since=active.activated_at.timestamp() if active and active.activated_at else None,
+        demand={
+            name: ModelDemand(waiting=w, oldest_arrival=since if w else None, in_flight=busy)
+            for name, (w, since, busy) in demand.items()
+        },
+    )
+
+
+def skip_abandoned(
+    pending: list[SwitchRequest], demand: dict[str, tuple[int, float | None, int]]
+) -> list[SwitchRequest]:
+    """Close request-triggered operations nobody waits for; return the rest."""
+    cutoff = timezone.now() - ABANDONED_AFTER
+    kept = []
+    for request in pending:
+        waiting = demand.get(request.target.name, (0, None, 0))[0]
+        if waiting == 0 and request.created_at < cutoff:
+            SwitchRequest.objects.filter(pk=request.pk, status=SwitchStatus.PENDING).update(
+                status=SwitchStatus.SKIPPED, finished_at=timezone.now()
+            )
+        else:
+            kept.append(request)
+    return kept
+
+
+def policy_config(config: RegistryConfig) -> PolicyConfig:
+    return PolicyConfig(
+        policy_type=config.policy_type,
+        request_timeout_secs=float(config.request_timeout_secs),
+        drain_before_switch=config.drain_before_switch,
+        min_active_secs=float(config.min_active_secs),
+        coalesce_window_ms=float(config.coalesce_window_ms),
+        amortization_factor=float(config.amortization_factor),
+        max_wait_secs=float(config.max_wait_secs),
+        tick_interval_ms=float(config.tick_interval_ms),
+        min_quantum_ms=float(config.min_quantum_ms),
+    )
+
+
+def estimator() -> SwitchCostEstimator:
+    """Switch costs learnt from this registry's own finished swaps."""
+    rows = (
+        SwapEvent.objects.filter(outcome=SwapOutcome.SUCCEEDED)
+        .exclude(to_name="")
+        .order_by("-id")
+        .values_list("from_name", "to_name", "total_ms", "finished_at")[:HISTORY_ROWS]
+    )
+    return SwitchCostEstimator(
+        (from_name or None, to_name, total_ms, finished)
+        for from_name, to_name, total_ms, finished in rows
+    )
