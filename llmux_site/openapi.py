@@ -1,0 +1,112 @@
+"""The gateway's endpoints in the same OpenAPI schema as the management API.
+
+The gateway is a lean ASGI app, not DRF views, so drf-spectacular cannot discover it; this
+postprocessing hook adds its paths (OpenAI's shapes, llmux's error statuses) by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ERROR = {"$ref": "#/components/schemas/OpenAIError"}
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": "string", "nullable": True},
+                "code": {"oneOf": [{"type": "integer"}, {"type": "string"}], "nullable": True},
+            },
+        }
+    },
+}
+ERRORS = {
+    "400": "Invalid JSON, or no `model`",
+    "404": "Unknown model",
+    "413": "Body larger than LLMUX_MAX_BODY_BYTES",
+    "502": "The engine failed to answer",
+    "503": "The switch to the model failed (the reason is in the message), manual mode",
+    "504": "The model did not become active within the request timeout",
+}
+OPENAI_BODY = {
+    "type": "object",
+    "required": ["model"],
+    "properties": {
+        "model": {"type": "string", "description": "A model name or alias of the registry"},
+        "stream": {"type": "boolean", "description": "Stream server-sent events"},
+    },
+    "additionalProperties": True,
+}
+INFERENCE = {
+    "/v1/chat/completions": "Chat completion (OpenAI); switches the model in when needed",
+    "/v1/completions": "Text completion (OpenAI); switches the model in when needed",
+    "/v1/embeddings": "Embeddings (OpenAI); switches the model in when needed",
+}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {
+        code: {"description": ERRORS[code], "content": {"application/json": {"schema": ERROR}}}
+        for code in codes
+    }
+
+
+def _inference(path: str, summary: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": "gateway_" + path.removeprefix("/v1/").replace("/", "_"),
+            "tags": ["gateway"],
+            "summary": summary,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": OPENAI_BODY}},
+            },
+            "responses": {
+                "200": {
+                    "description": "The engine's answer, passed through unchanged",
+                    "content": {
+                        "application/json": {"schema": {"type": "object"}},
+                        "text/event-stream": {"schema": {"type": "string"}},
+                    },
+                },
+                **_errors("400", "404", "413", "502", "503", "504"),
+            },
+        }
+    }
+
+
+def _models() -> dict[str, Any]:
+    listing = {
+        "type": "object",
+        "properties": {"object": {"type": "string"}, "data": {"type": "array", "items": {}}},
+    }
+    return {
+        "get": {
+            "operationId": "gateway_models",
+            "tags": ["gateway"],
+            "summary": "Every model of the registry, with its live state and max_model_len",
+            "responses": {
+                "200": {
+                    "description": "OpenAI model list",
+                    "content": {"application/json": {"schema": listing}},
+                }
+            },
+        }
+    }
+
+
+def add_gateway_paths(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: document `/v1/`."""
+    paths = result.setdefault("paths", {})
+    paths["/v1/models"] = _models()
+    for path, summary in INFERENCE.items():
+        paths[path] = _inference(path, summary)
+    result.setdefault("components", {}).setdefault("schemas", {})["OpenAIError"] = ERROR_SCHEMA
+    return result
