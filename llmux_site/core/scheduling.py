@@ -380,6 +380,21 @@ def _preemptible_at(
     return max(stale_at, _slice_end(snapshot, config, costs, model, now))
 
 
+def _before_policy(
+    snapshot: QueueSnapshot,
+    config: PolicyConfig,
+    costs: SwitchCostEstimator,
+    candidates: list[tuple[str, ModelDemand]],
+    now: float,
+) -> Decision | None:
+    """What both coalescing policies decide alike: no demand, cold start, staleness."""
+    if not candidates:
+        return Decision.wait(None, Reason.NO_DEMAND)
+    if snapshot.active is None:
+        return Decision.switch(candidates[0][0], Reason.COLD_START)
+    return _staleness(snapshot, config, costs, now)
+
+
 def decide_cost_aware(
     snapshot: QueueSnapshot,
     config: PolicyConfig,
@@ -389,13 +404,9 @@ def decide_cost_aware(
 ) -> Decision:
     """llmux's cost-aware coalescing (the module docstring says where it differs)."""
     candidates = snapshot.candidates()
-    if not candidates:
-        return Decision.wait(None, Reason.NO_DEMAND)
-    if snapshot.active is None:
-        return Decision.switch(candidates[0][0], Reason.COLD_START)
-    stale = _staleness(snapshot, config, costs, now)
-    if stale is not None:
-        return stale
+    early = _before_policy(snapshot, config, costs, candidates, now)
+    if early is not None:
+        return early
 
     active = snapshot.active
     since = _active_since(snapshot, now)
@@ -434,13 +445,9 @@ def decide_time_slice(
 ) -> Decision:
     """Drain-first: stay while the active model has demand; staleness preempts after a quantum."""
     candidates = snapshot.candidates()
-    if not candidates:
-        return Decision.wait(None, Reason.NO_DEMAND)
-    if snapshot.active is None:
-        return Decision.switch(candidates[0][0], Reason.COLD_START)
-    stale = _staleness(snapshot, config, costs, now)
-    if stale is not None:
-        return stale
+    early = _before_policy(snapshot, config, costs, candidates, now)
+    if early is not None:
+        return early
     if snapshot.active_busy():
         stale_at = min(_preemptible_at(snapshot, config, costs, c, now) for c in candidates)
         return Decision.wait(stale_at, Reason.ACTIVE_BUSY)

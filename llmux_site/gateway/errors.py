@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import Final
+
+from llmux_site.core.openai_errors import error_payload
 
 MAX_ERROR_MESSAGE: Final = 2000
-
-# vLLM names the type after the exception class and puts the HTTP status in `code`; the
-# engines behind the gateway answer that way, so the gateway's own errors look the same.
-ERROR_TYPES: Final[dict[int, str]] = {
-    400: "BadRequestError",
-    404: "NotFoundError",
-    405: "MethodNotAllowedError",
-    413: "RequestEntityTooLargeError",
-    500: "InternalServerError",
-    502: "BadGatewayError",
-    503: "ServiceUnavailableError",
-    504: "GatewayTimeoutError",
-}
 
 
 class GatewayError(Exception):
@@ -56,18 +45,6 @@ class GatewayError(Exception):
 
 class EngineUnreachableError(GatewayError):
     """The engine failed before any answer: nothing reached the client yet."""
-
-
-def error_payload(status: int, message: str, *, param: str | None = None) -> dict[str, Any]:
-    """``{"error": {"message", "type", "param", "code"}}``."""
-    return {
-        "error": {
-            "message": message,
-            "type": ERROR_TYPES.get(status, "InternalServerError"),
-            "param": param,
-            "code": status,
-        }
-    }
 
 
 def error_body(status: int, message: str, *, param: str | None = None) -> bytes:

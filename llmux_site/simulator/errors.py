@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-ERROR_TYPES = {
-    400: "BadRequestError",
-    404: "NotFoundError",
-    500: "InternalServerError",
-    503: "ServiceUnavailableError",
-}
+from llmux_site.core.openai_errors import error_payload
 
 
 class ApiError(Exception):
@@ -32,11 +27,4 @@ class RequestAborted(Exception):
 
 def error_body(status: int, message: str, *, param: str | None = None) -> dict[str, Any]:
     """`{"error": {"message", "type", "param", "code"}}`."""
-    return {
-        "error": {
-            "message": message,
-            "type": ERROR_TYPES.get(status, "InternalServerError"),
-            "param": param,
-            "code": status,
-        }
-    }
+    return error_payload(status, message, param=param)

@@ -1,0 +1,32 @@
+"""OpenAI's error body, as vLLM writes it: `{"error": {"message", "type", "param", "code"}}`.
+
+vLLM names the type after the exception class and puts the HTTP status in `code`; the
+gateway answers the same way, and so does the simulator standing in for vLLM.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+ERROR_TYPES: Final[dict[int, str]] = {
+    400: "BadRequestError",
+    404: "NotFoundError",
+    405: "MethodNotAllowedError",
+    413: "RequestEntityTooLargeError",
+    500: "InternalServerError",
+    502: "BadGatewayError",
+    503: "ServiceUnavailableError",
+    504: "GatewayTimeoutError",
+}
+
+
+def error_payload(status: int, message: str, *, param: str | None = None) -> dict[str, Any]:
+    """The error body for an HTTP `status`."""
+    return {
+        "error": {
+            "message": message,
+            "type": ERROR_TYPES.get(status, "InternalServerError"),
+            "param": param,
+            "code": status,
+        }
+    }
