@@ -50,6 +50,10 @@ class LocalBus:
                             path.unlink()
         return delivered
 
+    def listen_sync(self) -> SyncListener:
+        """A listener for synchronous code (a worker task waiting for new work)."""
+        return SyncListener(self.directory)
+
     async def listen(self, on_message: Callable[[bytes], None]) -> Listener:
         """Bind a fresh socket in the directory; `on_message` runs on the event loop."""
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -69,6 +73,29 @@ class LocalBus:
 
         loop.add_reader(sock.fileno(), readable)
         return Listener(sock, path, loop)
+
+
+class SyncListener:
+    """A listening socket for synchronous code: `wait(timeout)` for the next message."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+
+    def wait(self, timeout: float) -> bytes | None:
+        """The next message, or None when `timeout` seconds pass without one."""
+        self.sock.settimeout(max(timeout, 0.001))
+        try:
+            return self.sock.recv(512)
+        except TimeoutError:
+            return None
+
+    def close(self) -> None:
+        self.sock.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
 
 
 class Listener:

@@ -11,6 +11,7 @@ from llmux_site.core.notify import LocalBus
 
 RUNTIME = b"runtime"  # an engine state or drain token changed
 PRESENCE = b"presence"  # a web process reported demand or a drain acknowledgement
+QUEUED = b"queued"  # a switch or eviction was queued
 
 
 @cache

@@ -35,7 +35,7 @@ from models_app.models import (
     SwitchRequest,
     SwitchStatus,
 )
-from models_app.services import scheduler
+from models_app.services import notify, scheduler
 from models_app.services.runtime import AWAKE_STATES, engine_target
 from models_app.services.switch_ports import DbSwitchPorts, finish_swap
 
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 LEASE_TTL = timedelta(seconds=15)
 FAILURE_BACKOFF = timedelta(seconds=2)
 POLICY_WAIT_MAX = 0.5  # look at the queue at least this often while a policy waits
+LINGER_SECS = 5.0  # a group task waits this long for more work before it ends
 
 
 def group_of(model: ModelDefinition) -> str:
@@ -94,6 +95,7 @@ def request_operation(
         except IntegrityError:  # another process queued it between our read and write
             return existing.get()
         transaction.on_commit(lambda: enqueue_group(group))
+        notify.after_commit(notify.QUEUED)  # wakes a group task that lingers for work
     return request
 
 
@@ -152,19 +154,35 @@ def process_group(group: str, holder: str | None = None) -> int:
 
 
 def _drain_queue(group: str, holder: str, handled: int) -> tuple[int, bool]:
+    """Run operations as the policy picks them; linger a while for more before leaving.
+
+    Lingering keeps the lease (and a warm worker) for LINGER_SECS after the last
+    operation, woken by the bus when a new one is queued: the next switch starts at once
+    instead of after a task dispatch.
+    """
     failed = False
-    while True:
-        request, look_again = scheduler.next_operation(group)
-        if request is not None:
-            failed = not run_request(request, holder) or failed
-            handled += 1
-            continue
-        if look_again is None:
-            return handled, failed
-        # The policy waits (coalescing window, quantum): keep the lease, look again.
-        time.sleep(min(max(look_again - time.time(), 0.01), POLICY_WAIT_MAX))
-        if not renew_lease(group, holder):
-            return handled, failed
+    listener = notify.bus().listen_sync()
+    linger_until = time.monotonic() + LINGER_SECS
+    try:
+        while True:
+            request, look_again = scheduler.next_operation(group)
+            if request is not None:
+                failed = not run_request(request, holder) or failed
+                handled += 1
+                linger_until = time.monotonic() + LINGER_SECS
+                continue
+            if look_again is not None:
+                # The policy waits (coalescing window, quantum): keep the lease, look again.
+                pause = min(max(look_again - time.time(), 0.01), POLICY_WAIT_MAX)
+            else:
+                pause = min(linger_until - time.monotonic(), POLICY_WAIT_MAX)
+                if pause <= 0:
+                    return handled, failed
+            listener.wait(pause)
+            if not renew_lease(group, holder):
+                return handled, failed
+    finally:
+        listener.close()
 
 
 def build_eviction_plan(request: SwitchRequest, config: RegistryConfig) -> SwitchPlan:

@@ -40,3 +40,17 @@ def test_a_stale_socket_of_a_dead_listener_is_removed(short_tmp_dir: Path) -> No
 
 def test_publishing_with_no_directory_is_harmless(tmp_path: Path) -> None:
     assert LocalBus(tmp_path / "missing").publish(b"x") == 0
+
+
+def test_a_sync_listener_wakes_on_a_message_and_times_out_without_one(
+    short_tmp_dir: Path,
+) -> None:
+    bus = LocalBus(short_tmp_dir / "bus")
+    listener = bus.listen_sync()
+    try:
+        assert listener.wait(0.01) is None
+        assert bus.publish(b"queued") == 1
+        assert listener.wait(1.0) == b"queued"
+    finally:
+        listener.close()
+    assert not listener.path.exists()
