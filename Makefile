@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck venv system-deps clean
+.PHONY: run test lint typecheck venv bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ typecheck: $(STAMP)
 test: $(STAMP) lint typecheck
 	scripts/ci-services.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Benchmarks of the gateway and of switching; writes docs/PERFORMANCE.md.
+bench: $(STAMP)
+	@test -x /usr/sbin/nginx || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null)
+	scripts/ci-services.sh
+	$(BIN)/python scripts/bench_report.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Run the gateway and switch benchmarks back to back and write docs/PERFORMANCE.md.
+
+    .venv/bin/python scripts/bench_report.py [--quick]
+
+Both tables come from one run on one machine, so their figures can be compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUTPUT = REPO / "docs" / "PERFORMANCE.md"
+
+HEADER = """# Performance
+
+Written by `make bench` (`scripts/bench_report.py`); every figure below comes from the one
+run dated in each table, on the machine it names. Targets are those of the switching
+issue. Other sessions share these 2-core machines: each table says how busy the machine
+was, and a figure measured while it was busy is a lower bound of what llmux does.
+
+## How to read it
+- **Gateway**: the simulated engine answers after 20 ms. *direct* calls the engine,
+  *nginx* is Debian's nginx as a reverse proxy, *gateway* is llmux's `/v1/` under daphne
+  (one web process). The streaming time-to-first-chunk target is read as the gateway's
+  *added* p99 (the engine alone already needs its 20 ms plus queueing).
+- **Switch overhead**: time from sending a request for the sleeping model B (while A is
+  active) to B's first byte, minus A's `/sleep?level=1` and B's `/wake_up` timed directly
+  on engines of the same kind. It includes the readiness probe (one token, 20 ms), the
+  request itself (20 ms) and every hand-off between the web process, the database and the
+  worker.
+"""
+
+
+def run(script: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / script), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    gateway = run("bench_gateway.py", *(["--quick"] if args.quick else []))
+    switches = run("bench_switch.py", "--switches", "10" if args.quick else "30")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    text = (
+        f"{HEADER}\n## Run of {stamp}\n\n### Gateway\n\n{gateway}\n\n"
+        f"### Switch orchestration overhead\n\n{switches}\n"
+    )
+    OUTPUT.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
