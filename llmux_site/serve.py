@@ -20,6 +20,11 @@ from types import FrameType
 
 STOP_GRACE_SECS = 20.0
 ASGI_APP = "llmux_site.asgi:application"
+# Twisted listens with a backlog of 50 unless told otherwise. A burst of more new client
+# connections than that while the reactor is busy overflows the accept queue, and the
+# kernel resets some of them ("connection reset by peer" for ~10 % of 300 clients that
+# connect at once in the fuzz tests). The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 4096
 
 
 class ServeError(RuntimeError):
@@ -129,10 +134,16 @@ def child_processes(host: str, port: int) -> list[ChildProcess]:
         ChildProcess(
             "web",
             # -v 0: no access-log line per request on the hot path.
-            [python, "-m", "daphne", "-v", "0", "-b", host, "-p", str(port), ASGI_APP],
+            [python, "-m", "daphne", "-v", "0", "-e", daphne_endpoint(host, port), ASGI_APP],
         ),
         ChildProcess("worker", [python, "-m", "django", "llmux", "worker"]),
     ]
+
+
+def daphne_endpoint(host: str, port: int) -> str:
+    """Daphne's `-b HOST -p PORT` as a Twisted endpoint string, with our listen backlog."""
+    interface = host.strip("[]").replace(":", r"\:")
+    return f"tcp:port={port}:interface={interface}:backlog={LISTEN_BACKLOG}"
 
 
 def child_env() -> dict[str, str]:

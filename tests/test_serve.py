@@ -161,6 +161,7 @@ def test_it_refuses_a_port_that_is_already_taken(tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
+@pytest.mark.timeout(300)  # two full starts and stops; slow when the machine is loaded
 def test_a_second_start_keeps_the_registry_and_does_not_print_a_new_password(
     tmp_path: Path,
 ) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import socket
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import psutil
 from django.db import transaction
@@ -30,6 +31,9 @@ from models_app.services.engines import listen_address
 from models_app.services.runtime import current_process, record_engine_status
 
 log = logging.getLogger(__name__)
+
+# Long enough to stop an engine that ignores SIGTERM (grace 10 s, then SIGKILL).
+REPAIR_TTL = timedelta(seconds=60)
 
 # States in which the recorded process must be alive.
 PROCESS_STATES = (
@@ -88,20 +92,31 @@ def holder_is_dead(holder: str) -> bool:
     pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
-    return not psutil.pid_exists(int(pid_text))
+    # A worker killed with its parent is a zombie until init reaps it (seconds in some
+    # containers, never under a PID 1 that does not reap): pid_exists() says True for it,
+    # which held a dead worker's lease, and its half-done switch, until the lease expired.
+    try:
+        return psutil.Process(int(pid_text)).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def expire_leases(report: ReconcileReport) -> None:
     """A lease past its expiry, or held by a dead process of this host, belongs to a dead
-    worker: close its switch and repair the engine states it left half done."""
+    worker: close its switch and repair the engine states it left half done.
+
+    The repair runs while holding the lease itself (taken over from the dead holder), so
+    no new switch can start in the group until the half-started engine is stopped.
+    """
     now = timezone.now()
     for lease in GroupLease.objects.exclude(holder=""):
         expired = lease.expires_at is None or lease.expires_at < now
         if not expired and not holder_is_dead(lease.holder):
             continue
+        repairer = f"reconcile:{lease.holder}"[:200]
         with transaction.atomic():
             taken = GroupLease.objects.filter(pk=lease.pk, holder=lease.holder).update(
-                holder="", expires_at=None, last_failure_at=now
+                holder=repairer, expires_at=now + REPAIR_TTL, last_failure_at=now
             )
             if not taken:
                 continue
@@ -112,7 +127,12 @@ def expire_leases(report: ReconcileReport) -> None:
                 error="the worker running this switch died",
                 finished_at=now,
             )
-        roll_back_group(lease.group, report)
+        try:
+            roll_back_group(lease.group, report)
+        finally:
+            GroupLease.objects.filter(pk=lease.pk, holder=repairer).update(
+                holder="", expires_at=None
+            )
 
 
 def roll_back_group(group: str, report: ReconcileReport) -> None:
