@@ -163,7 +163,9 @@ async def test_a_stream_arrives_token_by_token_at_the_configured_rate(sim: SimLa
     tokens = [c["choices"][0]["text"] for c in chunks if c["choices"][0]["finish_reason"] is None]
     assert len(tokens) == 200
     first_token_at, last_token_at = events[0][0], events[199][0]
-    assert first_token_at < 0.06, events[:3]
+    # Incremental: the first token arrives long before the last (relative, so a loaded
+    # machine does not make it flaky); 200 tokens at 1,000/s take at least 0.15 s.
+    assert first_token_at < last_token_at / 3, events[:3]
     assert last_token_at >= 0.15
     assert chunks[200]["choices"][0]["finish_reason"] == "length"
     again = await _timed_stream(engine, body)
