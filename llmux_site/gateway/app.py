@@ -183,14 +183,15 @@ class GatewayApp:
     ) -> None:
         backend = self.backend
         deadline = asyncio.get_running_loop().time() + backend.request_timeout()
-        try:
-            await self._relay_once(scope, send, public, payload, body, headers, deadline)
-        except EngineUnreachableError:
-            # The engine died under us (nothing was sent to the client): when the backend
-            # confirms it, acquiring again brings it back and the request goes once more.
-            if not await backend.upstream_failed(public):
-                raise
-            await self._relay_once(scope, send, public, payload, body, headers, deadline)
+        for attempt in range(2):
+            try:
+                await self._relay_once(scope, send, public, payload, body, headers, deadline)
+                return
+            except EngineUnreachableError:
+                # The engine died under us (nothing was sent to the client): when the
+                # backend confirms it, acquiring again brings it back; one retry only.
+                if attempt or not await backend.upstream_failed(public):
+                    raise
 
     async def _relay_once(
         self,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,18 +19,6 @@ from tests.simulator.harness import http_request
 
 QUICK = CallTimeouts(health=1, control=1, sleep=1, wake=2, rpc=2, inference=2, probe=1)
 GRACE = 2.0
-
-
-@pytest.fixture
-def models(tmp_path: Path) -> Iterator[SimModels]:
-    sims = SimModels(tmp_path / "sim")
-    yield sims
-    sims.close()
-
-
-@pytest.fixture
-def ports(models: SimModels) -> InMemoryPorts:
-    return models.ports()
 
 
 async def started(models: SimModels, target: EngineTarget) -> EngineTarget:

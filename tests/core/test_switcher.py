@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,18 +40,6 @@ ALL_PHASES = [
     Phase.READINESS,
     Phase.SETTLE,
 ]
-
-
-@pytest.fixture
-def models(tmp_path: Path) -> Iterator[SimModels]:
-    sims = SimModels(tmp_path / "sim")
-    yield sims
-    sims.close()
-
-
-@pytest.fixture
-def ports(models: SimModels) -> InMemoryPorts:
-    return models.ports()
 
 
 async def switch(
