@@ -163,6 +163,7 @@ def _drain_queue(group: str, holder: str, handled: int) -> tuple[int, bool]:
     failed = False
     listener = notify.bus().listen_sync()
     linger_until = time.monotonic() + LINGER_SECS
+    renew_at = time.monotonic() + LEASE_TTL.total_seconds() / 3
     try:
         while True:
             request, look_again = scheduler.next_operation(group)
@@ -170,6 +171,7 @@ def _drain_queue(group: str, holder: str, handled: int) -> tuple[int, bool]:
                 failed = not run_request(request, holder) or failed
                 handled += 1
                 linger_until = time.monotonic() + LINGER_SECS
+                renew_at = 0.0  # the run may have outlasted a renewal period
                 continue
             if look_again is not None:
                 # The policy waits (coalescing window, quantum): keep the lease, look again.
@@ -179,8 +181,11 @@ def _drain_queue(group: str, holder: str, handled: int) -> tuple[int, bool]:
                 if pause <= 0:
                     return handled, failed
             listener.wait(pause)
-            if not renew_lease(group, holder):
-                return handled, failed
+            # Renew only as often as the lease needs (every message would be a write).
+            if time.monotonic() >= renew_at:
+                if not renew_lease(group, holder):
+                    return handled, failed
+                renew_at = time.monotonic() + LEASE_TTL.total_seconds() / 3
     finally:
         listener.close()
 
