@@ -38,9 +38,19 @@ class ChildProcess:
     popen: subprocess.Popen[bytes] | None = None
 
     def start(self, env: dict[str, str]) -> None:
-        # stdin from /dev/null: neither child reads the terminal, and Ctrl-C still reaches
-        # them through the shared foreground process group.
-        self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, env=env)
+        # stdin from /dev/null: neither child reads the terminal. Each child leads a process
+        # group of its own, so a stop can end its whole tree (the worker's task processes
+        # too) and no orphan keeps running; Ctrl-C reaches the children through Runner,
+        # which forwards it as SIGTERM.
+        self.popen = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
+
+    def kill_group(self) -> None:
+        """SIGKILL whatever is left of this child's process group (after it stopped)."""
+        if self.popen is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
 
     def exited(self) -> int | None:
         return None if self.popen is None else self.popen.poll()
@@ -116,6 +126,8 @@ class Runner:
                 self.say(f"{child.name} did not stop in {STOP_GRACE_SECS:.0f}s; killing it")
                 child.popen.kill()
                 child.popen.wait()
+        for child in self.children:
+            child.kill_group()  # leftovers of a killed child; engines have their own sessions
 
 
 def check_port_free(host: str, port: int) -> None:

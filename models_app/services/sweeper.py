@@ -18,6 +18,8 @@ from models_app.services.reconcile import reconcile
 log = logging.getLogger(__name__)
 
 SWEEP_LEASE = "__sweep__"
+STOPPED = "stopped"  # the sweep lease's holder while llmux shuts down
+STOPPED_FOR = timedelta(minutes=5)
 SWEEP_INTERVAL = 1.0
 # A sweep task runs a little under the schedule's minute, so at most one is alive at a time
 # (the lease makes sure of it) and a dead one is replaced within a minute.
@@ -27,6 +29,8 @@ STRANDED_AFTER = timedelta(seconds=3)
 
 def install_schedules() -> None:
     """Create (or repair) the minute schedule that keeps a sweep running."""
+    # A worker starting now may sweep again, whatever an earlier stop said.
+    GroupLease.objects.filter(group=SWEEP_LEASE, holder=STOPPED).update(holder="", expires_at=None)
     Schedule.objects.update_or_create(
         name="llmux-sweep",
         defaults={
@@ -65,8 +69,15 @@ def sweep(run_seconds: float = SWEEP_RUN_SECONDS) -> int:
 
 
 def stop_sweep() -> None:
-    """Revoke the sweep's lease: a running sweep notices at its next renewal and ends."""
-    GroupLease.objects.filter(group=SWEEP_LEASE).update(holder="", expires_at=None)
+    """Revoke the sweep's lease: a running sweep notices at its next renewal and ends.
+
+    The lease is left held by STOPPED (for a few minutes) rather than free, so a sweep
+    the scheduler starts during the shutdown cannot take it and hold the worker up.
+    """
+    GroupLease.objects.get_or_create(group=SWEEP_LEASE)
+    GroupLease.objects.filter(group=SWEEP_LEASE).update(
+        holder=STOPPED, expires_at=timezone.now() + STOPPED_FOR
+    )
 
 
 def one_pass() -> None:
