@@ -146,15 +146,8 @@ class DjangoGatewayBackend:
 
     def _take(self, model: str) -> _Slot:
         assert self.registry is not None
-        spec = self.registry.models[model]
         self.in_flight[model] += 1
-        route = Route(
-            model=model,
-            upstream=spec.upstream,
-            served_name=spec.served_name,
-            rewrite_model=spec.rewrite_model,
-        )
-        return _Slot(route=route, backend=self)
+        return _Slot(route=self.registry.models[model].route, backend=self)
 
     def _release(self, model: str) -> None:
         self.in_flight[model] -= 1

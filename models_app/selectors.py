@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from django.db.models import Count, Max
 
-from llmux_site.core.addresses import ListenAddress
+from llmux_site.gateway.backend import Route
 from models_app.models import (
     EngineRuntime,
     EngineState,
@@ -58,9 +58,7 @@ class GatewayModel:
     """What the gateway needs to route one model."""
 
     name: str
-    upstream: ListenAddress
-    served_name: str
-    rewrite_model: bool
+    route: Route  # built once per registry load, handed to every request
     enabled: bool
     max_model_len: int | None
 
@@ -89,11 +87,15 @@ def gateway_registry() -> GatewayRegistry:
     models: dict[str, GatewayModel] = {}
     names: dict[str, str] = {}
     for model in ModelDefinition.objects.prefetch_related("aliases"):
-        models[model.name] = GatewayModel(
-            name=model.name,
+        route = Route(
+            model=model.name,
             upstream=listen_address(model),
             served_name=model.served_model_name or model.model_path,
             rewrite_model=model.rewrite_model,
+        )
+        models[model.name] = GatewayModel(
+            name=model.name,
+            route=route,
             enabled=model.enabled,
             max_model_len=_max_model_len(model.extra_args),
         )

@@ -48,12 +48,7 @@ def live_instances() -> list[WebInstance]:
 
 
 def total_waiting(model_name: str) -> int:
-    total = 0
-    for instance in live_instances():
-        entry = instance.waiting.get(model_name)
-        if entry:
-            total += int(entry[0])
-    return total
+    return group_demand([model_name])[model_name][0]
 
 
 def all_drained(model_name: str, token: int) -> bool:
@@ -63,10 +58,10 @@ def all_drained(model_name: str, token: int) -> bool:
 
 def group_demand(model_names: list[str]) -> dict[str, tuple[int, float | None, int]]:
     """Per model: (waiting, oldest wait start, in flight) summed over live web processes."""
-    demand: dict[str, tuple[int, float | None, int]] = {}
+    demand: dict[str, tuple[int, float | None, int]] = dict.fromkeys(model_names, (0, None, 0))
     for instance in live_instances():
         for name in model_names:
-            waiting, since, busy = demand.get(name, (0, None, 0))
+            waiting, since, busy = demand[name]
             entry = instance.waiting.get(name)
             if entry and int(entry[0]) > 0:
                 waiting += int(entry[0])

@@ -46,10 +46,11 @@ def next_operation(group: str) -> tuple[SwitchRequest | None, float | None]:
     operator = [r for r in pending if r.trigger != SwapTrigger.REQUEST]
     if operator or config.policy_type == PolicyType.FIFO:
         return claim((operator or pending)[0]), None
-    names = sorted({r.target.name for r in pending} | set(active_names(group)))
-    demand = presence.group_demand(names)
+    active = active_runtime(group)
+    names = {r.target.name for r in pending} | ({active.model.name} if active else set())
+    demand = presence.group_demand(sorted(names))
     pending = skip_abandoned(pending, demand)
-    snapshot = snapshot_of(group, demand)
+    snapshot = snapshot_of(active, demand)
     decision = decide(snapshot, policy_config(config), estimator(), now=time.time())
     if decision.target is not None:
         chosen = next((r for r in pending if r.target.name == decision.target), None)
@@ -69,20 +70,18 @@ def claim(request: SwitchRequest) -> SwitchRequest | None:
     return request
 
 
-def active_names(group: str) -> list[str]:
-    return list(
-        EngineRuntime.objects.filter(gpu_group=group, state=EngineState.RUNNING).values_list(
-            "model__name", flat=True
-        )
-    )
-
-
-def snapshot_of(group: str, demand: dict[str, tuple[int, float | None, int]]) -> QueueSnapshot:
-    active = (
+def active_runtime(group: str) -> EngineRuntime | None:
+    """The group's running engine (a group has at most one)."""
+    return (
         EngineRuntime.objects.filter(gpu_group=group, state=EngineState.RUNNING)
         .select_related("model")
         .first()
     )
+
+
+def snapshot_of(
+    active: EngineRuntime | None, demand: dict[str, tuple[int, float | None, int]]
+) -> QueueSnapshot:
     return QueueSnapshot(
         active=active.model.name if active else None,
         active_since=active.activated_at.timestamp() if active and active.activated_at else None,
