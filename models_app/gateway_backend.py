@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 
 from llmux_site.gateway.backend import Route
 from llmux_site.gateway.errors import GatewayError
@@ -31,9 +31,11 @@ from models_app.services import notify, presence, reconcile, switching
 log = logging.getLogger(__name__)
 
 CLOSED_WITHOUT_FAILURE = (SwitchStatus.SUCCEEDED, SwitchStatus.SKIPPED)
-FAST_POLL = 0.02  # while requests wait or a drain is pending
+# The host bus brings engine states and registry changes at once; these polls only catch
+# what it cannot (a message lost to a full socket buffer, a change made by raw SQL).
+FAST_POLL = 0.1  # while requests wait or a drain is pending
 IDLE_POLL = 0.25
-REGISTRY_POLL = 0.25
+REGISTRY_POLL = 1.0
 HEARTBEAT = 1.0
 
 
@@ -67,6 +69,11 @@ class DjangoGatewayBackend:
     in_flight: Counter[str] = field(default_factory=Counter)
     waiters: dict[str, _Waiters] = field(default_factory=dict)
     acked: dict[str, int] = field(default_factory=dict)
+    announced: dict[str, int] = field(default_factory=dict)  # drain acks sent on the bus
+    # Row version of each cached state: a bus notice or a read older than what the cache
+    # holds is ignored (notices and reads can arrive in either order).
+    versions: dict[str, int] = field(default_factory=dict)
+    _registry_stale: bool = False  # the bus said the registry changed
     # Replaced on every notification, so a waiter that looked at the state and then waits
     # on the event it grabbed before looking can never miss a change (no lost wake-ups).
     _event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -81,7 +88,7 @@ class DjangoGatewayBackend:
         backend = cls()
         try:
             backend.registry = selectors.gateway_registry()
-            backend.states = selectors.runtime_states()
+            backend._merge(selectors.runtime_states())
         except DatabaseError:  # not migrated yet: the refresher loads it once it can
             log.warning("gateway: registry not readable yet; will retry")
         return backend
@@ -117,11 +124,15 @@ class DjangoGatewayBackend:
         if self._admissible(model):
             return self._take(model)
         self._check_allowed(model)
+
         waiter = self.waiters.setdefault(model, _Waiters())
         if waiter.count == 0:
             waiter.since = time.time()
         waiter.count += 1
-        self._mark_dirty()
+        if waiter.switch_id is not None:
+            # Joining waiters: the demand grew (policies weigh it). A first waiter's demand
+            # goes with its switch request instead, one write rather than two in a row.
+            self._mark_dirty()
         try:
             return await self._wait_for(model, waiter, deadline)
         finally:
@@ -155,7 +166,8 @@ class DjangoGatewayBackend:
             del self.in_flight[model]
             token = self.states.get(model, ("", 0))[1]
             if token > self.acked.get(model, -1):
-                self._mark_dirty()  # a drain waits on us: acknowledge promptly
+                self._announce_drains()  # a drain waits on us: acknowledge at once
+                self._mark_dirty()  # and in our row
 
     def _check_allowed(self, model: str) -> None:
         assert self.registry is not None
@@ -179,20 +191,32 @@ class DjangoGatewayBackend:
                 raise GatewayError.switch_failed(model, outcome[1])
             finished = outcome is not None and outcome[0] in CLOSED_WITHOUT_FAILURE
             if waiter.switch_id is None or finished:
-                # Report the demand first: the switch skips itself when nobody waits.
-                await self._report()
                 waiter.switch_outcome = None
-                waiter.switch_id = await self._run_db(self._request_switch, model)
+                assert self.registry is not None
+                spec = self.registry.models[model]
+                # A lingering worker reads the group's state while we write the request.
+                notify.publish(notify.WANTED, {"group": spec.group, "model": spec.pk})
+                waiter.switch_id = await self._run_db(
+                    self._request_switch, spec.pk, model, spec.group, self._presence_snapshot()
+                )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise GatewayError.timed_out(model, self.request_timeout())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=min(remaining, 1.0))
+                async with asyncio.timeout(min(remaining, 1.0)):
+                    await changed.wait()
 
     @staticmethod
-    def _request_switch(model: str) -> int:
-        definition = ModelDefinition.objects.get(name=model)
-        return switching.request_switch(definition, trigger=SwapTrigger.REQUEST).pk
+    def _request_switch(pk: int, model: str, group: str, snapshot: dict[str, Any]) -> int:
+        # The demand is reported in the same transaction (a switch skips itself when
+        # nobody waits, so it must never be visible without it) and costs no extra commit.
+        with transaction.atomic():
+            presence.report(**snapshot)
+            # The cached pk and group save two reads; a model deleted since fails the
+            # insert (foreign key) like a read would have.
+            definition = ModelDefinition(pk=pk, name=model)
+            request = switching.request_switch(definition, trigger=SwapTrigger.REQUEST, group=group)
+        return request.pk
 
     def _mark_dirty(self) -> None:
         self.dirty = True
@@ -208,7 +232,7 @@ class DjangoGatewayBackend:
     async def start(self) -> None:
         if self.registry is None:
             self.registry = await self._run_db(selectors.gateway_registry)
-            self.states = await self._run_db(selectors.runtime_states)
+            self._merge(await self._run_db(selectors.runtime_states))
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._refresh_forever())
 
@@ -225,7 +249,7 @@ class DjangoGatewayBackend:
         last_registry = last_report = 0.0
         # Workers publish "look now" on this host's bus after each state change, so a
         # drain or an activation is seen at once; the poll below is the fallback.
-        listener = await notify.bus().listen(lambda _message: self._wake.set())
+        listener = await notify.bus().listen(self._on_message)
         try:
             await self._refresh_loop(last_registry, last_report)
         finally:
@@ -233,9 +257,13 @@ class DjangoGatewayBackend:
 
     async def _refresh_loop(self, last_registry: float, last_report: float) -> None:
         while True:
+            # Cleared before looking, never after: a "look now" that arrives while this
+            # pass reads the database must trigger another pass, not be swallowed.
+            self._wake.clear()
             try:
                 now = time.monotonic()
-                if now - last_registry >= REGISTRY_POLL:
+                if self._registry_stale or now - last_registry >= REGISTRY_POLL:
+                    self._registry_stale = False
                     last_registry = now
                     await self._refresh_registry()
                 await self._refresh_states()
@@ -247,9 +275,59 @@ class DjangoGatewayBackend:
             except Exception:  # the loop must survive a database hiccup
                 log.exception("gateway state refresh failed")
             busy = self.waiters or self._pending_drains()
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), FAST_POLL if busy else IDLE_POLL)
+                # Not wait_for: on Python 3.11 it can swallow a cancellation that lands
+                # as the event is set, and aclose would wait for this loop forever.
+                async with asyncio.timeout(FAST_POLL if busy else IDLE_POLL):
+                    await self._wake.wait()
+
+    def _on_message(self, data: bytes) -> None:
+        kind, payload = notify.parse(data)
+        if kind == notify.REGISTRY:
+            self._registry_stale = True
+            self._wake.set()
+            return
+        if kind != notify.RUNTIME:
+            return  # demand, queue and drain news are for workers
+        if isinstance(payload, dict):
+            self._apply_pushed(payload)  # the committed states: no read needed
+            if any(self.states.get(name, ("",))[0] == EngineState.FAILED for name in self.waiters):
+                self._wake.set()  # a waiter's switch may have failed: read its outcome
+        else:
+            self._wake.set()
+
+    def _apply_pushed(self, payload: dict[str, Any]) -> None:
+        """Take committed engine states from a bus notice, without a database read."""
+        rows = {}
+        for name, entry in payload.items():
+            if isinstance(entry, list) and len(entry) == 3:
+                state, token, version = entry
+                rows[str(name)] = (str(state), int(token), int(version))
+        if self._merge(rows):
+            self._notify()
+            self._announce_drains()
+
+    def _merge(self, rows: dict[str, tuple[str, int, int]]) -> bool:
+        """Cache every row at least as new as the cached one; True if a state changed."""
+        states = dict(self.states)
+        for name, (state, token, version) in rows.items():
+            if version >= self.versions.get(name, -1):
+                self.versions[name] = version
+                states[name] = (state, token)
+        changed = states != self.states
+        self.states = states
+        return changed
+
+    def _announce_drains(self) -> None:
+        """Acknowledge drains we have nothing in flight for on the bus (the row follows)."""
+        for name in self._pending_drains():
+            state, token = self.states[name]
+            if state != EngineState.DRAINING:
+                continue  # a worker waits only for the token of a drain it raised
+            if self.announced.get(name, -1) < token:
+                self.announced[name] = token
+                notify.publish(notify.DRAINED, [self.instance_id, name, token])
+                self.dirty = True
 
     async def _refresh_registry(self) -> None:
         fingerprint = await self._run_db(selectors.registry_fingerprint)
@@ -257,15 +335,15 @@ class DjangoGatewayBackend:
             self.registry = await self._run_db(selectors.gateway_registry)
 
     async def _refresh_states(self) -> None:
-        states = await self._run_db(selectors.runtime_states)
+        changed = self._merge(await self._run_db(selectors.runtime_states))
         ids = [w.switch_id for w in self.waiters.values() if w.switch_id is not None]
         outcomes = await self._run_db(selectors.switch_outcomes, ids) if ids else {}
         for waiter in self.waiters.values():
             if waiter.switch_id in outcomes:
                 waiter.switch_outcome = outcomes[waiter.switch_id]
-        if states != self.states or outcomes:
-            self.states = states
+        if changed or outcomes:
             self._notify()
+            self._announce_drains()
         if self._pending_drains():
             self.dirty = True
 
@@ -277,17 +355,18 @@ class DjangoGatewayBackend:
         ]
 
     async def _report(self) -> None:
+        snapshot = self._presence_snapshot()
+        await self._run_db(lambda: presence.report(**snapshot))
+
+    def _presence_snapshot(self) -> dict[str, Any]:
+        """This process's demand and drain acks, copied (they are written in a thread)."""
         for name in self._pending_drains():
             self.acked[name] = self.states[name][1]
         self.dirty = False
-        waiting = {name: (w.count, w.since) for name, w in self.waiters.items() if w.count}
-        in_flight = dict(self.in_flight)  # copied here: the lambda runs in another thread
-        await self._run_db(
-            lambda: presence.report(
-                self.instance_id,
-                pid=os.getpid(),
-                waiting=waiting,
-                drained=dict(self.acked),
-                in_flight=in_flight,
-            )
-        )
+        return {
+            "instance_id": self.instance_id,
+            "pid": os.getpid(),
+            "waiting": {name: (w.count, w.since) for name, w in self.waiters.items() if w.count},
+            "drained": dict(self.acked),
+            "in_flight": dict(self.in_flight),
+        }

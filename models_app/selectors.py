@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.db.models import Count, Max
 
+from llmux_site.core.gpu import gpu_groups
 from llmux_site.gateway.backend import Route
 from models_app.models import (
     EngineRuntime,
@@ -58,9 +59,11 @@ class GatewayModel:
     """What the gateway needs to route one model."""
 
     name: str
+    pk: int
     route: Route  # built once per registry load, handed to every request
     enabled: bool
     max_model_len: int | None
+    group: str  # its GPU group (as switching.group_of computes it)
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,10 @@ def gateway_registry() -> GatewayRegistry:
     config = RegistryConfig.load()
     models: dict[str, GatewayModel] = {}
     names: dict[str, str] = {}
-    for model in ModelDefinition.objects.prefetch_related("aliases"):
+    definitions = list(ModelDefinition.objects.prefetch_related("aliases"))
+    enabled = {m.name: m.gpu_ids for m in definitions if m.enabled}
+    groups = gpu_groups(enabled)
+    for model in definitions:
         route = Route(
             model=model.name,
             upstream=listen_address(model),
@@ -95,9 +101,12 @@ def gateway_registry() -> GatewayRegistry:
         )
         models[model.name] = GatewayModel(
             name=model.name,
+            pk=model.pk,
             route=route,
             enabled=model.enabled,
             max_model_len=_max_model_len(model.extra_args),
+            group=groups.get(model.name)
+            or gpu_groups({**enabled, model.name: model.gpu_ids})[model.name],
         )
         names[model.name] = model.name
         for alias in model.aliases.all():
@@ -113,10 +122,10 @@ def gateway_registry() -> GatewayRegistry:
     )
 
 
-def runtime_states() -> dict[str, tuple[str, int]]:
-    """Model name -> (state, drain token) for every model with a runtime row."""
-    rows = EngineRuntime.objects.values_list("model__name", "state", "drain_token")
-    return {name: (state, token) for name, state, token in rows}
+def runtime_states() -> dict[str, tuple[str, int, int]]:
+    """Model name -> (state, drain token, row version) for every model with a runtime row."""
+    rows = EngineRuntime.objects.values_list("model__name", "state", "drain_token", "version")
+    return {name: (state, token, version) for name, state, token, version in rows}
 
 
 def switch_outcomes(ids: list[int]) -> dict[int, tuple[str, str]]:

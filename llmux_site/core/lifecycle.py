@@ -10,19 +10,17 @@ always cold-start it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import psutil
-
 from llmux_site.core import supervisor
 from llmux_site.core.engine_client import CallTimeouts, EngineClient
 from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
-from llmux_site.core.processes import live_process
+from llmux_site.core.processes import live_process, process_tree
 from llmux_site.core.supervisor import EngineProcess, SupervisorError
 from llmux_site.core.switching import BringUpKind, EngineStatus, EngineTarget
 
@@ -31,6 +29,7 @@ __all__ = [
     "BringUpError",
     "EngineMemoryProbe",
     "EvictOutcome",
+    "EvictionBaseline",
     "EvictionError",
     "LifecycleError",
     "OnSpawned",
@@ -42,6 +41,7 @@ __all__ = [
     "cold_start",
     "engine_pids",
     "evict",
+    "eviction_baseline",
     "kill_now",
     "readiness",
 ]
@@ -103,6 +103,14 @@ class ProcessActions(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class EvictionBaseline:
+    """The engine tree's pids and the GPU memory they hold, taken before an eviction."""
+
+    pids: list[int]
+    held: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class EvictOutcome:
     """How an eviction ended, and what to record for the outgoing engine."""
 
@@ -126,15 +134,37 @@ def _live(process: EngineProcess | None) -> EngineProcess | None:
 
 def engine_pids(process: EngineProcess) -> list[int]:
     """Pids of the engine tree: the leader, its process group and its descendants."""
-    pids: set[int] = set()
+    # One pass over /proc (psutil's recursive children would be a second one).
     leader = live_process(process.pid, process.create_time)
-    if leader is not None:
-        pids.add(process.pid)
-        with contextlib.suppress(psutil.Error):
-            pids.update(child.pid for child in leader.children(recursive=True))
-    if process.pgid > 1 and process.pgid != os.getpgrp():
-        pids.update(supervisor.group_members(process.pgid))
-    return sorted(pids)
+    pgid = process.pgid if process.pgid != os.getpgrp() else 0
+    return process_tree(process.pid if leader is not None else 0, pgid)
+
+
+# Engine trees seen recently: (pid, create time) -> (when, pids). vLLM starts its workers
+# at start-up and keeps them, so a tree younger than this is reused while all its pids
+# still exist, instead of scanning /proc again (a rapid alternation evicts every second).
+TREE_MAX_AGE = 10.0
+_trees: dict[tuple[int, float], tuple[float, list[int]]] = {}
+
+
+def _known_tree(process: EngineProcess) -> list[int]:
+    key = (process.pid, process.create_time)
+    now = time.monotonic()
+    cached = _trees.get(key)
+    fresh = cached is not None and now - cached[0] < TREE_MAX_AGE
+    if cached and fresh and all(os.path.exists(f"/proc/{pid}") for pid in cached[1]):
+        return cached[1]
+    pids = engine_pids(process)
+    for stale in [k for k, (at, _) in _trees.items() if now - at >= TREE_MAX_AGE]:
+        del _trees[stale]
+    _trees[key] = (now, pids)
+    return pids
+
+
+def eviction_baseline(process: EngineProcess, memory_probe: EngineMemoryProbe) -> EvictionBaseline:
+    """What `evict` compares against afterwards: the engine tree and what it holds."""
+    pids = _known_tree(process)
+    return EvictionBaseline(pids, memory_probe(pids))
 
 
 async def _stop_group(process: EngineProcess, grace: float) -> str:
@@ -213,6 +243,7 @@ async def _release_weights(client: EngineClient, policy: EvictionPolicy) -> None
         return
     # abort: a finished drain left nothing in flight; after a drain timeout the cut
     # requests get an error instead of an engine that sleeps under them.
+
     await client.sleep(level, mode="abort")
     if not await client.is_sleeping():
         raise LifecycleError(f"engine answered /sleep?level={level} but is not sleeping")
@@ -274,8 +305,12 @@ async def evict(
     memory_tolerance_bytes: int = 0,
     timeouts: CallTimeouts | None = None,
     process_actions: ProcessActions | None = None,
+    baseline: EvictionBaseline | None = None,
 ) -> EvictOutcome:
     """Free the GPU by `target.eviction`: weights first, then the process; then verify.
+
+    `baseline` may be taken while the engine drains (its memory does not change then:
+    vLLM allocates weights and KV cache at start-up); without it, it is taken here.
 
     Any failure (an error answer, a hang past the call timeout, an engine that says it
     sleeps but is not, memory that did not come back, a process action that is missing or
@@ -287,8 +322,9 @@ async def evict(
             await _escalate(process, "engine process is gone", stop_grace)
         return EvictOutcome(STOPPED_POLICY, error=f"{target.name} was not running")
     assert process is not None
-    pids = engine_pids(process)
-    held_before = memory_probe(pids)
+
+    baseline = baseline or eviction_baseline(process, memory_probe)
+    pids, held_before = baseline.pids, baseline.held
     try:
         async with _client(target, timeouts) as client:
             await _release_weights(client, policy)

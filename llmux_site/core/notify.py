@@ -13,11 +13,13 @@ import contextlib
 import errno
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 SUFFIX = ".sock"
+MAX_MESSAGE = 65536  # a datagram larger than this is cut (and its payload ignored)
 # Errors that mean "nobody listens there any more": the socket file is stale.
 STALE = {errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK}
 
@@ -66,7 +68,7 @@ class LocalBus:
         def readable() -> None:
             while True:
                 try:
-                    data = sock.recv(512)
+                    data = sock.recv(MAX_MESSAGE)
                 except (BlockingIOError, InterruptedError):
                     return
                 on_message(data)
@@ -84,13 +86,22 @@ class SyncListener:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(self.path))
 
-    def wait(self, timeout: float) -> bytes | None:
-        """The next message, or None when `timeout` seconds pass without one."""
-        self.sock.settimeout(max(timeout, 0.001))
-        try:
-            return self.sock.recv(512)
-        except TimeoutError:
-            return None
+    def wait(
+        self, timeout: float, *, only: bytes | tuple[bytes, ...] | None = None
+    ) -> bytes | None:
+        """The next message (of a kind in `only`), or None when `timeout` passes first."""
+        kinds = (only,) if isinstance(only, bytes) else only
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                message = self.sock.recv(MAX_MESSAGE)
+            except TimeoutError:
+                return None
+            if kinds is None or message.partition(b" ")[0] in kinds:
+                return message
+            if time.monotonic() >= deadline:
+                return None
 
     def close(self) -> None:
         self.sock.close()

@@ -36,6 +36,7 @@ __all__ = [
     "group_members",
     "is_alive",
     "live_process",
+    "process_tree",
     "read_log_tail",
     "reap_orphans",
     "set_child_subreaper",
@@ -352,9 +353,9 @@ def is_alive(proc: EngineProcess) -> bool:
     return live_process(proc.pid, proc.create_time) is not None
 
 
-def _group_processes(pgid: int) -> list[tuple[int, bytes, int]]:
-    """(pid, state, ppid) of every process whose process group is ``pgid``, from /proc."""
-    found: list[tuple[int, bytes, int]] = []
+def _proc_table() -> list[tuple[int, bytes, int, int]]:
+    """(pid, state, ppid, pgrp) of every process, from one pass over /proc."""
+    found: list[tuple[int, bytes, int, int]] = []
     with os.scandir("/proc") as entries:
         for entry in entries:
             if not entry.name.isdigit():
@@ -367,9 +368,34 @@ def _group_processes(pgid: int) -> list[tuple[int, bytes, int]]:
             # Fields after the command name (which may contain spaces and parentheses):
             # state ppid pgrp ...
             fields = stat[stat.rfind(b")") + 2 :].split(b" ", 3)
-            if len(fields) >= 3 and int(fields[2]) == pgid:
-                found.append((int(entry.name), fields[0], int(fields[1])))
+            if len(fields) >= 3:
+                found.append((int(entry.name), fields[0], int(fields[1]), int(fields[2])))
     return found
+
+
+def _group_processes(pgid: int) -> list[tuple[int, bytes, int]]:
+    """(pid, state, ppid) of every process whose process group is ``pgid``, from /proc."""
+    return [(pid, state, ppid) for pid, state, ppid, pgrp in _proc_table() if pgrp == pgid]
+
+
+def process_tree(pid: int, pgid: int) -> list[int]:
+    """Live (non-zombie) pids of ``pid``, its descendants and group ``pgid``: one scan.
+
+    ``pgid`` 0 (or 1) leaves the group out. The caller checks first that ``pid`` is the
+    process it means (its create time); this only walks the table.
+    """
+    table = [(p, ppid, pgrp) for p, state, ppid, pgrp in _proc_table() if state not in (b"Z", b"X")]
+    children: dict[int, list[int]] = {}
+    for p, ppid, _ in table:
+        children.setdefault(ppid, []).append(p)
+    found = {p for p, _, pgrp in table if pgid > 1 and pgrp == pgid}
+    alive = {p for p, _, _ in table}
+    stack = [pid] if pid in alive else []
+    while stack:
+        current = stack.pop()
+        found.add(current)
+        stack.extend(c for c in children.get(current, ()) if c not in found)
+    return sorted(found)
 
 
 def group_members(pgid: int) -> list[int]:

@@ -9,17 +9,24 @@ any process this switch spawned and has not yet recorded as running is killed.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from llmux_site.core import lifecycle, supervisor
 from llmux_site.core.engine_client import CallTimeouts
-from llmux_site.core.lifecycle import EvictionError, LifecycleError, ProcessActions
+from llmux_site.core.lifecycle import (
+    EvictionBaseline,
+    EvictionError,
+    LifecycleError,
+    ProcessActions,
+)
 from llmux_site.core.policy import ProcessAction
 from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switching import (
     BringUpKind,
+    EngineChange,
     EngineStatus,
     EngineTarget,
     Outcome,
@@ -73,6 +80,9 @@ class _Switch:
         self.result = SwitchResult(outcome=Outcome.SUCCEEDED)
         # A process spawned (or restored) by this switch and not yet recorded as running.
         self.unrecorded: EngineProcess | None = None
+        # The outgoing engine's state after its eviction: written together with the
+        # target's first record (one write instead of two on the switch path).
+        self.pending: list[EngineChange] = []
 
     # -- the run --------------------------------------------------------------------
 
@@ -88,6 +98,7 @@ class _Switch:
         brought_up = await self._bring_up_incoming()
         if brought_up is not None:
             await self._activate(*brought_up)
+        await self._record()  # nothing left unwritten, whatever path ended the run
         return self.result
 
     def kill_unrecorded(self) -> None:
@@ -111,6 +122,13 @@ class _Switch:
         elapsed = _elapsed_ms(started)
         self.result.durations_ms[phase] = elapsed
         await self.ports.phase(phase, elapsed)
+
+    async def _record(self, *changes: EngineChange) -> None:
+        """Write `changes` after (and in the same write as) any pending ones."""
+        changes = (*self.pending, *changes)
+        self.pending = []
+        if changes:
+            await self.ports.record(*changes)
 
     def _fail(self, error: str) -> None:
         self.result.outcome = Outcome.FAILED
@@ -158,30 +176,49 @@ class _Switch:
         """Cooldown, drain, evict; False when the eviction failed beyond repair."""
         if not self.plan.force:
             await self._timed(Phase.COOLDOWN, lambda: self._cooldown(outgoing))
-        await self._timed(Phase.DRAIN, lambda: self._drain(outgoing))
-        return await self._timed(Phase.EVICT, lambda: self._evict(outgoing))
+        # The eviction's baseline (a /proc scan and memory reads) is taken while the
+        # engine drains, in a thread: the drain mostly waits, the eviction would not.
+        baseline = asyncio.ensure_future(asyncio.to_thread(self._baseline, outgoing))
+        try:
+            await self._timed(Phase.DRAIN, lambda: self._drain(outgoing))
+            taken = await baseline
+        finally:
+            baseline.cancel()
+        return await self._timed(Phase.EVICT, lambda: self._evict(outgoing, *taken))
+
+    def _baseline(
+        self, outgoing: EngineTarget
+    ) -> tuple[Mapping[int, int], EvictionBaseline | None]:
+        memory = dict(self.ports.gpu_memory())
+        process = outgoing.process
+        if process is None or not supervisor.is_alive(process):
+            return memory, None  # evict handles a dead engine itself
+        return memory, lifecycle.eviction_baseline(process, self.ports.engine_gpu_memory)
 
     async def _cooldown(self, outgoing: EngineTarget) -> None:
         if outgoing.activated_at is not None and self.plan.min_active_secs > 0:
             await self._sleep_until(outgoing.activated_at + self.plan.min_active_secs)
 
     async def _drain(self, outgoing: EngineTarget) -> None:
-        await self.ports.engine_changed(
-            outgoing.name, EngineStatus.DRAINING, process=outgoing.process, evicted=None
-        )
-        await self.ports.begin_drain(outgoing.name)
+        await self.ports.begin_drain(outgoing.name, outgoing.process)
         if not self.plan.drain_before_switch:
             return
         if not await self.ports.wait_drained(outgoing.name, outgoing.drain_timeout):
             # The sleep (mode=abort) or the stop that follows cuts those requests.
             self.result.forced_drain = True
 
-    async def _evict(self, outgoing: EngineTarget) -> bool:
-        self.result.memory_before = dict(self.ports.gpu_memory())
+    async def _evict(
+        self,
+        outgoing: EngineTarget,
+        memory_before: Mapping[int, int],
+        baseline: EvictionBaseline | None,
+    ) -> bool:
+        self.result.memory_before = memory_before
         try:
             evicted = await lifecycle.evict(
                 outgoing,
                 outgoing.process,
+                baseline=baseline,
                 memory_probe=self.ports.engine_gpu_memory,
                 stop_grace=self.plan.stop_grace,
                 memory_tolerance_bytes=self.plan.memory_tolerance_bytes,
@@ -189,24 +226,20 @@ class _Switch:
                 process_actions=self.actions,
             )
         except EvictionError as exc:
-            await self.ports.engine_changed(
-                outgoing.name,
-                EngineStatus.FAILED,
-                process=outgoing.process,
-                evicted=None,
-                error=str(exc),
+            await self._record(
+                EngineChange(outgoing.name, EngineStatus.FAILED, outgoing.process, error=str(exc))
             )
             self._fail(str(exc))
             return False
         self.result.escalated = evicted.escalated
         if evicted.escalated:
             self.result.error = evicted.error
-        await self.ports.engine_changed(
-            outgoing.name,
-            evicted.status,
-            process=evicted.process,
-            evicted=evicted.evicted,
-            error=evicted.error,
+        # Until the target's first record the outgoing engine stays recorded as draining:
+        # nothing admits requests to it, and a repair after a crash checks it anyway.
+        self.pending.append(
+            EngineChange(
+                outgoing.name, evicted.status, evicted.process, evicted.evicted, evicted.error
+            )
         )
         return True
 
@@ -219,12 +252,8 @@ class _Switch:
             await self._timed(Phase.READINESS, lambda: self._readiness(process))
         except LifecycleError as exc:
             self.kill_unrecorded()  # lifecycle stopped it already; this only makes sure
-            await self.ports.engine_changed(
-                self.plan.incoming.name,
-                EngineStatus.FAILED,
-                process=None,
-                evicted=None,
-                error=str(exc),
+            await self._record(
+                EngineChange(self.plan.incoming.name, EngineStatus.FAILED, error=str(exc))
             )
             self._fail(str(exc))
             return None
@@ -234,12 +263,13 @@ class _Switch:
         incoming = self.plan.incoming
         if lifecycle.bring_up_kind(incoming) in (BringUpKind.WAKE, BringUpKind.RESUME):
             # The identity is already recorded; a new one is reported by _spawned.
-            await self.ports.engine_changed(
-                incoming.name,
-                EngineStatus.STARTING,
-                process=incoming.process,
-                evicted=incoming.evicted,
+            await self._record(
+                EngineChange(
+                    incoming.name, EngineStatus.STARTING, incoming.process, incoming.evicted
+                )
             )
+        else:
+            await self._record()  # the outgoing state is durable before anything spawns
         return await lifecycle.bring_up(
             incoming,
             timeouts=self.timeouts,
@@ -252,9 +282,7 @@ class _Switch:
         # Recorded before the health wait, so a worker dying mid-start leaves the identity
         # in the database for reconcile to find (and stop).
         self.unrecorded = process
-        await self.ports.engine_changed(
-            self.plan.incoming.name, EngineStatus.STARTING, process=process, evicted=None
-        )
+        await self._record(EngineChange(self.plan.incoming.name, EngineStatus.STARTING, process))
 
     async def _readiness(self, process: EngineProcess) -> None:
         await lifecycle.readiness(
@@ -263,9 +291,7 @@ class _Switch:
 
     async def _activate(self, kind: BringUpKind, process: EngineProcess) -> None:
         incoming = self.plan.incoming
-        await self.ports.engine_changed(
-            incoming.name, EngineStatus.RUNNING, process=process, evicted=None
-        )
+        await self._record(EngineChange(incoming.name, EngineStatus.RUNNING, process))
         self.unrecorded = None
         self.result.bringup = kind
         self.result.incoming_process = process
@@ -299,11 +325,12 @@ async def run_eviction(
         return result
     if target.status in AWAKE:
         await switch._evict_outgoing(target)
+        await switch._record()
     elif target.eviction.process is ProcessAction.STOP:
         await ports.phase(Phase.EVICT, None)
         started = time.monotonic()
         await supervisor.stop_async(process, grace=plan.stop_grace)
-        await ports.engine_changed(target.name, EngineStatus.STOPPED, process=None, evicted=None)
+        await ports.record(EngineChange(target.name, EngineStatus.STOPPED))
         await switch._finish_phase(Phase.EVICT, started)
     else:
         result.outcome = Outcome.SKIPPED

@@ -78,6 +78,17 @@ class EngineTarget:
 
 
 @dataclass(frozen=True, slots=True)
+class EngineChange:
+    """One engine's new status (and the identity and eviction that go with it)."""
+
+    model: str
+    status: EngineStatus
+    process: EngineProcess | None = None
+    evicted: EvictionPolicy | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class SwitchPlan:
     """One switch on one GPU group: evict `outgoing` (if any), bring up `incoming`."""
 
@@ -122,8 +133,9 @@ class SwitchPorts(Protocol):
     async def waiting(self, model: str) -> int:
         """Requests currently waiting for `model`, across all web processes."""
 
-    async def begin_drain(self, model: str) -> None:
-        """Raise the draining flag: web processes stop admitting requests for `model`."""
+    async def begin_drain(self, model: str, process: EngineProcess | None) -> None:
+        """Record `model` draining with a new drain token (one write): web processes stop
+        admitting requests for it and acknowledge the token once nothing is in flight."""
 
     async def wait_drained(self, model: str, timeout: float) -> bool:
         """True once every web process reports no in-flight request for `model`."""
@@ -131,16 +143,8 @@ class SwitchPorts(Protocol):
     async def phase(self, phase: Phase, elapsed_ms: float | None) -> None:
         """A phase started (elapsed_ms None) or finished; published live."""
 
-    async def engine_changed(
-        self,
-        model: str,
-        status: EngineStatus,
-        *,
-        process: EngineProcess | None,
-        evicted: EvictionPolicy | None,
-        error: str = "",
-    ) -> None:
-        """Persist an engine's new status (and identity) before anything else sees it."""
+    async def record(self, *changes: EngineChange) -> None:
+        """Persist engines' new statuses, all in one write, before anything sees them."""
 
     async def settle(self, model: str, timeout: float) -> None:
         """Wait (bounded) until requests that waited for `model` took their slots."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib
 
+from llmux_site.core.threads import quick_thread_handoff
+
 
 def skip_twisted_form_parsing() -> bool:
     """Stop Twisted parsing every POST body with a Content-Type as an HTML form.
@@ -54,3 +56,4 @@ def tune_web_process() -> None:
     """Every tuning above; safe to call more than once."""
     skip_twisted_form_parsing()
     skip_twisted_access_log()
+    quick_thread_handoff()

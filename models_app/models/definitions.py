@@ -166,8 +166,11 @@ class RegistryConfig(models.Model):
 
     @classmethod
     def load(cls) -> RegistryConfig:
-        obj, _ = cls.objects.get_or_create(pk=cls.SINGLETON_PK)
-        return obj
+        try:  # one query in the usual case, where the row exists
+            return cls.objects.get(pk=cls.SINGLETON_PK)
+        except cls.DoesNotExist:
+            obj, _ = cls.objects.get_or_create(pk=cls.SINGLETON_PK)
+            return obj
 
     def default_eviction(self) -> EvictionPolicy:
         return EvictionPolicy(

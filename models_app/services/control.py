@@ -14,7 +14,7 @@ from models_app.models import (
     SwapTrigger,
     SwitchRequest,
 )
-from models_app.services import switching
+from models_app.services import notify, switching
 from models_app.services.runtime import runtime_for
 
 STOP = EvictionPolicy(WeightsAction.RETAIN, ProcessAction.STOP)
@@ -30,6 +30,7 @@ def set_mode(mode: str, *, actor: str = "") -> RegistryConfig:
         raise ControlError(f"unknown mode {mode!r}; expected auto or manual")
     config = RegistryConfig.load()
     RegistryConfig.objects.filter(pk=config.pk).update(mode=mode, updated_at=timezone.now())
+    notify.registry_changed()
     config.refresh_from_db()
     return config
 
@@ -43,6 +44,7 @@ def pin(
         RegistryConfig.objects.filter(pk=RegistryConfig.SINGLETON_PK).update(
             mode=Mode.MANUAL, pinned_model=model, updated_at=timezone.now()
         )
+        notify.registry_changed()
         return force_switch(model, actor=actor, trigger=trigger)
 
 
@@ -51,6 +53,7 @@ def unpin(*, actor: str = "") -> RegistryConfig:
     RegistryConfig.objects.filter(pk=RegistryConfig.SINGLETON_PK).update(
         mode=Mode.AUTO, pinned_model=None, updated_at=timezone.now()
     )
+    notify.registry_changed()
     return RegistryConfig.load()
 
 

@@ -1,8 +1,17 @@
-"""Tell waiting processes on this host to look at the database now (after commit)."""
+"""Tell waiting processes on this host to look at the database now (after commit).
+
+A message is a kind word, optionally followed by a JSON payload that saves the receiver
+a database read: `runtime {"a": ["running", null]}` carries the committed state (and the
+drain token when it changed) of the engines a transaction wrote; `drained [instance,
+model, token]` is a web process's drain acknowledgement, sent before its row is written.
+A payload is a shortcut, never the only copy: everything it says is in the database.
+"""
 
 from __future__ import annotations
 
+import json
 from functools import cache
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -12,6 +21,9 @@ from llmux_site.core.notify import LocalBus
 RUNTIME = b"runtime"  # an engine state or drain token changed
 PRESENCE = b"presence"  # a web process reported demand or a drain acknowledgement
 QUEUED = b"queued"  # a switch or eviction was queued
+DRAINED = b"drained"  # a web process has nothing in flight for a draining model
+WANTED = b"wanted"  # a web process is about to queue a switch (read ahead for it)
+REGISTRY = b"registry"  # a model, an alias or the registry settings changed
 
 
 @cache
@@ -19,6 +31,33 @@ def bus() -> LocalBus:
     return LocalBus(settings.LLMUX_DIRS["run"] / "notify")
 
 
-def after_commit(message: bytes) -> None:
+def message(kind: bytes, payload: Any = None) -> bytes:
+    if payload is None:
+        return kind
+    return kind + b" " + json.dumps(payload, separators=(",", ":")).encode()
+
+
+def parse(data: bytes) -> tuple[bytes, Any]:
+    """(kind, payload or None); a payload that does not parse is dropped, not trusted."""
+    kind, _, rest = data.partition(b" ")
+    if not rest:
+        return kind, None
+    try:
+        return kind, json.loads(rest)
+    except ValueError:
+        return kind, None
+
+
+def after_commit(kind: bytes, payload: Any = None) -> None:
     """Publish once the surrounding transaction commits (at once outside one)."""
-    transaction.on_commit(lambda: bus().publish(message))
+    data = message(kind, payload)
+    transaction.on_commit(lambda: bus().publish(data))
+
+
+def registry_changed() -> None:
+    """Web processes reload the registry after this commit (they also poll, slowly)."""
+    after_commit(REGISTRY)
+
+
+def publish(kind: bytes, payload: Any = None) -> None:
+    bus().publish(message(kind, payload))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.utils import timezone
 
@@ -25,17 +26,17 @@ def report(
     in_flight: Mapping[str, int] | None = None,
 ) -> None:
     """Upsert this web process's row with its current waiting demand and drain acks."""
-    WebInstance.objects.update_or_create(
-        id=instance_id,
-        defaults={
-            "host": socket.gethostname(),
-            "pid": pid,
-            "heartbeat_at": timezone.now(),
-            "waiting": {name: [count, since] for name, (count, since) in waiting.items()},
-            "drained": dict(drained),
-            "in_flight": dict(in_flight or {}),
-        },
-    )
+    fields = {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "heartbeat_at": timezone.now(),
+        "waiting": {name: [count, since] for name, (count, since) in waiting.items()},
+        "drained": dict(drained),
+        "in_flight": dict(in_flight or {}),
+    }
+    # One UPDATE in the usual case (the row exists after the first report).
+    if not WebInstance.objects.filter(id=instance_id).update(**fields):
+        WebInstance.objects.update_or_create(id=instance_id, defaults=fields)
     notify.after_commit(notify.PRESENCE)
 
 
@@ -43,12 +44,27 @@ def forget(instance_id: str) -> None:
     WebInstance.objects.filter(id=instance_id).delete()
 
 
-def live_instances() -> list[WebInstance]:
-    return list(WebInstance.objects.filter(heartbeat_at__gte=timezone.now() - STALE_AFTER))
+class LiveInstance(NamedTuple):
+    """What workers read of a live web process (no model instance: read on hot paths)."""
+
+    id: str
+    waiting: dict[str, list[float]]
+    drained: dict[str, int]
+    in_flight: dict[str, int]
+
+
+def live_instances() -> list[LiveInstance]:
+    rows = WebInstance.objects.filter(heartbeat_at__gte=timezone.now() - STALE_AFTER)
+    return [LiveInstance(*row) for row in rows.values_list("id", "waiting", "drained", "in_flight")]
 
 
 def total_waiting(model_name: str) -> int:
     return group_demand([model_name])[model_name][0]
+
+
+def waiting_of(instances: list[LiveInstance], model_name: str) -> int:
+    """Requests waiting for `model_name` across `instances` (read by live_instances)."""
+    return sum(int(i.waiting[model_name][0]) for i in instances if model_name in i.waiting)
 
 
 def all_drained(model_name: str, token: int) -> bool:
@@ -56,10 +72,12 @@ def all_drained(model_name: str, token: int) -> bool:
     return all(int(instance.drained.get(model_name, -1)) >= token for instance in live_instances())
 
 
-def group_demand(model_names: list[str]) -> dict[str, tuple[int, float | None, int]]:
+def group_demand(
+    model_names: list[str], instances: list[LiveInstance] | None = None
+) -> dict[str, tuple[int, float | None, int]]:
     """Per model: (waiting, oldest wait start, in flight) summed over live web processes."""
     demand: dict[str, tuple[int, float | None, int]] = dict.fromkeys(model_names, (0, None, 0))
-    for instance in live_instances():
+    for instance in live_instances() if instances is None else instances:
         for name in model_names:
             waiting, since, busy = demand[name]
             entry = instance.waiting.get(name)

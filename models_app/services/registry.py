@@ -34,6 +34,7 @@ from models_app.models import (
     ModelDefinition,
     RegistryConfig,
 )
+from models_app.services import notify
 
 # Config key -> ModelDefinition field. `eviction` (two fields) and `aliases` (rows) are
 # handled on their own.
@@ -416,6 +417,7 @@ def _write(
     )
     if settings_changed or settings._state.adding:
         settings.save()
+    notify.registry_changed()  # deletes and bulk inserts send no signal
 
 
 # --- export ----------------------------------------------------------------------------------

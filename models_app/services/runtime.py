@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from django.db import transaction
-from django.db.models import F
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
 from llmux_site.core.processes import EngineProcess
-from llmux_site.core.switching import EngineStatus, EngineTarget
+from llmux_site.core.switching import EngineChange, EngineStatus, EngineTarget
 from models_app.models import EngineRuntime, EngineState, ModelDefinition, RegistryConfig
 from models_app.services import notify
 from models_app.services.engines import eviction_policy, listen_address, process_spec
@@ -32,8 +34,65 @@ def record_engine_status(
     group: str = "",
 ) -> None:
     """Persist an engine's new state, identity and eviction; bump the CAS version."""
-    now = timezone.now()
-    fields: dict[str, object] = {
+    record_changes([(model, EngineChange(model.name, status, process, evicted, error))], group)
+
+
+def record_changes(
+    changes: Sequence[tuple[ModelDefinition, EngineChange]], group: str = ""
+) -> None:
+    """Persist several engines' new states in one transaction (one commit, one notice).
+
+    Joins the caller's transaction without a savepoint (a savepoint is two more round
+    trips on the switch path, and a failure here fails the caller's write anyway). The
+    notice carries each state with its row version, so web processes can tell a late
+    notice from a newer read of the table.
+    """
+    with transaction.atomic(savepoint=False):
+        states = {}
+        for model, change in changes:
+            version, token = _write_status(model, change, group)
+            states[model.name] = [change.status.value, token, version]
+        notify.after_commit(notify.RUNTIME, states)
+
+
+def begin_drain(
+    model: ModelDefinition,
+    process: EngineProcess | None,
+    group: str = "",
+    *,
+    current_token: int | None = None,
+) -> int:
+    """Mark `model` draining with a new drain token; returns the token web processes ack.
+
+    `current_token` (the token the caller read under the group lease, which only a lease
+    holder raises) is raised by one; without it the row's own token is.
+    """
+    with transaction.atomic(savepoint=False):
+        change = EngineChange(model.name, EngineStatus.DRAINING, process)
+        new_token = None if current_token is None else current_token + 1
+        version, token = _write_status(model, change, group, new_token=new_token)
+        notify.after_commit(
+            notify.RUNTIME, {model.name: [EngineStatus.DRAINING.value, token, version]}
+        )
+        return token
+
+
+def _write_status(
+    model: ModelDefinition,
+    change: EngineChange,
+    group: str,
+    *,
+    new_token: int | None = None,
+) -> tuple[int, int]:
+    """One UPDATE of the engine's row; its new (version, drain token).
+
+    Raw SQL with RETURNING (PostgreSQL, SQLite >= 3.35): the ORM's update() can neither
+    return the new version nor skip its query compilation, and this runs three times on
+    every switch. The row is created first if the engine never had one.
+    """
+    status, process, evicted = change.status, change.process, change.evicted
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    values: dict[str, Any] = {
         "state": status.value,
         "state_changed_at": now,
         "pid": process.pid if process else None,
@@ -41,31 +100,49 @@ def record_engine_status(
         "pgid": process.pgid if process else None,
         "evicted_weights": evicted.weights.value if evicted else "",
         "evicted_process": evicted.process.value if evicted else "",
-        "version": F("version") + 1,
     }
+    raised = ["version"]
     if group:
-        fields["gpu_group"] = group
+        values["gpu_group"] = group
     if status is EngineStatus.RUNNING:
-        fields |= {"activated_at": now, "last_error": "", "consecutive_failures": 0}
+        values |= {"activated_at": now, "last_error": "", "consecutive_failures": 0}
     elif status is EngineStatus.STARTING and process is not None:
-        fields["started_at"] = now
+        values["started_at"] = now
     elif status is EngineStatus.FAILED:
-        fields |= {"last_error": error, "consecutive_failures": F("consecutive_failures") + 1}
-    with transaction.atomic():
-        runtime_for(model)
-        EngineRuntime.objects.filter(pk=model.pk).update(**fields)
-        notify.after_commit(notify.RUNTIME)
+        values["last_error"] = change.error
+        raised.append("consecutive_failures")
+    if new_token is not None:
+        values["drain_token"] = new_token
+    elif status is EngineStatus.DRAINING:
+        raised.append("drain_token")
+    sql, params = _update_sql(values, raised, model.pk)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+        if row is None:  # first write for this engine
+            runtime_for(model)
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+    return int(row[0]), int(row[1])
 
 
-def raise_drain(model: ModelDefinition) -> int:
-    """Start a drain of `model`: web processes stop admitting and acknowledge the token."""
-    with transaction.atomic():
-        runtime_for(model)
-        EngineRuntime.objects.filter(pk=model.pk).update(
-            drain_token=F("drain_token") + 1, version=F("version") + 1
-        )
-        notify.after_commit(notify.RUNTIME)
-        return EngineRuntime.objects.values_list("drain_token", flat=True).get(pk=model.pk)
+def _update_sql(values: dict[str, Any], raised: list[str], pk: int) -> tuple[str, list[Any]]:
+    meta = EngineRuntime._meta
+    quote = connection.ops.quote_name
+
+    def column(name: str) -> str:
+        field = meta.get_field(name)
+        assert isinstance(field, models.Field) and field.column
+        return quote(field.column)
+
+    assignments = [f"{column(name)} = %s" for name in values]
+    assignments += [f"{column(name)} = {column(name)} + 1" for name in raised]
+    # Identifiers come from the model's own metadata; every value is a parameter.
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608
+        f"WHERE {column('model')} = %s RETURNING {column('version')}, {column('drain_token')}"
+    )
+    return sql, [*values.values(), pk]
 
 
 def current_process(runtime: EngineRuntime) -> EngineProcess | None:
@@ -93,9 +170,11 @@ def override_policy(runtime: EngineRuntime) -> EvictionPolicy | None:
     )
 
 
-def engine_target(model: ModelDefinition, config: RegistryConfig) -> EngineTarget:
+def engine_target(
+    model: ModelDefinition, config: RegistryConfig, runtime: EngineRuntime | None = None
+) -> EngineTarget:
     """What the core switcher needs to know about `model`'s engine, from the database."""
-    runtime = runtime_for(model)
+    runtime = runtime or runtime_for(model)
     return EngineTarget(
         name=model.name,
         address=listen_address(model),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.utils import timezone
 
@@ -33,19 +34,27 @@ HISTORY_ROWS = 200
 ABANDONED_AFTER = timedelta(seconds=1)
 
 
-def next_operation(group: str) -> tuple[SwitchRequest | None, float | None]:
+class Next(NamedTuple):
+    """The scheduler's answer: what to run now, or when to look again."""
+
+    request: SwitchRequest | None  # claimed (running); None: nothing to run now
+    look_again: float | None  # wall-clock time; None: only when something is queued
+    config: RegistryConfig | None  # the registry settings the answer was made with
+
+
+def next_operation(group: str) -> Next:
     """The operation to run now (claimed), or None and when to look again (None: never)."""
-    pending = list(
-        SwitchRequest.objects.filter(group=group, status=SwitchStatus.PENDING).select_related(
-            "target"
-        )
-    )
+    pending = list(SwitchRequest.objects.filter(group=group, status=SwitchStatus.PENDING))
     if not pending:
-        return None, None
+        return Next(None, None, None)
     config = RegistryConfig.load()
     operator = [r for r in pending if r.trigger != SwapTrigger.REQUEST]
     if operator or config.policy_type == PolicyType.FIFO:
-        return claim((operator or pending)[0]), None
+        # The plan reads the target itself (often ahead of time): no join here.
+        return Next(claim((operator or pending)[0]), None, config)
+    pending = list(
+        SwitchRequest.objects.filter(pk__in=[r.pk for r in pending]).select_related("target")
+    )
     active = active_runtime(group)
     names = {r.target.name for r in pending} | ({active.model.name} if active else set())
     demand = presence.group_demand(sorted(names))
@@ -55,9 +64,9 @@ def next_operation(group: str) -> tuple[SwitchRequest | None, float | None]:
     if decision.target is not None:
         chosen = next((r for r in pending if r.target.name == decision.target), None)
         if chosen is not None:
-            return claim(chosen), None
+            return Next(claim(chosen), None, config)
     tick = policy_config(config).tick_interval
-    return None, decision.not_before or time.time() + tick
+    return Next(None, decision.not_before or time.time() + tick, config)
 
 
 def claim(request: SwitchRequest) -> SwitchRequest | None:

@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from functools import cache
+from typing import TypeVar
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from llmux_site.core.gpu import GpuProbe, detect_probe
 from llmux_site.core.notify import Listener
-from llmux_site.core.policy import EvictionPolicy
 from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switching import (
-    EngineStatus,
+    EngineChange,
     Outcome,
     Phase,
     SwitchPlan,
@@ -30,9 +33,14 @@ from models_app.models import (
     SwitchStatus,
 )
 from models_app.services import notify, presence
-from models_app.services.runtime import raise_drain, record_engine_status
+from models_app.services.runtime import begin_drain, record_changes
+
+T = TypeVar("T")
 
 POLL_SECONDS = 0.02
+# A phase still running after this long gets the swap row's live phase written on its own;
+# shorter ones are written with the next engine state write, or not at all.
+LIVE_PHASE_AFTER = 0.05
 PHASE_COLUMNS = {
     Phase.BACKOFF: "backoff_ms",
     Phase.COOLDOWN: "cooldown_ms",
@@ -45,6 +53,16 @@ PHASE_COLUMNS = {
 _probe: GpuProbe | None = None
 
 
+@cache
+def switch_db() -> ThreadPoolExecutor:
+    """The thread (and database connection) a worker's switches read and write through.
+
+    One thread keeps a switch's writes in the order it issued them, and keeps its
+    connection open between switches instead of connecting anew for each.
+    """
+    return ThreadPoolExecutor(1, "llmux-switch-db")
+
+
 def gpu_probe() -> GpuProbe:
     global _probe
     if _probe is None:
@@ -53,39 +71,92 @@ def gpu_probe() -> GpuProbe:
 
 
 class DbSwitchPorts:
-    """SwitchPorts backed by the database; the swap row is created when work begins."""
+    """SwitchPorts backed by the database.
 
-    def __init__(self, *, request: SwitchRequest, plan: SwitchPlan) -> None:
+    Writes on the switch path are few and carry everything at once: each engine state
+    write also opens the swap row or moves its live phase, so a fast switch costs one
+    write per state change. A phase that lasts longer than LIVE_PHASE_AFTER without a
+    state write gets its own (not awaited) write, so watchers still see long phases.
+    Drain acknowledgements arrive on the host bus before web processes write them.
+    """
+
+    def __init__(
+        self,
+        *,
+        request: SwitchRequest,
+        plan: SwitchPlan,
+        models: Sequence[ModelDefinition] | None = None,
+        drain_tokens: Mapping[str, int] | None = None,
+    ) -> None:
         self.request = request
+        self.drain_tokens = dict(drain_tokens or {})  # as read with the plan
         self.plan = plan
-        self.models = {m.name: m for m in self._models(plan)}
+        self.models = {m.name: m for m in (models or self._models(plan))}
         self.swap: SwapEvent | None = None
-        self.drain_tokens: dict[str, int] = {}
+        self.phase_now: Phase | None = None  # the phase the switch is in (live)
+        self.phase_written: Phase | None = None  # the phase the swap row shows
         self.early_phases: dict[str, float] = {}  # phase durations, written at the end
         self.started = time.monotonic()
-        self._signal: asyncio.Event | None = None
+        self._behind: list[Future[None]] = []
+        self._phase_timer: asyncio.TimerHandle | None = None
+        self._waiting: dict[str, int] = {}  # last answer of waiting(), for the swap row
+        self._instances: list[presence.LiveInstance] | None = None  # as waiting() read them
+        self._drains: dict[str, tuple[int, dict[str, int]]] = {}  # token, acks at start
+        self._bus_acks: set[tuple[str, str, int]] = set()  # (instance, model, token)
+        self._signal = asyncio.Event()
+        self._kinds: set[bytes] = set()  # kinds of bus messages since the last pause
         self._listener: Listener | None = None
+        # A connection the database closed since the last switch is replaced first.
+        self._behind.append(switch_db().submit(close_old_connections))
 
-    async def _pause(self) -> None:
-        """Wait for a "look now" from a web process (or one poll interval at most)."""
+    # -- plumbing ---------------------------------------------------------------------
+
+    async def _db(self, func: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(switch_db(), func, *args)
+
+    async def _listen(self) -> None:
         if self._listener is None:
-            self._signal = asyncio.Event()
-            signal = self._signal
-            self._listener = await notify.bus().listen(lambda _message: signal.set())
-        assert self._signal is not None
+            self._listener = await notify.bus().listen(self._on_message)
+
+    def _on_message(self, data: bytes) -> None:
+        kind, payload = notify.parse(data)
+        if kind == notify.DRAINED and isinstance(payload, list) and len(payload) == 3:
+            instance, model, token = payload
+            self._bus_acks.add((str(instance), str(model), int(token)))
+        self._kinds.add(kind)
+        self._signal.set()
+
+    async def _pause(self) -> set[bytes]:
+        """Wait for a bus message (or one poll interval); the kinds that arrived."""
+        await self._listen()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._signal.wait(), POLL_SECONDS)
+            async with asyncio.timeout(POLL_SECONDS):  # wait_for may swallow a cancel
+                await self._signal.wait()
         self._signal.clear()
+        kinds, self._kinds = self._kinds, set()
+        return kinds
 
     def close(self) -> None:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        if self._phase_timer is not None:
+            self._phase_timer.cancel()
+        self.wait_written()
+
+    def wait_written(self) -> None:
+        """Block until every write issued behind (phase marks) is done; raise its error."""
+        behind, self._behind = self._behind, []
+        wait_futures(behind)
+        for future in behind:
+            future.result()
 
     @staticmethod
     def _models(plan: SwitchPlan) -> list[ModelDefinition]:
         names = [plan.incoming.name] + ([plan.outgoing.name] if plan.outgoing else [])
         return list(ModelDefinition.objects.filter(name__in=names))
+
+    # -- SwitchPorts ------------------------------------------------------------------
 
     def now(self) -> float:
         return time.time()
@@ -94,42 +165,96 @@ class DbSwitchPorts:
         await asyncio.sleep(seconds)
 
     async def waiting(self, model: str) -> int:
-        return await sync_to_async(presence.total_waiting)(model)
+        self._instances = await self._db(presence.live_instances)
+        self._waiting[model] = presence.waiting_of(self._instances, model)
+        return self._waiting[model]
 
-    async def begin_drain(self, model: str) -> None:
-        self.drain_tokens[model] = await sync_to_async(raise_drain)(self.models[model])
+    async def begin_drain(self, model: str, process: EngineProcess | None) -> None:
+        await self._listen()  # before the write: no acknowledgement may pass unheard
+        self._drains[model] = await self._db(self._begin_drain, model, process)
+        self._open_behind()
+
+    def _begin_drain(self, model: str, process: EngineProcess | None) -> tuple[int, dict[str, int]]:
+
+        with transaction.atomic():
+            token = begin_drain(
+                self.models[model],
+                process,
+                self.plan.group,
+                current_token=self.drain_tokens.get(model),
+            )
+            # The web processes read by the check a moment ago will do: one that came up
+            # since reads the draining state before it could admit anything.
+            instances = self._instances
+            if instances is None:
+                instances = presence.live_instances()
+            acks = {i.id: int(i.drained.get(model, -1)) for i in instances}
+        return token, acks
 
     async def wait_drained(self, model: str, timeout: float) -> bool:
-        token = self.drain_tokens.get(model, 0)
+        token, acks = self._drains.get(model, (0, {}))
         deadline = time.monotonic() + timeout
-        check = sync_to_async(presence.all_drained)
-        while not await check(model, token):
+        kinds: set[bytes] = set()
+        while True:
+            # Every web process live at the start acknowledged, on the bus or in its row.
+            if all(
+                acked >= token or (i, model, token) in self._bus_acks for i, acked in acks.items()
+            ):
+                return True
+            # The database decides whenever the bus said nothing new (or a web process
+            # reported): it also drops web processes that died during the drain.
+            quiet = not kinds or notify.PRESENCE in kinds
+            if quiet and await self._db(presence.all_drained, model, token):
+                return True
             if time.monotonic() >= deadline:
                 return False
-            await self._pause()
-        return True
+            kinds = await self._pause()
 
     async def phase(self, phase: Phase, elapsed_ms: float | None) -> None:
+
         if elapsed_ms is not None:
-            # Durations are written with the outcome in one UPDATE (fewer writes on the
-            # switch path); only the start of a phase is written live, for the dashboard.
+            # Durations are written with the outcome in one UPDATE at the end.
             column = PHASE_COLUMNS.get(phase)
             if column is not None:
                 self.early_phases[column] = elapsed_ms
             return
         if phase in (Phase.BACKOFF, Phase.CHECK) and self.swap is None:
             return  # nothing has happened yet: a skipped switch leaves no swap row
-        await sync_to_async(self._record_phase)(phase, elapsed_ms)
+        self.phase_now = phase
+        if self._phase_timer is not None:
+            self._phase_timer.cancel()
+        self._phase_timer = asyncio.get_running_loop().call_later(
+            LIVE_PHASE_AFTER, self._write_phase_behind
+        )
 
-    def _record_phase(self, phase: Phase, elapsed_ms: float | None) -> None:
-        swap = self.swap or self._open_swap()
-        SwapEvent.objects.filter(pk=swap.pk).update(phase=phase.value)
+    def _write_phase_behind(self) -> None:
+        self._behind.append(switch_db().submit(self._sync_phase))
 
-    def _open_swap(self) -> SwapEvent:
+    def _sync_phase(self, *, open_only: bool = False) -> None:
+        """Open the swap row, or move its phase, to where the switch is (db thread).
+
+        `open_only`: with an engine state write, only a missing row is written; a phase
+        that lasts is written by its timer anyway, and a short one needs no write.
+        """
+        phase = self.phase_now
+        if phase is None or phase == self.phase_written:
+            return
+        if self.swap is None:
+            self._open_swap(phase)
+        elif open_only:
+            return
+        else:
+            SwapEvent.objects.filter(pk=self.swap.pk).update(phase=phase.value)
+        self.phase_written = phase
+
+    def _open_swap(self, phase: Phase) -> None:
         outgoing = self.plan.outgoing
         incoming = self.plan.incoming
         # An operator eviction names the same engine on both sides: it has no target.
         eviction = outgoing is not None and outgoing.name == incoming.name
+        waiting = self._waiting.get(incoming.name)
+        if waiting is None:
+            waiting = presence.total_waiting(incoming.name)
         self.swap = SwapEvent.objects.create(
             gpu_group=self.plan.group,
             from_model=self.models.get(outgoing.name) if outgoing else None,
@@ -140,35 +265,47 @@ class DbSwitchPorts:
             actor=self.request.actor,
             eviction_weights=outgoing.eviction.weights.value if outgoing else "",
             eviction_process=outgoing.eviction.process.value if outgoing else "",
-            waiting_requests=presence.total_waiting(self.plan.incoming.name),
+            waiting_requests=waiting,
             gpu_memory_before=_json_memory(self.gpu_memory()),
+            phase=phase.value,
         )
         SwitchRequest.objects.filter(pk=self.request.pk).update(swap=self.swap)
-        return self.swap
 
-    async def engine_changed(
-        self,
-        model: str,
-        status: EngineStatus,
-        *,
-        process: EngineProcess | None,
-        evicted: EvictionPolicy | None,
-        error: str = "",
-    ) -> None:
-        await sync_to_async(record_engine_status)(
-            self.models[model],
-            status,
-            process=process,
-            evicted=evicted,
-            error=error,
-            group=self.plan.group,
-        )
+    def ensure_swap(self) -> None:
+        """Open the swap row now if work happened but no write opened it (sync)."""
+        self.wait_written()
+        if self.swap is None and self.phase_now is not None:
+            self._open_swap(self.phase_now)
+
+    async def record(self, *changes: EngineChange) -> None:
+
+        pairs = [(self.models[change.model], change) for change in changes]
+        await self._db(self._record, pairs)
+        self._open_behind()
+
+    def _open_behind(self) -> None:
+        """Open the swap row after (not in) the first engine state write of the switch.
+
+        Off the switch path: the state write is what web processes wait for; the row is
+        written while the switch waits on engines or web processes anyway.
+        """
+        if self.swap is None:
+            self._behind.append(switch_db().submit(self._sync_phase, open_only=True))
+
+    def _record(self, pairs: list[tuple[ModelDefinition, EngineChange]]) -> None:
+
+        with transaction.atomic():
+            record_changes(pairs, self.plan.group)
 
     async def settle(self, model: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        waiting = sync_to_async(presence.total_waiting)
-        while await waiting(model) > 0 and time.monotonic() < deadline:
-            await self._pause()
+        kinds: set[bytes] = set()
+        while time.monotonic() < deadline:
+            # Only a web process's report (or the poll interval) can change the answer.
+            look = not kinds or notify.PRESENCE in kinds
+            if look and await self._db(presence.total_waiting, model) == 0:
+                return
+            kinds = await self._pause()
 
     def gpu_memory(self) -> Mapping[int, int]:
         return gpu_probe().used_by_device()
@@ -192,6 +329,8 @@ def finish_swap(request: SwitchRequest, ports: DbSwitchPorts, result: SwitchResu
     """Close the swap row (if work happened) and the switch request with the result."""
     swap_outcome, request_status = OUTCOMES[result.outcome]
     now = timezone.now()
+    if result.outcome is not Outcome.SKIPPED:
+        ports.ensure_swap()
     if ports.swap is not None:
         SwapEvent.objects.filter(pk=ports.swap.pk).update(
             outcome=swap_outcome,

@@ -4,39 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import socket
 import time
 import uuid
 from collections.abc import Coroutine
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
 from llmux_site.core.gpu import gpu_groups
-from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
+from llmux_site.core.policy import EvictionPolicy
 from llmux_site.core.switcher import run_eviction, run_switch
-from llmux_site.core.switching import SwitchPlan, SwitchResult
+from llmux_site.core.switching import Outcome, SwitchResult
 from models_app.models import (
     OPEN_SWITCH_STATUSES,
-    EngineRuntime,
     GroupLease,
     ModelDefinition,
     OperationKind,
     RegistryConfig,
-    SwapTrigger,
     SwitchRequest,
     SwitchStatus,
 )
 from models_app.services import notify, scheduler
-from models_app.services.runtime import AWAKE_STATES, engine_target
+from models_app.services.planning import SwitchState, build_plan, read_switch_state
 from models_app.services.switch_ports import DbSwitchPorts, finish_swap
 
 log = logging.getLogger(__name__)
@@ -56,11 +54,16 @@ def group_of(model: ModelDefinition) -> str:
 
 
 def request_switch(
-    model: ModelDefinition, *, trigger: str, actor: str = "", force: bool = False
+    model: ModelDefinition,
+    *,
+    trigger: str,
+    actor: str = "",
+    force: bool = False,
+    group: str | None = None,
 ) -> SwitchRequest:
     """Make sure one switch to `model` is queued (never two) and a worker will run it."""
     return request_operation(
-        model, kind=OperationKind.SWITCH, trigger=trigger, actor=actor, force=force
+        model, kind=OperationKind.SWITCH, trigger=trigger, actor=actor, force=force, group=group
     )
 
 
@@ -72,35 +75,52 @@ def request_operation(
     actor: str = "",
     force: bool = False,
     policy: EvictionPolicy | None = None,
+    group: str | None = None,
 ) -> SwitchRequest:
-    """Queue one operation on `model` unless one is already open (then return that one)."""
-    group = group_of(model)
+    """Queue one operation on `model` unless one is already open (then return that one).
+
+    `group` saves a query when the caller knows the model's GPU group.
+    """
+    group = group or group_of(model)
+    new = SwitchRequest(
+        group=group,
+        target=model,
+        kind=kind,
+        trigger=trigger,
+        actor=actor,
+        force=force,
+        weights=policy.weights.value if policy else "",
+        process=policy.process.value if policy else "",
+    )
     with transaction.atomic():
-        existing = SwitchRequest.objects.filter(target=model, status__in=OPEN_SWITCH_STATUSES)
-        found = existing.first()
-        if found is not None:
-            return found
-        try:
-            with transaction.atomic():
-                request = SwitchRequest.objects.create(
-                    group=group,
-                    target=model,
-                    kind=kind,
-                    trigger=trigger,
-                    actor=actor,
-                    force=force,
-                    weights=policy.weights.value if policy else "",
-                    process=policy.process.value if policy else "",
-                )
-        except IntegrityError:  # another process queued it between our read and write
-            return existing.get()
-        transaction.on_commit(lambda: enqueue_group(group))
-        notify.after_commit(notify.QUEUED)  # wakes a group task that lingers for work
+        # At most one open operation per model (a partial unique constraint): the insert
+        # is skipped when one exists, and the open one, ours or not, is read back.
+        SwitchRequest.objects.bulk_create([new], ignore_conflicts=True)
+        request = SwitchRequest.objects.get(target=model, status__in=OPEN_SWITCH_STATUSES)
+        if request.created_at != new.created_at:
+            return request  # joined the operation someone else queued
+        # A holder (a lingering group task) is woken by this and runs the request; if it
+        # is just ending, it looks at the queue once more after releasing the lease, and
+        # if it died, the sweep re-queues the request once the lease expired. Published
+        # before the task is enqueued: a lingering holder need not wait for the broker.
+        notify.after_commit(notify.QUEUED)
+        if not lease_held(group):
+            transaction.on_commit(lambda: enqueue_group(group))
     return request
 
 
 def enqueue_group(group: str) -> None:
     async_task("models_app.tasks.process_group", group, task_name=f"switch {group}"[:100])
+
+
+def lease_held(group: str) -> bool:
+    """True while a live worker holds the group's lease (it will see new requests).
+
+    Locks the lease row until the caller's transaction ends, so the holder cannot
+    release it in between: its look at the queue after releasing sees what we queued.
+    """
+    held = GroupLease.objects.select_for_update().filter(group=group, expires_at__gt=timezone.now())
+    return held.exclude(holder="").exists()
 
 
 def new_holder() -> str:
@@ -125,11 +145,31 @@ def renew_lease(group: str, holder: str) -> bool:
     return renewed == 1
 
 
-def release_lease(group: str, holder: str, *, failed: bool = False) -> None:
-    fields: dict[str, object] = {"holder": "", "expires_at": None}
-    if failed:
-        fields["last_failure_at"] = timezone.now()
-    GroupLease.objects.filter(group=group, holder=holder).update(**fields)
+def release_lease(group: str, holder: str) -> None:
+    GroupLease.objects.filter(group=group, holder=holder).update(holder="", expires_at=None)
+
+
+def lease_failure(group: str) -> datetime | None:
+    """When an operation of the group last failed (the failure backoff counts from it)."""
+    return GroupLease.objects.filter(group=group).values_list("last_failure_at", flat=True).first()
+
+
+@dataclass
+class LeaseSession:
+    """What a lease holder knows of its group between operations (saves reading it)."""
+
+    group: str
+    last_failure_at: datetime | None
+    read_ahead: SwitchState | None = None  # read when a web process announced demand
+
+    def on_message(self, message: bytes | None) -> bool:
+        """Read ahead for announced demand in this group; True if the message was that."""
+        kind, payload = notify.parse(message or b"")
+        if kind != notify.WANTED or not isinstance(payload, dict):
+            return False
+        if payload.get("group") == self.group and isinstance(payload.get("model"), int):
+            self.read_ahead = read_switch_state(self.group, payload["model"])
+        return True
 
 
 def process_group(group: str, holder: str | None = None) -> int:
@@ -143,32 +183,31 @@ def process_group(group: str, holder: str | None = None) -> int:
     holder = holder or new_holder()
     handled = 0
     while claim_lease(group, holder):
-        failed = False
         try:
-            handled, failed = _drain_queue(group, holder, handled)
+            handled = _drain_queue(group, holder, handled)
         finally:
-            release_lease(group, holder, failed=failed)
+            release_lease(group, holder)
         if not SwitchRequest.objects.filter(group=group, status=SwitchStatus.PENDING).exists():
             break
     return handled
 
 
-def _drain_queue(group: str, holder: str, handled: int) -> tuple[int, bool]:
+def _drain_queue(group: str, holder: str, handled: int) -> int:
     """Run operations as the policy picks them; linger a while for more before leaving.
 
     Lingering keeps the lease (and a warm worker) for LINGER_SECS after the last
     operation, woken by the bus when a new one is queued: the next switch starts at once
     instead of after a task dispatch.
     """
-    failed = False
+    session = LeaseSession(group, lease_failure(group))
     listener = notify.bus().listen_sync()
     linger_until = time.monotonic() + LINGER_SECS
     renew_at = time.monotonic() + LEASE_TTL.total_seconds() / 3
     try:
         while True:
-            request, look_again = scheduler.next_operation(group)
+            request, look_again, config = scheduler.next_operation(group)
             if request is not None:
-                failed = not run_request(request, holder) or failed
+                run_request(request, holder, config, session)
                 handled += 1
                 linger_until = time.monotonic() + LINGER_SECS
                 renew_at = 0.0  # the run may have outlasted a renewal period
@@ -179,71 +218,55 @@ def _drain_queue(group: str, holder: str, handled: int) -> tuple[int, bool]:
             else:
                 pause = min(linger_until - time.monotonic(), POLICY_WAIT_MAX)
                 if pause <= 0:
-                    return handled, failed
-            listener.wait(pause)
+                    return handled
+            # Only a newly queued operation (or demand announced ahead of it) is news to a
+            # lingering task, unless the policy waits on demand to change.
+            kinds = None if look_again is not None else (notify.QUEUED, notify.WANTED)
+            message = listener.wait(pause, only=kinds)
             # Renew only as often as the lease needs (every message would be a write).
             if time.monotonic() >= renew_at:
                 if not renew_lease(group, holder):
-                    return handled, failed
+                    return handled
                 renew_at = time.monotonic() + LEASE_TTL.total_seconds() / 3
+            if session.on_message(message):
+                # Its request is being written now: wait for it rather than look early.
+                message = listener.wait(min(pause, 0.1), only=notify.QUEUED)
     finally:
         listener.close()
 
 
-def build_eviction_plan(request: SwitchRequest, config: RegistryConfig) -> SwitchPlan:
-    """An eviction of the request's target, by the request's policy or the model's."""
-    target = engine_target(request.target, config)
-    if request.weights:
-        policy = EvictionPolicy(WeightsAction(request.weights), ProcessAction(request.process))
-        target = dataclasses.replace(target, eviction=policy)
-    return SwitchPlan(
-        group=request.group,
-        incoming=target,
-        outgoing=target,
-        drain_before_switch=config.drain_before_switch,
-        force=True,
-        skip_if_unwanted=False,
-    )
-
-
-def build_plan(request: SwitchRequest, config: RegistryConfig) -> SwitchPlan:
-    if request.kind == OperationKind.EVICT:
-        return build_eviction_plan(request, config)
-    target = request.target
-    outgoing_runtime = (
-        EngineRuntime.objects.filter(gpu_group=request.group, state__in=AWAKE_STATES)
-        .exclude(model=target)
-        .select_related("model")
-        .first()
-    )
-    lease = GroupLease.objects.get(group=request.group)
-    backoff_until = None
-    if lease.last_failure_at is not None:
-        backoff_until = (lease.last_failure_at + FAILURE_BACKOFF).timestamp()
-    return SwitchPlan(
-        group=request.group,
-        incoming=engine_target(target, config),
-        outgoing=engine_target(outgoing_runtime.model, config) if outgoing_runtime else None,
-        min_active_secs=float(config.min_active_secs),
-        drain_before_switch=config.drain_before_switch,
-        backoff_until=backoff_until,
-        force=request.force,
-        skip_if_unwanted=request.trigger == SwapTrigger.REQUEST,
-    )
-
-
-def run_request(request: SwitchRequest, holder: str) -> bool:
+def run_request(
+    request: SwitchRequest,
+    holder: str,
+    config: RegistryConfig | None = None,
+    session: LeaseSession | None = None,
+) -> bool:
     """Carry out one switch request; True unless the switch failed."""
-    config = RegistryConfig.load()
-    plan = build_plan(request, config)
-    ports = DbSwitchPorts(request=request, plan=plan)
+    config = config or RegistryConfig.load()
+    failed_at = session.last_failure_at if session else lease_failure(request.group)
+    read_ahead = session.read_ahead if session else None
+    if session is not None:
+        session.read_ahead = None  # this switch changes the state it read
+    planned = build_plan(request, config, failed_at, read_ahead)
+    plan = planned.plan
+    ports = DbSwitchPorts(
+        request=request, plan=plan, models=planned.models, drain_tokens=planned.drain_tokens
+    )
     operation = run_eviction if request.kind == OperationKind.EVICT else run_switch
     try:
         result = asyncio.run(_run_with_lease(operation(plan, ports), plan.group, holder))
     finally:
         ports.close()
     finish_swap(request, ports, result)
-    return result.outcome.value != "failed"
+    if result.outcome is Outcome.FAILED:
+        # Written now, not when the lease is released: the next operation of this
+        # session backs off from it too.
+        now = timezone.now()
+        GroupLease.objects.filter(group=request.group).update(last_failure_at=now)
+        if session is not None:
+            session.last_failure_at = now
+        return False
+    return True
 
 
 async def _run_with_lease(

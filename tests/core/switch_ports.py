@@ -21,7 +21,7 @@ from llmux_site.core.addresses import ListenAddress
 from llmux_site.core.launch import build_engine_command
 from llmux_site.core.policy import EvictionPolicy
 from llmux_site.core.processes import EngineProcess, ProcessSpec
-from llmux_site.core.switching import EngineStatus, EngineTarget, Phase
+from llmux_site.core.switching import EngineChange, EngineStatus, EngineTarget, Phase
 from llmux_site.simulator.ledger import ledger_entries, read_ledger
 from tests.plugins.engines import free_port
 
@@ -37,17 +37,6 @@ FAST_SIM_ARGS = (
 OFFLOAD = EvictionPolicy.from_label("offload+keep_running")
 DISCARD = EvictionPolicy.from_label("discard+keep_running")
 STOP = EvictionPolicy.from_label("retain+stop")
-
-
-@dataclass(frozen=True)
-class EngineChange:
-    """One `engine_changed` call."""
-
-    model: str
-    status: EngineStatus
-    process: EngineProcess | None
-    evicted: EvictionPolicy | None
-    error: str
 
 
 class InMemoryPorts:
@@ -79,8 +68,9 @@ class InMemoryPorts:
     async def waiting(self, model: str) -> int:
         return self.waiting_for.get(model, 0)
 
-    async def begin_drain(self, model: str) -> None:
+    async def begin_drain(self, model: str, process: EngineProcess | None) -> None:
         self.draining.add(model)
+        await self.record(EngineChange(model, EngineStatus.DRAINING, process))
 
     async def wait_drained(self, model: str, timeout: float) -> bool:
         async with self._requests_changed:
@@ -96,22 +86,14 @@ class InMemoryPorts:
         if self.on_phase is not None:
             await self.on_phase(phase, elapsed_ms)
 
-    async def engine_changed(
-        self,
-        model: str,
-        status: EngineStatus,
-        *,
-        process: EngineProcess | None,
-        evicted: EvictionPolicy | None,
-        error: str = "",
-    ) -> None:
-        change = EngineChange(model, status, process, evicted, error)
-        self.changes.append(change)
-        if status is EngineStatus.RUNNING:
-            self.activated_at[model] = self.now()
-            self.draining.discard(model)
-        if self.on_change is not None:
-            await self.on_change(change)
+    async def record(self, *changes: EngineChange) -> None:
+        for change in changes:
+            self.changes.append(change)
+            if change.status is EngineStatus.RUNNING:
+                self.activated_at[change.model] = self.now()
+                self.draining.discard(change.model)
+            if self.on_change is not None:
+                await self.on_change(change)
 
     async def settle(self, model: str, timeout: float) -> None:
         self.settled.append((model, timeout))

@@ -54,3 +54,19 @@ def test_a_sync_listener_wakes_on_a_message_and_times_out_without_one(
     finally:
         listener.close()
     assert not listener.path.exists()
+
+
+def test_a_sync_listener_can_wait_for_some_kinds_and_skip_the_rest(
+    short_tmp_dir: Path,
+) -> None:
+    bus = LocalBus(short_tmp_dir / "bus")
+    listener = bus.listen_sync()
+    try:
+        bus.publish(b"presence")
+        bus.publish(b'runtime {"a":["running",null]}')
+        bus.publish(b'wanted {"group":"gpu:0","model":3}')
+        got = listener.wait(1.0, only=(b"queued", b"wanted"))
+        assert got == b'wanted {"group":"gpu:0","model":3}'
+        assert listener.wait(0.05, only=b"queued") is None  # nothing else of that kind
+    finally:
+        listener.close()

@@ -17,6 +17,7 @@ from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switcher import run_switch
 from llmux_site.core.switching import (
     BringUpKind,
+    EngineChange,
     EngineStatus,
     EngineTarget,
     Outcome,
@@ -24,7 +25,7 @@ from llmux_site.core.switching import (
     SwitchPlan,
     SwitchResult,
 )
-from tests.core.switch_ports import DISCARD, OFFLOAD, EngineChange, InMemoryPorts, SimModels
+from tests.core.switch_ports import DISCARD, OFFLOAD, InMemoryPorts, SimModels
 from tests.simulator.harness import http_request
 
 QUICK = CallTimeouts(health=1, control=1, sleep=1, wake=2, rpc=2, inference=2, probe=1)

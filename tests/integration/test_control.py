@@ -74,3 +74,10 @@ def test_a_wake_failure_cleans_up_and_a_later_switch_works(llmux: Llmux) -> None
     assert llmux.states()["beta"] == "failed"
     assert ask(client, "beta")  # cleaned up: the next request cold-starts it
     assert llmux.states() == {"alpha": "sleeping", "beta": "running"}
+    # That next switch ran in the same lingering worker session, and still waited out
+    # the failure backoff (2 s from the failure) before it touched anything.
+    (backoff,) = llmux.query(
+        "SELECT backoff_ms FROM models_app_swapevent WHERE to_name = 'beta' "
+        "AND outcome = 'succeeded' ORDER BY id DESC LIMIT 1"
+    )[0]
+    assert backoff > 1000

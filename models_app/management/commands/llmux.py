@@ -15,6 +15,7 @@ from django.db.migrations.executor import MigrationExecutor
 from llmux_site import serve
 from llmux_site.core.addresses import is_loopback_host
 from llmux_site.core.config import ConfigError, load_config_file
+from llmux_site.core.threads import quick_thread_handoff
 from models_app.models import ModelDefinition
 from models_app.services.accounts import ensure_initial_admin
 from models_app.services.nodes import register_local_node
@@ -58,6 +59,7 @@ class Command(BaseCommand):
             self.say(f"recovered from an earlier run: {report}")
         install_schedules()
         requeue_stranded(immediately=True)
+        quick_thread_handoff()  # the cluster's processes are forked: they inherit it
         call_command("qcluster")
 
     def serve(self, config: Path | None, host: str, port: int) -> None:
