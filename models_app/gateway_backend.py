@@ -37,18 +37,29 @@ FAST_POLL = 0.1  # while requests wait or a drain is pending
 IDLE_POLL = 0.25
 REGISTRY_POLL = 1.0
 HEARTBEAT = 1.0
+OUTCOME_WAIT = 2.0  # how long a failed early start waits for its switch's reason
 
 
-@dataclass
+@dataclass(eq=False)
 class _Slot:
     route: Route
     backend: DjangoGatewayBackend
     released: bool = False
+    # An early slot (taken while the engine is probed): the switch bringing it up and
+    # the request's deadline; `started` says how that switch ended (None: not yet).
+    switch_id: int | None = None
+    deadline: float = 0.0
+    started: bool | None = None
+
+    async def confirmed(self) -> None:
+        if self.switch_id is not None and self.started is not True:
+            await self.backend._confirm(self)
 
     def release(self) -> None:
         if not self.released:
             self.released = True
             self.backend._release(self.route.model)
+            self.backend.early.get(self.route.model, set()).discard(self)
 
 
 @dataclass
@@ -73,6 +84,8 @@ class DjangoGatewayBackend:
     # Row version of each cached state: a bus notice or a read older than what the cache
     # holds is ignored (notices and reads can arrive in either order).
     versions: dict[str, int] = field(default_factory=dict)
+    probing: dict[str, int] = field(default_factory=dict)  # model -> version being probed
+    early: dict[str, set[_Slot]] = field(default_factory=dict)  # slots awaiting their start
     _registry_stale: bool = False  # the bus said the registry changed
     # Replaced on every notification, so a waiter that looked at the state and then waits
     # on the event it grabbed before looking can never miss a change (no lost wake-ups).
@@ -155,10 +168,57 @@ class DjangoGatewayBackend:
         state = self.states.get(model)
         return state is not None and state[0] == EngineState.RUNNING
 
-    def _take(self, model: str) -> _Slot:
+    def _early_admissible(self, model: str) -> bool:
+        """The model's engine is being probed, by the start the cache knows of."""
+        state = self.states.get(model)
+        return (
+            state is not None
+            and state[0] == EngineState.STARTING
+            and self.probing.get(model, -1) == self.versions.get(model)
+        )
+
+    def _take(self, model: str, *, switch_id: int | None = None, deadline: float = 0.0) -> _Slot:
         assert self.registry is not None
         self.in_flight[model] += 1
-        return _Slot(route=self.registry.models[model].route, backend=self)
+        slot = _Slot(self.registry.models[model].route, self, switch_id=switch_id)
+        if switch_id is not None:
+            slot.deadline = deadline
+            self.early.setdefault(model, set()).add(slot)
+        return slot
+
+    async def _confirm(self, slot: _Slot) -> None:
+        """Wait until an early slot's engine is running; raise if its start failed."""
+        model = slot.route.model
+        while slot.started is None:
+            changed = self._event
+            remaining = slot.deadline - time.monotonic()
+            if remaining <= 0:
+                raise GatewayError.timed_out(model, self.request_timeout())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, 1.0)):
+                    await changed.wait()
+        if not slot.started:
+            raise GatewayError.switch_failed(model, await self._failure_reason(slot))
+
+    async def _failure_reason(self, slot: _Slot) -> str:
+        """Why the switch of an early slot failed (its row is closed just after the state)."""
+        assert slot.switch_id is not None
+        until = time.monotonic() + OUTCOME_WAIT
+        while True:
+            outcomes = await self._run_db(selectors.switch_outcomes, [slot.switch_id])
+            status, error = outcomes.get(slot.switch_id, ("", ""))
+            if status == SwitchStatus.FAILED and error:
+                return str(error)
+            if status in CLOSED_WITHOUT_FAILURE or time.monotonic() >= until:
+                return "the engine did not become ready"
+            await asyncio.sleep(0.02)
+
+    def _settle_early(self, model: str, state: str) -> None:
+        """Early slots learn how the start ended: running, or anything but starting."""
+        if state == EngineState.STARTING:
+            return
+        for slot in self.early.pop(model, set()):
+            slot.started = state == EngineState.RUNNING
 
     def _release(self, model: str) -> None:
         self.in_flight[model] -= 1
@@ -166,8 +226,10 @@ class DjangoGatewayBackend:
             del self.in_flight[model]
             token = self.states.get(model, ("", 0))[1]
             if token > self.acked.get(model, -1):
-                self._announce_drains()  # a drain waits on us: acknowledge at once
-                self._mark_dirty()  # and in our row
+                # A drain waits on us: acknowledge on the bus at once; the row follows at
+                # the refresher's next pass (not now: the worker is evicting meanwhile).
+                self._announce_drains()
+                self.dirty = True
 
     def _check_allowed(self, model: str) -> None:
         assert self.registry is not None
@@ -186,6 +248,9 @@ class DjangoGatewayBackend:
             changed = self._event
             if self._admissible(model):
                 return self._take(model)
+            if waiter.switch_id is not None and self._early_admissible(model):
+                # Sent now, answered once the probe passed (the relay holds it till then).
+                return self._take(model, switch_id=waiter.switch_id, deadline=deadline)
             outcome = waiter.switch_outcome
             if outcome and outcome[0] == SwitchStatus.FAILED:
                 raise GatewayError.switch_failed(model, outcome[1])
@@ -287,6 +352,12 @@ class DjangoGatewayBackend:
             self._registry_stale = True
             self._wake.set()
             return
+        if kind == notify.PROBING and isinstance(payload, dict):
+            for name, version in payload.items():
+                if isinstance(version, int):
+                    self.probing[str(name)] = version
+            self._notify()  # waiters for it may go now
+            return
         if kind != notify.RUNTIME:
             return  # demand, queue and drain news are for workers
         if isinstance(payload, dict):
@@ -314,6 +385,7 @@ class DjangoGatewayBackend:
             if version >= self.versions.get(name, -1):
                 self.versions[name] = version
                 states[name] = (state, token)
+                self._settle_early(name, state)
         changed = states != self.states
         self.states = states
         return changed

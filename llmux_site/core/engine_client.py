@@ -104,6 +104,16 @@ def error_message(body: bytes, fallback: str) -> str:
     return body.decode(errors="replace")[:500] or fallback
 
 
+def open_session(address: ListenAddress) -> aiohttp.ClientSession:
+    """A session (connection pool) for one engine, over TCP or its Unix socket."""
+    connector: aiohttp.BaseConnector
+    if address.uds is not None:
+        connector = aiohttp.UnixConnector(path=address.uds)
+    else:
+        connector = aiohttp.TCPConnector()
+    return aiohttp.ClientSession(connector=connector)
+
+
 class EngineClient:
     """One engine's HTTP API. Use as `async with EngineClient(addr) as client: …`."""
 
@@ -143,12 +153,7 @@ class EngineClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector: aiohttp.BaseConnector
-            if self.address.uds is not None:
-                connector = aiohttp.UnixConnector(path=self.address.uds)
-            else:
-                connector = aiohttp.TCPConnector()
-            self._session = aiohttp.ClientSession(connector=connector)
+            self._session = open_session(self.address)
             self._owns_session = True
         return self._session
 

@@ -10,15 +10,20 @@ always cold-start it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
+import aiohttp
+
 from llmux_site.core import supervisor
-from llmux_site.core.engine_client import CallTimeouts, EngineClient
+from llmux_site.core.addresses import ListenAddress
+from llmux_site.core.engine_client import CallTimeouts, EngineClient, open_session
 from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
 from llmux_site.core.processes import live_process, process_tree
 from llmux_site.core.supervisor import EngineProcess, SupervisorError
@@ -44,6 +49,7 @@ __all__ = [
     "eviction_baseline",
     "kill_now",
     "readiness",
+    "shared_sessions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -124,8 +130,37 @@ class EvictOutcome:
 # --- helpers ---------------------------------------------------------------------------
 
 
+# Engine sessions shared by the calls of one switch (see `shared_sessions`).
+_shared: ContextVar[dict[ListenAddress, aiohttp.ClientSession] | None] = ContextVar(
+    "llmux_engine_sessions", default=None
+)
+
+
+@contextlib.asynccontextmanager
+async def shared_sessions() -> AsyncIterator[None]:
+    """Inside, engine calls reuse one connection pool per engine; closed on the way out.
+
+    A switch talks to each engine several times in a row (sleep and /is_sleeping; wake,
+    /is_sleeping, /health and the probe): one connection instead of one per step.
+    """
+    sessions: dict[ListenAddress, aiohttp.ClientSession] = {}
+    token = _shared.set(sessions)
+    try:
+        yield
+    finally:
+        _shared.reset(token)
+        for session in sessions.values():
+            await session.close()
+
+
 def _client(target: EngineTarget, timeouts: CallTimeouts | None, retries: int = 2) -> EngineClient:
-    return EngineClient(target.address, timeouts=timeouts, retries=retries)
+    sessions = _shared.get()
+    session = None
+    if sessions is not None:
+        session = sessions.get(target.address)
+        if session is None or session.closed:
+            session = sessions[target.address] = open_session(target.address)
+    return EngineClient(target.address, timeouts=timeouts, retries=retries, session=session)
 
 
 def _live(process: EngineProcess | None) -> EngineProcess | None:
@@ -459,10 +494,16 @@ async def bring_up(
 # --- readiness -------------------------------------------------------------------------
 
 
-async def _check_ready(target: EngineTarget, timeouts: CallTimeouts | None) -> None:
+async def _check_ready(
+    target: EngineTarget,
+    timeouts: CallTimeouts | None,
+    on_healthy: Callable[[], Awaitable[None]] | None,
+) -> None:
     async with _client(target, timeouts) as client:
         if not await client.health():
             raise LifecycleError("/health did not answer 200")
+        if on_healthy is not None:
+            await on_healthy()
         # /health does not see decode stalls: only a generated token proves the engine works.
         await client.probe(target.served_name)
 
@@ -474,14 +515,16 @@ async def readiness(
     timeouts: CallTimeouts | None = None,
     timeout: float | None = None,
     stop_grace: float = DEFAULT_STOP_GRACE,
+    on_healthy: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Health, then a one-token probe, within `timeout` (default: the calls' own timeouts).
 
-    On failure the target's process group is stopped and ReadinessError raised.
+    `on_healthy` hears when /health answered, before the probe. On failure the target's
+    process group is stopped and ReadinessError raised.
     """
     try:
         async with asyncio.timeout(timeout):
-            await _check_ready(target, timeouts)
+            await _check_ready(target, timeouts, on_healthy)
     except Exception as exc:  # TimeoutError included
         await _stop_group(process, stop_grace)
         tail = supervisor.read_log_tail(process.log_path)

@@ -285,8 +285,13 @@ class _Switch:
         await self._record(EngineChange(self.plan.incoming.name, EngineStatus.STARTING, process))
 
     async def _readiness(self, process: EngineProcess) -> None:
+        name = self.plan.incoming.name
         await lifecycle.readiness(
-            self.plan.incoming, process, timeouts=self.timeouts, stop_grace=self.plan.stop_grace
+            self.plan.incoming,
+            process,
+            timeouts=self.timeouts,
+            stop_grace=self.plan.stop_grace,
+            on_healthy=lambda: self.ports.probing(name),
         )
 
     async def _activate(self, kind: BringUpKind, process: EngineProcess) -> None:

@@ -146,6 +146,13 @@ class SwitchPorts(Protocol):
     async def record(self, *changes: EngineChange) -> None:
         """Persist engines' new statuses, all in one write, before anything sees them."""
 
+    async def probing(self, model: str) -> None:
+        """The target answers /health and its one-token probe starts now.
+
+        Requests that waited for it may be sent at once: their answers are held until
+        the target is recorded running, and failed with the switch if the probe fails.
+        """
+
     async def settle(self, model: str, timeout: float) -> None:
         """Wait (bounded) until requests that waited for `model` took their slots."""
 

@@ -212,7 +212,14 @@ class GatewayApp:
             upstream = self.upstreams.get(route.upstream)
             raw_path = scope.get("raw_path") or quote(scope["path"]).encode()
             url = upstream.url(raw_path, scope["query_string"])
-            await relay(upstream, scope["method"], url, headers, body, send)
+            try:
+                await relay(upstream, scope["method"], url, headers, body, send, slot.confirmed)
+            except GatewayError:
+                # An early slot's engine is stopped when its readiness fails: then the
+                # switch's failure (503 with its reason) is the answer, not the broken
+                # connection. A confirmed slot re-raises the engine's own error.
+                await slot.confirmed()
+                raise
         finally:
             slot.release()
 

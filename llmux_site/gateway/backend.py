@@ -27,10 +27,22 @@ class Route:
 
 
 class Slot(Protocol):
-    """One admitted request on an active model; ``release()`` exactly once when it ends."""
+    """One admitted request on an active model; ``release()`` exactly once when it ends.
+
+    A slot may be given *early*, while the model's engine passes its readiness probe: the
+    request is sent at once, and ``confirmed()`` says when its answer may go to the client.
+    """
 
     @property
     def route(self) -> Route: ...
+
+    async def confirmed(self) -> None:
+        """Return once the engine may answer this request (at once unless early).
+
+        Raises ``GatewayError``: 503 when the switch that was bringing the engine up
+        failed (with its reason), 504 when the request's deadline passed first.
+        """
+        ...
 
     def release(self) -> None: ...
 
@@ -75,6 +87,9 @@ class StaticSlot:
     route: Route
     backend: StaticBackend
     released: bool = False
+
+    async def confirmed(self) -> None:
+        return None  # always active: never early
 
     def release(self) -> None:
         counts = self.backend.counts[self.route.model]

@@ -139,19 +139,22 @@ async def relay(
     headers: list[tuple[str, str]] | None,
     body: bytes,
     send: Send,
+    before_start: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Forward one request and stream the answer to ``send`` as it arrives.
 
     Raises ``GatewayError`` (502) only while nothing has been sent to the client; once the
     response has started, an engine failure ends the stream (with an SSE error event when
     the body is an event stream) instead. Cancellation closes the engine connection.
+    ``before_start`` runs once the engine's answer begins and before anything of it goes
+    to the client (an early slot's confirmation); if it raises, the answer is dropped.
     """
     try:
         resp = await upstream.session.request(method, url, data=body, headers=headers)
     except ENGINE_ERRORS as exc:
         raise GatewayError.engine_unreachable(_describe(exc, upstream)) from None
     try:
-        await _relay_response(resp, send, upstream)
+        await _relay_response(resp, send, upstream, before_start)
     except BaseException:
         # Not fully read: the connection must not go back to the pool, and closing it is
         # how the engine learns that nobody waits for this generation any more.
@@ -160,8 +163,15 @@ async def relay(
     resp.release()
 
 
-async def _relay_response(resp: aiohttp.ClientResponse, send: Send, upstream: Upstream) -> None:
+async def _relay_response(
+    resp: aiohttp.ClientResponse,
+    send: Send,
+    upstream: Upstream,
+    before_start: Callable[[], Awaitable[None]] | None,
+) -> None:
     if resp.status >= 400:
+        if before_start is not None:
+            await before_start()
         await _relay_error(resp, send, upstream)
         return
     headers, sse = response_headers(resp)
@@ -170,6 +180,8 @@ async def _relay_response(resp: aiohttp.ClientResponse, send: Send, upstream: Up
         chunk = await content.readany()
     except ENGINE_ERRORS as exc:
         raise GatewayError.engine_failed(_describe(exc, upstream)) from None
+    if before_start is not None:
+        await before_start()
     await send({"type": "http.response.start", "status": resp.status, "headers": headers})
     last = chunk
     try:

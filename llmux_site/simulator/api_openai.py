@@ -141,14 +141,20 @@ async def _stream(
     usage: Callable[[int], dict[str, int]] | None,
 ) -> web.StreamResponse:
     stream = SseStream(request)
-    await stream.open()
-    if shape.first_chunk is not None:
-        await stream.send(shape.first_chunk)
+    await stream.open()  # headers at once; the first event waits for the first token
+    first = shape.first_chunk
     count = 0
     try:
         async for word in words:
+            if first is not None:
+                # As vLLM: the role chunk goes out with the first output of the engine
+                # (after the response delay), so a stream's first byte is its first token.
+                await stream.send(first)
+                first = None
             await stream.send(shape.chunk(word if count == 0 else " " + word, None))
             count += 1
+        if first is not None:
+            await stream.send(first)
         await stream.send(shape.chunk("", "length"))
         if usage is not None:
             await stream.send({**shape.chunk("", None), "choices": [], "usage": usage(count)})

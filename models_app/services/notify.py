@@ -24,6 +24,7 @@ QUEUED = b"queued"  # a switch or eviction was queued
 DRAINED = b"drained"  # a web process has nothing in flight for a draining model
 WANTED = b"wanted"  # a web process is about to queue a switch (read ahead for it)
 REGISTRY = b"registry"  # a model, an alias or the registry settings changed
+PROBING = b"probing"  # a starting engine answers /health; its readiness probe runs
 
 
 @cache

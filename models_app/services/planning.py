@@ -36,11 +36,14 @@ class SwitchState:
     outgoing: EngineRuntime | None  # the group's other awake engine, if any
     read_at: float  # monotonic
 
+    def is_fresh(self) -> bool:
+        return time.monotonic() - self.read_at < READ_AHEAD_MAX_AGE
+
     def fresh_for(self, request: SwitchRequest) -> bool:
         return (
             request.kind == OperationKind.SWITCH
             and request.target_id == self.target.pk
-            and time.monotonic() - self.read_at < READ_AHEAD_MAX_AGE
+            and self.is_fresh()
         )
 
 

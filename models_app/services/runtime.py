@@ -39,7 +39,7 @@ def record_engine_status(
 
 def record_changes(
     changes: Sequence[tuple[ModelDefinition, EngineChange]], group: str = ""
-) -> None:
+) -> dict[str, int]:
     """Persist several engines' new states in one transaction (one commit, one notice).
 
     Joins the caller's transaction without a savepoint (a savepoint is two more round
@@ -53,6 +53,7 @@ def record_changes(
             version, token = _write_status(model, change, group)
             states[model.name] = [change.status.value, token, version]
         notify.after_commit(notify.RUNTIME, states)
+    return {name: int(entry[2]) for name, entry in states.items()}
 
 
 def begin_drain(

@@ -42,12 +42,15 @@ class Next(NamedTuple):
     config: RegistryConfig | None  # the registry settings the answer was made with
 
 
-def next_operation(group: str) -> Next:
-    """The operation to run now (claimed), or None and when to look again (None: never)."""
+def next_operation(group: str, config: RegistryConfig | None = None) -> Next:
+    """The operation to run now (claimed), or None and when to look again (None: never).
+
+    `config`: the registry settings if the caller read them a moment ago.
+    """
     pending = list(SwitchRequest.objects.filter(group=group, status=SwitchStatus.PENDING))
     if not pending:
         return Next(None, None, None)
-    config = RegistryConfig.load()
+    config = config or RegistryConfig.load()
     operator = [r for r in pending if r.trigger != SwapTrigger.REQUEST]
     if operator or config.policy_type == PolicyType.FIFO:
         # The plan reads the target itself (often ahead of time): no join here.

@@ -100,6 +100,7 @@ class DbSwitchPorts:
         self._behind: list[Future[None]] = []
         self._phase_timer: asyncio.TimerHandle | None = None
         self._waiting: dict[str, int] = {}  # last answer of waiting(), for the swap row
+        self._versions: dict[str, int] = {}  # row version of each engine's last write
         self._instances: list[presence.LiveInstance] | None = None  # as waiting() read them
         self._drains: dict[str, tuple[int, dict[str, int]]] = {}  # token, acks at start
         self._bus_acks: set[tuple[str, str, int]] = set()  # (instance, model, token)
@@ -293,9 +294,14 @@ class DbSwitchPorts:
             self._behind.append(switch_db().submit(self._sync_phase, open_only=True))
 
     def _record(self, pairs: list[tuple[ModelDefinition, EngineChange]]) -> None:
+        self._versions |= record_changes(pairs, self.plan.group)
 
-        with transaction.atomic():
-            record_changes(pairs, self.plan.group)
+    async def probing(self, model: str) -> None:
+        # A hint only (nothing is written): the row version says which start it is about,
+        # so a web process never acts on a hint about an earlier start of the engine.
+        version = self._versions.get(model)
+        if version is not None:
+            notify.publish(notify.PROBING, {model: version})
 
     async def settle(self, model: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout

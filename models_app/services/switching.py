@@ -205,7 +205,11 @@ def _drain_queue(group: str, holder: str, handled: int) -> int:
     renew_at = time.monotonic() + LEASE_TTL.total_seconds() / 3
     try:
         while True:
-            request, look_again, config = scheduler.next_operation(group)
+            ahead = session.read_ahead
+            fresh = ahead is not None and ahead.is_fresh()
+            request, look_again, config = scheduler.next_operation(
+                group, ahead.config if fresh and ahead is not None else None
+            )
             if request is not None:
                 run_request(request, holder, config, session)
                 handled += 1

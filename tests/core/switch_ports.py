@@ -50,6 +50,7 @@ class InMemoryPorts:
         self.phases: list[tuple[Phase, float | None]] = []
         self.changes: list[EngineChange] = []
         self.settled: list[tuple[str, float]] = []
+        self.probed: list[str] = []
         self.slept: list[float] = []
         self.activated_at: dict[str, float] = {}
         self.on_change: Callable[[EngineChange], Awaitable[None]] | None = None
@@ -94,6 +95,9 @@ class InMemoryPorts:
                 self.draining.discard(change.model)
             if self.on_change is not None:
                 await self.on_change(change)
+
+    async def probing(self, model: str) -> None:
+        self.probed.append(model)
 
     async def settle(self, model: str, timeout: float) -> None:
         self.settled.append((model, timeout))

@@ -314,6 +314,38 @@ async def test_a_decode_stall_fails_readiness_and_stops_the_engine(models: SimMo
     running = await started(models, models.target("m/stall", "decode=stall"))
     assert running.process is not None
 
+    heard: list[str] = []
+
+    async def healthy() -> None:
+        heard.append("healthy")
+
     with pytest.raises(ReadinessError, match="EngineTimeout"):
-        await lifecycle.readiness(running, running.process, timeouts=QUICK)
+        await lifecycle.readiness(running, running.process, timeouts=QUICK, on_healthy=healthy)
+    assert gone(running.process)
+    assert heard == ["healthy"]  # /health answered: the stall is the probe's
+
+
+async def test_readiness_says_healthy_before_the_probe_and_not_when_health_fails(
+    models: SimModels,
+) -> None:
+    running = await started(models, models.target("m/probe"))
+    assert running.process is not None
+    order: list[str] = []
+
+    def completions(target: EngineTarget) -> int:
+        state = http_request(target.address, "GET", "/sim/state").json()
+        return int(state["requests"].get("/v1/completions", 0))
+
+    async def healthy() -> None:
+        order.append(f"healthy after {completions(running)} completions")
+
+    await lifecycle.readiness(running, running.process, timeouts=QUICK, on_healthy=healthy)
+    assert order == ["healthy after 0 completions"]
+    assert completions(running) == 1  # then the one-token probe
+
+    order.clear()
+    http_request(running.address, "POST", "/sim/faults", {"faults": ["health=fail"]})
+    with pytest.raises(ReadinessError):
+        await lifecycle.readiness(running, running.process, timeouts=QUICK, on_healthy=healthy)
+    assert order == []
     assert gone(running.process)

@@ -116,6 +116,7 @@ async def test_the_first_model_is_cold_started(models: SimModels, ports: InMemor
     ]
     assert set(result.durations_ms) == set(ports.phase_names())
     assert ports.settled == [(a.name, 0.1)]
+    assert ports.probed == [a.name]  # web processes heard it passed /health, once
     assert set(ports.holders()) == {a.name}
     assert result.memory_before == {} and sum(result.memory_after.values()) > 0
 
@@ -302,6 +303,7 @@ async def test_a_failed_wake_cleans_up_and_a_later_switch_cold_starts(
 
     assert (failed.outcome, failed.bringup) == (Outcome.FAILED, None)
     assert "wake of m/a failed" in failed.error
+    assert ports.probed == [a.name, b.name]  # not for the wake that failed
     last = ports.last(a.name)
     assert (last.status, last.process, last.error) == (EngineStatus.FAILED, None, failed.error)
     assert gone(a_process)

@@ -11,8 +11,10 @@ from typing import Any
 import openai
 import pytest
 
+from llmux_site.core.addresses import ListenAddress
 from tests.integration.harness import Llmux, sim_model
 from tests.plugins.engines import free_port
+from tests.simulator.harness import http_request
 
 
 def two_models(**policy: Any) -> dict[str, Any]:
@@ -186,3 +188,27 @@ def test_the_scheduling_policies_serve_every_request_of_a_mixed_load(
     assert len(answers) == 24 and all(answers)
     outcomes = {row[2] for row in llmux.swaps()}
     assert outcomes == {"succeeded"}
+
+
+def test_a_request_sent_while_its_engine_is_probed_gets_the_switch_failure(
+    llmux: Llmux,
+) -> None:
+    """Waiting requests go to a starting engine with its readiness probe; when the start
+    fails, they get the switch's 503 with its reason, never the broken engine's error."""
+    config = two_models()
+    llmux.start(config)
+    client = llmux.client()
+    ask(client, "beta")
+    ask(client, "alpha")  # beta sleeps
+    beta = config["models"]["beta"]["port"]
+    # beta's engine now dies on its next inference request: the probe, or the request.
+    reply = http_request(
+        ListenAddress.tcp(beta), "POST", "/sim/faults", {"faults": ["crash=request"]}
+    )
+    assert reply.status == 200
+    with pytest.raises(openai.APIStatusError) as caught:
+        ask(client, "beta")
+    assert caught.value.status_code == 503
+    assert "switching to it failed" in str(caught.value.message)
+    assert llmux.states()["beta"] == "failed"
+    assert ask(client, "beta")  # and the next request cold-starts it

@@ -174,6 +174,25 @@ async def test_a_stream_arrives_token_by_token_at_the_configured_rate(sim: SimLa
     assert texts == tokens
 
 
+async def test_a_chat_stream_starts_with_the_role_once_the_first_token_is_due(
+    sim: SimLauncher,
+) -> None:
+    engine = sim.start("--sim-response-delay-ms", "300")
+    body = {**CHAT, "stream": True}
+    url = engine.address.base_url() + "/v1/chat/completions"
+    async with aiohttp.ClientSession() as session:
+        started = time.monotonic()
+        async with session.post(url, json=body) as response:
+            headers_at = time.monotonic() - started
+            first = await response.content.readline()
+            first_at = time.monotonic() - started
+            await response.read()
+    # As vLLM: headers at once, the first event (the role) with the first token only.
+    assert headers_at < 0.3 <= first_at
+    delta = json.loads(first[len(b"data: ") :])["choices"][0]["delta"]
+    assert delta == {"role": "assistant", "content": ""}
+
+
 def test_the_openai_package_talks_to_the_simulator(sim: SimLauncher) -> None:
     engine = sim.start("--served-model-name", "tiny")
     client = openai.OpenAI(base_url=engine.address.base_url() + "/v1", api_key="unused")
