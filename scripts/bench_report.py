@@ -30,10 +30,14 @@ was, and a figure measured while it was busy is a lower bound of what llmux does
   (one web process). The streaming time-to-first-chunk target is read as the gateway's
   *added* p99 (the engine alone already needs its 20 ms plus queueing).
 - **Switch overhead**: time from sending a request for the sleeping model B (while A is
-  active) to B's first byte, minus A's `/sleep?level=1` and B's `/wake_up` timed directly
-  on engines of the same kind. It includes the readiness probe (one token, 20 ms), the
-  request itself (20 ms) and every hand-off between the web process, the database and the
-  worker.
+  active) to B's first byte (its first token: the simulator sends nothing of a stream
+  before it, as vLLM), minus A's `/sleep?level=1` and B's `/wake_up` timed directly on
+  engines of the same kind. It includes the readiness probe (one token, 20 ms) and the
+  request's own first token (20 ms), which run at the same time since the early admission
+  of 2026-11-29 (docs/SWITCHING.md), and every hand-off between the web process, the
+  database and the worker. Runs before that date measured the first byte of a simulator
+  that sent a stream's role event before its first token: their switch figures are
+  about 20 ms lower than the same code would measure now.
 """
 
 
