@@ -164,6 +164,12 @@ else:
 # big models), so the task timeout is generous; django-q2 requires retry > timeout or a
 # task still running would be handed to a second worker.
 Q_TIMEOUT = env_int("LLMUX_TASK_TIMEOUT_SECS", 3600, minimum=60)
+
+# CUDA suspend (eviction process action `cuda_suspend`): `auto` uses the driver API where
+# cuda-bindings is installed (the `cuda` extra), `driver` always, `off` never (such an
+# eviction then escalates to stop, recorded). A cuda-checkpoint path replaces the API.
+LLMUX_CUDA_SUSPEND = env_choice("LLMUX_CUDA_SUSPEND", "auto", ("auto", "driver", "off"))
+LLMUX_CUDA_CHECKPOINT_BIN = env_optional("LLMUX_CUDA_CHECKPOINT_BIN")
 Q_CLUSTER: dict[str, Any] = {
     "name": env_str("LLMUX_CLUSTER_NAME", "llmux"),
     "workers": env_int("LLMUX_WORKERS", 3, minimum=2, maximum=64),

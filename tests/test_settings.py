@@ -37,6 +37,7 @@ def run_manage(args: list[str], env: dict[str, str]) -> subprocess.CompletedProc
         ("LLMUX_REDIS_URL", "redis://127.0.0.1:notaport/0", "LLMUX_REDIS_URL: URL has an invalid"),
         ("LLMUX_ALLOWED_HOSTS", "a,,b", "LLMUX_ALLOWED_HOSTS: empty item"),
         ("LLMUX_SECRET_KEY", "short", "LLMUX_SECRET_KEY: must be at least 32 characters"),
+        ("LLMUX_CUDA_SUSPEND", "maybe", "LLMUX_CUDA_SUSPEND: expected one of auto, driver, off"),
     ],
 )
 def test_it_refuses_to_start_with_a_bad_value_naming_the_variable(

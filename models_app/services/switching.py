@@ -33,7 +33,7 @@ from models_app.models import (
     SwitchRequest,
     SwitchStatus,
 )
-from models_app.services import notify, scheduler
+from models_app.services import host_actions, notify, scheduler
 from models_app.services.planning import SwitchState, build_plan, read_switch_state
 from models_app.services.switch_ports import DbSwitchPorts, finish_swap
 
@@ -257,8 +257,9 @@ def run_request(
         request=request, plan=plan, models=planned.models, drain_tokens=planned.drain_tokens
     )
     operation = run_eviction if request.kind == OperationKind.EVICT else run_switch
+    switch = operation(plan, ports, process_actions=host_actions.process_actions())
     try:
-        result = asyncio.run(_run_with_lease(operation(plan, ports), plan.group, holder))
+        result = asyncio.run(_run_with_lease(switch, plan.group, holder))
     finally:
         ports.close()
     finish_swap(request, ports, result)

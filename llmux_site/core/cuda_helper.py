@@ -1,0 +1,172 @@
+"""The long-lived CUDA suspend helper, and the worker's `ProcessActions` that use it.
+
+The driver's checkpoint calls need an initialised driver in the calling process
+(`cuInit`, hundreds of milliseconds), and CUDA must never be initialised in a process
+that forks (the worker's task processes are forked). So one helper process per worker
+holds the driver for its whole life and takes requests as JSON lines on stdin:
+`{"op": "suspend" | "resume", "pids": [...]}` → `{"ok": true, "pids": [...]}` or
+`{"ok": false, "error": "..."}`.
+
+    python -m llmux_site.core.cuda_helper [--binary /path/to/cuda-checkpoint]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from typing import IO, Protocol
+
+from llmux_site.core import cuda_suspend
+from llmux_site.core.cuda_suspend import CheckpointDriver, CudaSuspendError
+from llmux_site.core.lifecycle import ProcessActionUnavailable, engine_pids
+from llmux_site.core.processes import EngineProcess
+from llmux_site.core.switching import EngineTarget
+
+__all__ = ["CudaProcessActions", "HelperProcess", "InProcess", "SuspendHelper", "serve"]
+
+
+def handle(driver: CheckpointDriver, request: dict[str, object]) -> dict[str, object]:
+    """One request to the helper; never raises."""
+    op, pids = request.get("op"), request.get("pids")
+    if not isinstance(pids, list) or not all(isinstance(p, int) for p in pids):
+        return {"ok": False, "error": "pids must be a list of integers"}
+    try:
+        if op == "suspend":
+            return {"ok": True, "pids": cuda_suspend.suspend_tree(driver, pids)}
+        if op == "resume":
+            return {"ok": True, "pids": cuda_suspend.resume_tree(driver, pids)}
+    except Exception as exc:  # reported to the worker, which escalates
+        return {"ok": False, "error": str(exc) or type(exc).__name__}
+    return {"ok": False, "error": f"unknown op {op!r}"}
+
+
+def serve(driver: CheckpointDriver, requests: IO[str], replies: IO[str]) -> None:
+    """Answer JSON-line requests until stdin closes (the worker exited)."""
+    for line in requests:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            request = None
+        reply = (
+            handle(driver, request)
+            if isinstance(request, dict)
+            else {"ok": False, "error": "each request is one JSON object per line"}
+        )
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
+
+
+class SuspendHelper(Protocol):
+    """Runs a suspend or resume of some pids somewhere; the pids it acted on."""
+
+    def call(self, op: str, pids: Sequence[int]) -> list[int]: ...
+
+
+class InProcess:
+    """A `SuspendHelper` that calls the driver in this very process."""
+
+    def __init__(self, driver: CheckpointDriver) -> None:
+        self.driver = driver
+
+    def call(self, op: str, pids: Sequence[int]) -> list[int]:
+        return _answer(handle(self.driver, {"op": op, "pids": list(pids)}))
+
+
+class HelperProcess:
+    """A `SuspendHelper` in a child process, started on first use and again if it died."""
+
+    def __init__(self, binary: str | None = None) -> None:
+        self.binary = binary
+        self._process: subprocess.Popen[str] | None = None
+        self._lock = threading.Lock()  # one request at a time on the pipes
+
+    def _started(self) -> subprocess.Popen[str]:
+        if self._process is None or self._process.poll() is not None:
+            argv = [sys.executable, "-m", "llmux_site.core.cuda_helper"]
+            if self.binary:
+                argv += ["--binary", self.binary]
+            self._process = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        return self._process
+
+    def call(self, op: str, pids: Sequence[int]) -> list[int]:
+        with self._lock:
+            process = self._started()
+            assert process.stdin is not None and process.stdout is not None
+            try:
+                process.stdin.write(json.dumps({"op": op, "pids": list(pids)}) + "\n")
+                process.stdin.flush()
+                line = process.stdout.readline()
+            except OSError as exc:
+                raise CudaSuspendError(f"the CUDA helper is gone: {exc}") from exc
+            if not line:
+                code = process.wait()
+                raise CudaSuspendError(f"the CUDA helper exited with status {code}")
+            return _answer(json.loads(line))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._process is not None and self._process.poll() is None:
+                assert self._process.stdin is not None
+                self._process.stdin.close()
+                self._process.wait(timeout=10)
+            self._process = None
+
+
+def _answer(reply: object) -> list[int]:
+    if not isinstance(reply, dict) or not reply.get("ok"):
+        error = reply.get("error") if isinstance(reply, dict) else reply
+        raise CudaSuspendError(str(error))
+    return [int(pid) for pid in reply.get("pids", [])]
+
+
+class CudaProcessActions:
+    """`ProcessActions` with CUDA suspend on this host; CRIU checkpoints are not here yet."""
+
+    def __init__(self, helper: SuspendHelper) -> None:
+        self.helper = helper
+
+    async def suspend(self, target: EngineTarget, process: EngineProcess) -> None:
+        await asyncio.to_thread(self.helper.call, "suspend", engine_pids(process))
+
+    async def resume(self, target: EngineTarget, process: EngineProcess) -> None:
+        await asyncio.to_thread(self.helper.call, "resume", engine_pids(process))
+
+    async def checkpoint(self, target: EngineTarget, process: EngineProcess) -> None:
+        raise ProcessActionUnavailable("checkpoint (CRIU) is not available on this host yet")
+
+    async def restore(self, target: EngineTarget) -> EngineProcess:
+        raise ProcessActionUnavailable("restore (CRIU) is not available on this host yet")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="llmux's CUDA suspend helper")
+    parser.add_argument("--binary", help="use this cuda-checkpoint instead of the driver API")
+    args = parser.parse_args(argv)
+    driver: CheckpointDriver
+    try:
+        if args.binary:
+            driver = cuda_suspend.CheckpointBinary(args.binary)
+        else:
+            driver = cuda_suspend.DriverApi()
+    except Exception as exc:  # no driver here: say so on every request
+        error = f"no CUDA driver: {exc}"
+        for _ in sys.stdin:
+            sys.stdout.write(json.dumps({"ok": False, "error": error}) + "\n")
+            sys.stdout.flush()
+        return
+    serve(driver, sys.stdin, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
