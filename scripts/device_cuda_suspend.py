@@ -191,11 +191,14 @@ async def main() -> None:
     parser.add_argument("--weights", default="16GiB")
     parser.add_argument("--policy", action="append", default=[])
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--work", type=Path, help="keep the engine logs and cache here")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="llmux-cuda-") as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for label in args.policy or ["retain+cuda_suspend", "offload+cuda_suspend"]:
-            result = await one_policy(label, args.weights, Path(tmp))
+            result = await one_policy(label, args.weights, work)
             print(json.dumps(result), flush=True)
             results.append(result)
     if args.out:
