@@ -41,6 +41,9 @@ was, and a figure measured while it was busy is a lower bound of what llmux does
 """
 
 
+GPU_SECTION = "## On the GPU machine"
+
+
 def run(script: str, *args: str) -> str:
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / script), *args],
@@ -63,6 +66,10 @@ def main() -> None:
         f"{HEADER}\n## Run of {stamp}\n\n### Gateway\n\n{gateway}\n\n"
         f"### Switch orchestration overhead\n\n{switches}\n"
     )
+    # Runs on the GPU machine are not repeated here: their section is kept as it stands.
+    old = OUTPUT.read_text() if OUTPUT.exists() else ""
+    if GPU_SECTION in old:
+        text += "\n" + old[old.index(GPU_SECTION) :]
     OUTPUT.write_text(text)
     print(text)
 

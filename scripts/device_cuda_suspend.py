@@ -79,6 +79,41 @@ def settled_mib(seconds: float = 1.0) -> int:
     return last
 
 
+def settle_back_to(baseline: int, seconds: float = 30.0) -> None:
+    """Wait until the GPU is back to `baseline` (a killed engine frees it asynchronously)."""
+    deadline = time.monotonic() + seconds
+    while smi_used_mib() > baseline + 64 and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+COPY_FLOOR = """
+import sys, time, torch
+size = int(sys.argv[1])
+host = torch.empty(size, dtype=torch.uint8, pin_memory=True)
+device = torch.empty(size, dtype=torch.uint8, device="cuda")
+best = float("inf")
+for _ in range(3):
+    torch.cuda.synchronize()
+    started = time.monotonic()
+    device.copy_(host, non_blocking=True)
+    torch.cuda.synchronize()
+    best = min(best, time.monotonic() - started)
+print(best)
+"""
+
+
+def pinned_copy_floor(size: int) -> float:
+    """Seconds for the fastest of three host(pinned)->device copies of `size` bytes.
+
+    In a child process: a CUDA context in this one would count as engine memory left
+    behind in every reading that follows.
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", COPY_FLOOR, str(size)], capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.split()[-1])
+
+
 def memory_probe() -> Any:
     try:
         probe = NvmlProbe()
@@ -99,7 +134,7 @@ async def answer_and_state(target: EngineTarget) -> tuple[str, dict[str, Any]]:
     return str(text), dict(state)
 
 
-async def one_policy(label: str, weights: str, work: Path) -> dict[str, Any]:
+async def one_policy(label: str, weights: str, work: Path, baseline: int) -> dict[str, Any]:
     port = free_port()
     argv = [
         sys.executable,
@@ -131,8 +166,7 @@ async def one_policy(label: str, weights: str, work: Path) -> dict[str, Any]:
         startup_timeout=900,
         gpu_ids=(0,),
     )
-    result: dict[str, Any] = {"policy": label, "weights": weights}
-    result["baseline_mib"] = settled_mib()
+    result: dict[str, Any] = {"policy": label, "weights": weights, "baseline_mib": baseline}
     started = time.monotonic()
     process = await lifecycle.cold_start(target, timeouts=TIMEOUTS)
     result["cold_start_s"] = round(time.monotonic() - started, 3)
@@ -159,7 +193,7 @@ async def one_policy(label: str, weights: str, work: Path) -> dict[str, Any]:
         result["escalation_reason"] = outcome.error
         result["evicted_mib"] = settled_mib(3.0)
 
-        if outcome.status is EngineStatus.SUSPENDED:
+        if outcome.status in (EngineStatus.SUSPENDED, EngineStatus.SLEEPING):
             evicted = dataclasses.replace(running, status=outcome.status, evicted=outcome.evicted)
             started = time.monotonic()
             kind, back = await lifecycle.bring_up(
@@ -177,6 +211,7 @@ async def one_policy(label: str, weights: str, work: Path) -> dict[str, Any]:
             result["same_pid"] = back.pid == process.pid
     finally:
         lifecycle.kill_now(process, 10)
+        await asyncio.to_thread(settle_back_to, baseline)
         helper = actions.helper
         if isinstance(helper, HelperProcess):
             helper.close()
@@ -192,13 +227,20 @@ async def main() -> None:
     parser.add_argument("--policy", action="append", default=[])
     parser.add_argument("--out", type=Path)
     parser.add_argument("--work", type=Path, help="keep the engine logs and cache here")
+    parser.add_argument("--copy-floor-bytes", type=int, help="also time a pinned copy of this")
     args = parser.parse_args()
-    results = []
+    results: list[dict[str, Any]] = []
+    baseline = settled_mib()
+    if args.copy_floor_bytes:
+        floor = pinned_copy_floor(args.copy_floor_bytes)
+        results.append({"pinned_copy_s": round(floor, 4), "bytes": args.copy_floor_bytes})
+        print(json.dumps(results[-1]), flush=True)
+        settle_back_to(baseline)
     with tempfile.TemporaryDirectory(prefix="llmux-cuda-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         for label in args.policy or ["retain+cuda_suspend", "offload+cuda_suspend"]:
-            result = await one_policy(label, args.weights, work)
+            result = await one_policy(label, args.weights, work, baseline)
             print(json.dumps(result), flush=True)
             results.append(result)
     if args.out:
