@@ -29,6 +29,7 @@ typecheck: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	scripts/ci-services.sh
+	scripts/install-criu.sh >/dev/null
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Benchmarks of the gateway and of switching; writes docs/PERFORMANCE.md.

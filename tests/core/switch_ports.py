@@ -181,9 +181,18 @@ class SimModels:
         extra_args: Sequence[str] = (),
         startup_timeout: float = 20.0,
         drain_timeout: float = 5.0,
+        uds: bool = False,
     ) -> EngineTarget:
-        """A not-yet-started simulated model; `faults` are `--sim-fault` specs."""
-        address = ListenAddress.tcp(free_port())
+        """A not-yet-started simulated model; `faults` are `--sim-fault` specs.
+
+        `uds`: listen on a Unix socket (CRIU cannot dump a TCP socket on this kernel).
+        """
+        if uds:
+            (self.root / "run").mkdir(parents=True, exist_ok=True)
+            socket_path = self.root / "run" / f"{name.replace('/', '_')}.sock"
+            address = ListenAddress.unix(str(socket_path))
+        else:
+            address = ListenAddress.tcp(free_port())
         fault_args = [arg for spec in faults for arg in ("--sim-fault", spec)]
         command = build_engine_command(
             "simulator",
