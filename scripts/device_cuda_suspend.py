@@ -3,9 +3,9 @@
 
 For the GPU machine (the `device` tool): starts the simulator with `--device cuda` and
 WEIGHTS of weights, evicts it by each policy given (`retain+cuda_suspend`,
-`offload+cuda_suspend`, ...) through `lifecycle.evict` with the worker's
-`CudaProcessActions` (the helper process and the driver API), brings it back through
-`lifecycle.bring_up` and `lifecycle.readiness`, and checks the weights and the answer.
+`offload+cuda_suspend`, ...) through `lifecycle.evict` with the worker's process
+actions (`HostProcessActions`: the helper process and the driver API), brings it back
+through `lifecycle.bring_up` and `lifecycle.readiness`, and checks weights and answer.
 GPU memory is read with nvidia-smi: the baseline before the engine starts, while it
 runs, while it is evicted and after it is back. Prints one JSON object per policy and
 writes them all to OUT (default: stdout only).
@@ -37,10 +37,11 @@ import aiohttp  # noqa: E402
 
 from llmux_site.core import lifecycle  # noqa: E402
 from llmux_site.core.addresses import ListenAddress  # noqa: E402
-from llmux_site.core.cuda_helper import CudaProcessActions, HelperProcess  # noqa: E402
+from llmux_site.core.cuda_helper import HelperProcess  # noqa: E402
 from llmux_site.core.engine_client import CallTimeouts  # noqa: E402
 from llmux_site.core.gpu import GpuProbeError, NvmlProbe  # noqa: E402
 from llmux_site.core.policy import EvictionPolicy  # noqa: E402
+from llmux_site.core.process_actions import HostProcessActions  # noqa: E402
 from llmux_site.core.processes import ProcessSpec  # noqa: E402
 from llmux_site.core.switching import EngineStatus, EngineTarget  # noqa: E402
 
@@ -171,7 +172,7 @@ async def one_policy(label: str, weights: str, work: Path, baseline: int) -> dic
     process = await lifecycle.cold_start(target, timeouts=TIMEOUTS)
     result["cold_start_s"] = round(time.monotonic() - started, 3)
     running = dataclasses.replace(target, status=EngineStatus.RUNNING, process=process)
-    actions = CudaProcessActions(HelperProcess())
+    actions = HostProcessActions(suspend=HelperProcess())
     try:
         await lifecycle.readiness(running, process, timeouts=TIMEOUTS)
         before, state = await answer_and_state(running)
@@ -212,7 +213,7 @@ async def one_policy(label: str, weights: str, work: Path, baseline: int) -> dic
     finally:
         lifecycle.kill_now(process, 10)
         await asyncio.to_thread(settle_back_to, baseline)
-        helper = actions.helper
+        helper = actions.suspend_helper
         if isinstance(helper, HelperProcess):
             helper.close()
     result["freed_to_baseline"] = (

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 from django.test import override_settings
 
-from llmux_site.core.cuda_helper import CudaProcessActions, HelperProcess
+from llmux_site.core.cuda_helper import HelperProcess
+from llmux_site.core.process_actions import HostProcessActions
 from models_app.services import host_actions
 
 
@@ -32,5 +33,6 @@ def test_auto_without_cuda_bindings_or_a_binary_means_none() -> None:
 def test_a_cuda_checkpoint_binary_is_used_through_the_helper() -> None:
     with override_settings(LLMUX_CUDA_SUSPEND="auto", LLMUX_CUDA_CHECKPOINT_BIN="/opt/cc"):
         actions = host_actions.process_actions()
-    assert isinstance(actions, CudaProcessActions)
-    assert isinstance(actions.helper, HelperProcess) and actions.helper.binary == "/opt/cc"
+    assert isinstance(actions, HostProcessActions)
+    helper = actions.suspend_helper
+    assert isinstance(helper, HelperProcess) and helper.binary == "/opt/cc"

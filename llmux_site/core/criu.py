@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from llmux_site.core.processes import EngineProcess
+from llmux_site.core.processes import EngineProcess, exit_code, reap_orphans
 
 __all__ = ["Criu", "CriuError", "DumpResult", "RestoreResult", "clean_shm"]
 
@@ -111,6 +111,10 @@ class Criu:
         started = time.monotonic()
         args = ["dump", "--tree", str(process.pid), "--images-dir", str(images_dir), *DUMP]
         self._run(args, images_dir / DUMP_LOG, "dump")
+        # The dumped tree has exited: reap what is ours now. A zombie keeps its pid, and the
+        # restore needs exactly those pids back ("Can't fork for <pid>: File exists").
+        exit_code(process)
+        reap_orphans(process.pgid, leader=process.pid)
         return DumpResult(images_dir, _bytes_of(images_dir), time.monotonic() - started)
 
     def restore(self, images_dir: Path) -> RestoreResult:

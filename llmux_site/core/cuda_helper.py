@@ -1,4 +1,4 @@
-"""The long-lived CUDA suspend helper, and the worker's `ProcessActions` that use it.
+"""The long-lived CUDA suspend helper (used by `process_actions.HostProcessActions`).
 
 The driver's checkpoint calls need an initialised driver in the calling process
 (`cuInit`, hundreds of milliseconds), and CUDA must never be initialised in a process
@@ -13,7 +13,6 @@ holds the driver for its whole life and takes requests as JSON lines on stdin:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import subprocess
 import sys
@@ -23,11 +22,8 @@ from typing import IO, Protocol
 
 from llmux_site.core import cuda_suspend
 from llmux_site.core.cuda_suspend import CheckpointDriver, CudaSuspendError
-from llmux_site.core.lifecycle import ProcessActionUnavailable, engine_pids
-from llmux_site.core.processes import EngineProcess
-from llmux_site.core.switching import EngineTarget
 
-__all__ = ["CudaProcessActions", "HelperProcess", "InProcess", "SuspendHelper", "serve"]
+__all__ = ["HelperProcess", "InProcess", "SuspendHelper", "serve"]
 
 
 def handle(driver: CheckpointDriver, request: dict[str, object]) -> dict[str, object]:
@@ -128,25 +124,6 @@ def _answer(reply: object) -> list[int]:
         error = reply.get("error") if isinstance(reply, dict) else reply
         raise CudaSuspendError(str(error))
     return [int(pid) for pid in reply.get("pids", [])]
-
-
-class CudaProcessActions:
-    """`ProcessActions` with CUDA suspend on this host; CRIU checkpoints are not here yet."""
-
-    def __init__(self, helper: SuspendHelper) -> None:
-        self.helper = helper
-
-    async def suspend(self, target: EngineTarget, process: EngineProcess) -> None:
-        await asyncio.to_thread(self.helper.call, "suspend", engine_pids(process))
-
-    async def resume(self, target: EngineTarget, process: EngineProcess) -> None:
-        await asyncio.to_thread(self.helper.call, "resume", engine_pids(process))
-
-    async def checkpoint(self, target: EngineTarget, process: EngineProcess) -> None:
-        raise ProcessActionUnavailable("checkpoint (CRIU) is not available on this host yet")
-
-    async def restore(self, target: EngineTarget) -> EngineProcess:
-        raise ProcessActionUnavailable("restore (CRIU) is not available on this host yet")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

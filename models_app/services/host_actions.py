@@ -7,8 +7,9 @@ from functools import cache
 
 from django.conf import settings
 
-from llmux_site.core.cuda_helper import CudaProcessActions, HelperProcess
+from llmux_site.core.cuda_helper import HelperProcess
 from llmux_site.core.lifecycle import ProcessActions
+from llmux_site.core.process_actions import HostProcessActions
 
 
 def _has_cuda_bindings() -> bool:
@@ -29,4 +30,5 @@ def process_actions() -> ProcessActions | None:
     binary = settings.LLMUX_CUDA_CHECKPOINT_BIN
     if mode == "off" or (mode == "auto" and not binary and not _has_cuda_bindings()):
         return None
-    return CudaProcessActions(HelperProcess(binary))
+    # CRIU checkpoints need the image store's records: not wired here yet.
+    return HostProcessActions(suspend=HelperProcess(binary))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,16 +17,6 @@ from tests.simulator.harness import http_request
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = CallTimeouts(health=1, control=1, sleep=2, wake=2, rpc=2, inference=2, probe=2)
-
-
-@pytest.fixture(scope="session")
-def criu() -> Criu:
-    """scripts/install-criu.sh's criu (it fails the test when CRIU cannot run here)."""
-    done = subprocess.run(
-        [str(REPO / "scripts" / "install-criu.sh")], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return Criu(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture

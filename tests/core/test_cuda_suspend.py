@@ -8,7 +8,7 @@ from unittest.mock import call, create_autospec
 import pytest
 
 from llmux_site.core import lifecycle
-from llmux_site.core.cuda_helper import CudaProcessActions, HelperProcess, InProcess, handle
+from llmux_site.core.cuda_helper import HelperProcess, InProcess, handle
 from llmux_site.core.cuda_suspend import (
     CudaSuspendError,
     DriverApi,
@@ -18,6 +18,7 @@ from llmux_site.core.cuda_suspend import (
 from llmux_site.core.engine_client import CallTimeouts
 from llmux_site.core.lifecycle import ProcessActionUnavailable
 from llmux_site.core.policy import EvictionPolicy
+from llmux_site.core.process_actions import HostProcessActions
 from llmux_site.core.switching import BringUpKind, EngineStatus
 from tests.core.switch_ports import InMemoryPorts, SimModels
 
@@ -118,7 +119,7 @@ async def test_offload_and_cuda_suspend_through_the_lifecycle(
     process = await lifecycle.cold_start(target, timeouts=QUICK)
     running = dataclasses.replace(target, status=EngineStatus.RUNNING, process=process)
     states = {process.pid: "running"}  # the engine's leader holds the CUDA context
-    actions = CudaProcessActions(InProcess(stand_in(states)))
+    actions = HostProcessActions(suspend=InProcess(stand_in(states)))
 
     outcome = await lifecycle.evict(
         running,
@@ -138,5 +139,5 @@ async def test_offload_and_cuda_suspend_through_the_lifecycle(
     await lifecycle.readiness(suspended, resumed, timeouts=QUICK)
     lifecycle.kill_now(process, 2.0)
 
-    with pytest.raises(ProcessActionUnavailable, match="CRIU"):
+    with pytest.raises(ProcessActionUnavailable, match="CRIU is not set up"):
         await actions.restore(target)

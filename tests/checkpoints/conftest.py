@@ -1,0 +1,22 @@
+"""Real CRIU for the checkpoint tests."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from llmux_site.core.criu import Criu
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def criu() -> Criu:
+    """scripts/install-criu.sh's criu (it fails the test when CRIU cannot run here)."""
+    done = subprocess.run(
+        [str(REPO / "scripts" / "install-criu.sh")], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return Criu(done.stdout.strip().splitlines()[-1])
