@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,13 +26,6 @@ from tests.simulator.harness import http_request
 
 QUICK = CallTimeouts(health=1, control=2, sleep=5, wake=5, rpc=10, inference=5, probe=5)
 WEIGHTS = ["--sim-weights-bytes", "256MiB"]  # the acceptance line's size
-
-
-@pytest.fixture
-def sims(short_tmp_dir: Path) -> Iterator[SimModels]:
-    models = SimModels(short_tmp_dir / "sim")
-    yield models
-    models.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,13 +16,6 @@ from tests.simulator.harness import http_request
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = CallTimeouts(health=1, control=1, sleep=2, wake=2, rpc=2, inference=2, probe=2)
-
-
-@pytest.fixture
-def sims(short_tmp_dir: Path) -> Iterator[SimModels]:
-    models = SimModels(short_tmp_dir / "sim")
-    yield models
-    models.close()
 
 
 def answer(target: EngineTarget) -> str:
