@@ -137,7 +137,6 @@ class DjangoGatewayBackend:
         if self._admissible(model):
             return self._take(model)
         self._check_allowed(model)
-
         waiter = self.waiters.setdefault(model, _Waiters())
         if waiter.count == 0:
             waiter.since = time.time()
@@ -180,9 +179,9 @@ class DjangoGatewayBackend:
     def _take(self, model: str, *, switch_id: int | None = None, deadline: float = 0.0) -> _Slot:
         assert self.registry is not None
         self.in_flight[model] += 1
-        slot = _Slot(self.registry.models[model].route, self, switch_id=switch_id)
+        route = self.registry.models[model].route
+        slot = _Slot(route, self, switch_id=switch_id, deadline=deadline)
         if switch_id is not None:
-            slot.deadline = deadline
             self.early.setdefault(model, set()).add(slot)
         return slot
 

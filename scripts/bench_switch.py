@@ -22,7 +22,6 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -35,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+from bench_gateway import machine  # scripts/ is on the path when this runs
 
 REPO = Path(__file__).resolve().parents[1]
 SIM_ARGS = [
@@ -240,16 +240,6 @@ def phases(data_dir: Path, env: dict[str, str]) -> dict[str, float]:
         check=True,
     )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}"
 
 
 def main() -> None:

@@ -58,13 +58,9 @@ def live_instances() -> list[LiveInstance]:
     return [LiveInstance(*row) for row in rows.values_list("id", "waiting", "drained", "in_flight")]
 
 
-def total_waiting(model_name: str) -> int:
-    return group_demand([model_name])[model_name][0]
-
-
-def waiting_of(instances: list[LiveInstance], model_name: str) -> int:
-    """Requests waiting for `model_name` across `instances` (read by live_instances)."""
-    return sum(int(i.waiting[model_name][0]) for i in instances if model_name in i.waiting)
+def total_waiting(model_name: str, instances: list[LiveInstance] | None = None) -> int:
+    """Requests waiting for `model_name` (across `instances`, when already read)."""
+    return group_demand([model_name], instances)[model_name][0]
 
 
 def all_drained(model_name: str, token: int) -> bool:

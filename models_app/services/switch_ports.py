@@ -12,7 +12,7 @@ from functools import cache
 from typing import TypeVar
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections
 from django.utils import timezone
 
 from llmux_site.core.gpu import GpuProbe, detect_probe
@@ -39,7 +39,7 @@ T = TypeVar("T")
 
 POLL_SECONDS = 0.02
 # A phase still running after this long gets the swap row's live phase written on its own;
-# shorter ones are written with the next engine state write, or not at all.
+# a shorter one is never written (no watcher could have seen it).
 LIVE_PHASE_AFTER = 0.05
 PHASE_COLUMNS = {
     Phase.BACKOFF: "backoff_ms",
@@ -73,11 +73,10 @@ def gpu_probe() -> GpuProbe:
 class DbSwitchPorts:
     """SwitchPorts backed by the database.
 
-    Writes on the switch path are few and carry everything at once: each engine state
-    write also opens the swap row or moves its live phase, so a fast switch costs one
-    write per state change. A phase that lasts longer than LIVE_PHASE_AFTER without a
-    state write gets its own (not awaited) write, so watchers still see long phases.
-    Drain acknowledgements arrive on the host bus before web processes write them.
+    Writes on the switch path are one per engine state change; the swap row is opened
+    right after the first of them, off the path, and a phase that lasts longer than
+    LIVE_PHASE_AFTER gets its own (not awaited) write, so watchers still see long
+    phases. Drain acknowledgements arrive on the host bus before web processes write them.
     """
 
     def __init__(
@@ -85,13 +84,13 @@ class DbSwitchPorts:
         *,
         request: SwitchRequest,
         plan: SwitchPlan,
-        models: Sequence[ModelDefinition] | None = None,
-        drain_tokens: Mapping[str, int] | None = None,
+        models: Sequence[ModelDefinition],
+        drain_tokens: Mapping[str, int],
     ) -> None:
         self.request = request
-        self.drain_tokens = dict(drain_tokens or {})  # as read with the plan
+        self.drain_tokens = dict(drain_tokens)  # as read with the plan
         self.plan = plan
-        self.models = {m.name: m for m in (models or self._models(plan))}
+        self.models = {m.name: m for m in models}
         self.swap: SwapEvent | None = None
         self.phase_now: Phase | None = None  # the phase the switch is in (live)
         self.phase_written: Phase | None = None  # the phase the swap row shows
@@ -152,11 +151,6 @@ class DbSwitchPorts:
         for future in behind:
             future.result()
 
-    @staticmethod
-    def _models(plan: SwitchPlan) -> list[ModelDefinition]:
-        names = [plan.incoming.name] + ([plan.outgoing.name] if plan.outgoing else [])
-        return list(ModelDefinition.objects.filter(name__in=names))
-
     # -- SwitchPorts ------------------------------------------------------------------
 
     def now(self) -> float:
@@ -167,7 +161,7 @@ class DbSwitchPorts:
 
     async def waiting(self, model: str) -> int:
         self._instances = await self._db(presence.live_instances)
-        self._waiting[model] = presence.waiting_of(self._instances, model)
+        self._waiting[model] = presence.total_waiting(model, self._instances)
         return self._waiting[model]
 
     async def begin_drain(self, model: str, process: EngineProcess | None) -> None:
@@ -176,21 +170,15 @@ class DbSwitchPorts:
         self._open_behind()
 
     def _begin_drain(self, model: str, process: EngineProcess | None) -> tuple[int, dict[str, int]]:
-
-        with transaction.atomic():
-            token = begin_drain(
-                self.models[model],
-                process,
-                self.plan.group,
-                current_token=self.drain_tokens.get(model),
-            )
-            # The web processes read by the check a moment ago will do: one that came up
-            # since reads the draining state before it could admit anything.
-            instances = self._instances
-            if instances is None:
-                instances = presence.live_instances()
-            acks = {i.id: int(i.drained.get(model, -1)) for i in instances}
-        return token, acks
+        token = begin_drain(
+            self.models[model], process, self.plan.group, current_token=self.drain_tokens.get(model)
+        )
+        # The web processes read by the check a moment ago will do: one that came up since
+        # reads the draining state before it could admit anything.
+        instances = self._instances
+        if instances is None:
+            instances = presence.live_instances()
+        return token, {i.id: int(i.drained.get(model, -1)) for i in instances}
 
     async def wait_drained(self, model: str, timeout: float) -> bool:
         token, acks = self._drains.get(model, (0, {}))
@@ -279,7 +267,6 @@ class DbSwitchPorts:
             self._open_swap(self.phase_now)
 
     async def record(self, *changes: EngineChange) -> None:
-
         pairs = [(self.models[change.model], change) for change in changes]
         await self._db(self._record, pairs)
         self._open_behind()

@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 # Renewed every third of this while a switch runs; a dead worker's lease frees this fast.
 LEASE_TTL = timedelta(seconds=15)
-FAILURE_BACKOFF = timedelta(seconds=2)
 POLICY_WAIT_MAX = 0.5  # look at the queue at least this often while a policy waits
 LINGER_SECS = 5.0  # a group task waits this long for more work before it ends
 
@@ -206,10 +205,8 @@ def _drain_queue(group: str, holder: str, handled: int) -> int:
     try:
         while True:
             ahead = session.read_ahead
-            fresh = ahead is not None and ahead.is_fresh()
-            request, look_again, config = scheduler.next_operation(
-                group, ahead.config if fresh and ahead is not None else None
-            )
+            known = ahead.config if ahead is not None and ahead.is_fresh() else None
+            request, look_again, config = scheduler.next_operation(group, known)
             if request is not None:
                 run_request(request, holder, config, session)
                 handled += 1
@@ -234,7 +231,7 @@ def _drain_queue(group: str, holder: str, handled: int) -> int:
                 renew_at = time.monotonic() + LEASE_TTL.total_seconds() / 3
             if session.on_message(message):
                 # Its request is being written now: wait for it rather than look early.
-                message = listener.wait(min(pause, 0.1), only=notify.QUEUED)
+                listener.wait(min(pause, 0.1), only=notify.QUEUED)
     finally:
         listener.close()
 

@@ -293,10 +293,7 @@ def test_a_worker_killed_while_draining_resumes_the_model_and_its_streams_finish
     (alpha,) = simulator_processes(llmux.model_path("alpha"))
     with concurrent.futures.ThreadPoolExecutor(9) as pool:
         # Four seconds of decoding each: the switch to beta drains alpha meanwhile.
-        streams = [pool.submit(stream_lines, server.base_url, "alpha", 4000) for _ in range(8)]
-        wait_until(
-            lambda: llmux_load(llmux, "alpha") == 8, timeout=30, what="eight streams on alpha"
-        )
+        streams = eight_streams_on_alpha(pool, llmux)
         interrupted = pool.submit(ask, server, "beta")
         wait_for_state(server, "alpha", "draining")
         llmux.kill_9(llmux.worker)
@@ -328,10 +325,7 @@ def test_a_web_process_killed_during_streams_and_a_switch_leaves_nothing_behind(
     server = llmux.llmux
     assert ask(server, "alpha")
     with concurrent.futures.ThreadPoolExecutor(20) as pool:
-        streams = [pool.submit(stream_lines, server.base_url, "alpha", 4000) for _ in range(8)]
-        wait_until(
-            lambda: llmux_load(llmux, "alpha") == 8, timeout=30, what="eight streams on alpha"
-        )
+        streams = eight_streams_on_alpha(pool, llmux)
         # Requests waiting for gamma: their demand is in the web process's presence row.
         waiting = [pool.submit(ask, server, "gamma") for _ in range(10)]
         wait_for_state(server, "alpha", "draining")
@@ -378,6 +372,16 @@ def live_waiting_demand(server: Llmux) -> list[dict[str, Any]]:
         for heartbeat, waiting in rows
         if datetime.fromisoformat(heartbeat).replace(tzinfo=UTC) >= recent
     ]
+
+
+def eight_streams_on_alpha(
+    pool: concurrent.futures.ThreadPoolExecutor, llmux: Cluster
+) -> list[concurrent.futures.Future[list[str]]]:
+    """Eight long streams (4,000 tokens each) on alpha, once all eight are decoding."""
+    base_url = llmux.llmux.base_url
+    streams = [pool.submit(stream_lines, base_url, "alpha", 4000) for _ in range(8)]
+    wait_until(lambda: llmux_load(llmux, "alpha") == 8, timeout=30, what="eight streams on alpha")
+    return streams
 
 
 def llmux_load(llmux: Cluster, model: str) -> int:
