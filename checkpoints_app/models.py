@@ -41,12 +41,25 @@ class CheckpointImage(models.Model):
     process_action = models.CharField(
         max_length=16, choices=Process.choices, default=Process.CHECKPOINT
     )
+    # The launch spec the image was made from: it is reused only by the same spec.
+    fingerprint = models.CharField(max_length=64, blank=True)
+    cuda_mode = models.CharField(max_length=16, blank=True, help_text="none, plugin or suspend")
+    expected_bytes = models.PositiveBigIntegerField(default=0, help_text="estimated before")
+    # Progress of the dump or restore running now (bytes written or read so far).
+    progress_bytes = models.PositiveBigIntegerField(default=0)
+    progress_total = models.PositiveBigIntegerField(default=0)
+    # The process writing the image ("host:pid:create_time"): a dead writer's image is
+    # marked failed by the sweep, never ready.
+    writer = models.CharField(max_length=128, blank=True)
     tool_version = models.CharField(max_length=64, blank=True)
     driver_version = models.CharField(max_length=64, blank=True)
     dump_ms = models.FloatField(null=True, blank=True)
     restore_ms = models.FloatField(null=True, blank=True)
     restored_count = models.PositiveIntegerField(default=0)
     last_restored_at = models.DateTimeField(null=True, blank=True)
+    verified_at = models.DateTimeField(
+        null=True, blank=True, help_text="a restored engine passed its readiness probe"
+    )
     log_path = models.CharField(max_length=1024, blank=True)
     keep = models.BooleanField(default=False, help_text="never garbage-collect this image")
     error = models.TextField(blank=True)

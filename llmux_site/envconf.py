@@ -8,6 +8,7 @@ over.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -66,6 +67,23 @@ def env_int(
     if maximum is not None and number > maximum:
         raise ImproperlyConfigured(f"{name}: must be at most {maximum}, got {number}")
     return number
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def env_size(
+    name: str, default: int | None, environ: Mapping[str, str] | None = None
+) -> int | None:
+    """Bytes from `1048576`, `512MiB`, `200G` or `1.5TiB` (binary units); unset: default."""
+    value = _raw(name, environ)
+    if value is None:
+        return default
+    match = _SIZE.match(value)
+    if not match:
+        raise ImproperlyConfigured(f"{name}: expected a size such as 200GiB, got {value!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
 def env_list(name: str, default: list[str], environ: Mapping[str, str] | None = None) -> list[str]:

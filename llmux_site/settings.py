@@ -22,6 +22,7 @@ from llmux_site.envconf import (
     env_list,
     env_optional,
     env_path,
+    env_size,
     env_str,
     env_url,
 )
@@ -170,6 +171,18 @@ Q_TIMEOUT = env_int("LLMUX_TASK_TIMEOUT_SECS", 3600, minimum=60)
 # eviction then escalates to stop, recorded). A cuda-checkpoint path replaces the API.
 LLMUX_CUDA_SUSPEND = env_choice("LLMUX_CUDA_SUSPEND", "auto", ("auto", "driver", "off"))
 LLMUX_CUDA_CHECKPOINT_BIN = env_optional("LLMUX_CUDA_CHECKPOINT_BIN")
+
+# CRIU checkpoints (eviction process action `checkpoint`): `auto` uses the registry's
+# checkpoint.criu_path when that program is there, `off` never (such an eviction then
+# escalates to stop, recorded). docs/CHECKPOINTS.md.
+LLMUX_CRIU = env_choice("LLMUX_CRIU", "auto", ("auto", "off"))
+# How an engine's CUDA state goes into an image: `auto` by the driver version (>= 580:
+# CRIU's CUDA plugin; 570-579: llmux suspends CUDA first), or forced.
+LLMUX_CRIU_CUDA = env_choice("LLMUX_CRIU_CUDA", "auto", ("auto", "plugin", "suspend"))
+# Disk budget of the images directory (unset: the filesystem's free space is the limit);
+# a dump that would not fit evicts by stop instead. The reserve is always left free.
+LLMUX_IMAGES_BUDGET = env_size("LLMUX_IMAGES_BUDGET", None)
+LLMUX_IMAGES_RESERVE = env_size("LLMUX_IMAGES_RESERVE", 1024**3) or 0
 Q_CLUSTER: dict[str, Any] = {
     "name": env_str("LLMUX_CLUSTER_NAME", "llmux"),
     "workers": env_int("LLMUX_WORKERS", 3, minimum=2, maximum=64),

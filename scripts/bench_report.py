@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Run the gateway and switch benchmarks back to back and write docs/PERFORMANCE.md.
+"""Run the gateway, switch and checkpoint benchmarks back to back; write docs/PERFORMANCE.md.
 
     .venv/bin/python scripts/bench_report.py [--quick]
 
-Both tables come from one run on one machine, so their figures can be compared.
+All tables come from one run on one machine, so their figures can be compared.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ was, and a figure measured while it was busy is a lower bound of what llmux does
   database and the worker. Runs before that date measured the first byte of a simulator
   that sent a stream's role event before its first token: their switch figures are
   about 20 ms lower than the same code would measure now.
+- **Checkpoint**: CRIU dump and restore of a simulated engine (weights in CPU memory)
+  against dd writing and reading as many bytes on the same disk, in a section of its own
+  (`scripts/bench_checkpoint.py`) that says what each row includes.
 """
 
 
@@ -61,10 +64,12 @@ def main() -> None:
     args = parser.parse_args()
     gateway = run("bench_gateway.py", *(["--quick"] if args.quick else []))
     switches = run("bench_switch.py", "--switches", "10" if args.quick else "30")
+    # Its own "## Checkpoint throughput (CRIU against dd)" section, with its own date.
+    checkpoint = run("bench_checkpoint.py", *(["--quick"] if args.quick else []))
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = (
         f"{HEADER}\n## Run of {stamp}\n\n### Gateway\n\n{gateway}\n\n"
-        f"### Switch orchestration overhead\n\n{switches}\n"
+        f"### Switch orchestration overhead\n\n{switches}\n\n{checkpoint}\n"
     )
     # Runs on the GPU machine are not repeated here: their section is kept as it stands.
     old = OUTPUT.read_text() if OUTPUT.exists() else ""

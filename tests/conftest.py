@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.plugins.process_guard",
     "tests.plugins.engines",
+    "tests.plugins.criu",
 ]

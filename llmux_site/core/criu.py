@@ -13,14 +13,16 @@ import glob
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import psutil
 
 from llmux_site.core.processes import EngineProcess, exit_code, reap_orphans
 
-__all__ = ["Criu", "CriuError", "DumpResult", "RestoreResult", "clean_shm"]
+__all__ = ["Criu", "CriuError", "DumpResult", "Progress", "RestoreResult", "bytes_of", "clean_shm"]
 
 # --tree: the whole engine tree. --link-remap and --ghost-limit: files deleted but still
 # open (multiprocessing's sem.mp-* in /dev/shm) go into the image, which stays
@@ -32,6 +34,10 @@ DUMP = [*COMMON, "--link-remap", "--ghost-limit", "1048576"]
 RESTORE = [*COMMON, "--restore-detached"]
 DUMP_LOG = "dump.log"
 RESTORE_LOG = "restore.log"
+PROGRESS_INTERVAL = 0.5
+
+# Bytes done so far of a dump (written) or restore (read).
+Progress = Callable[[int], None]
 
 
 class CriuError(Exception):
@@ -74,57 +80,164 @@ def _tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
-def _bytes_of(directory: Path) -> int:
-    return sum(entry.stat().st_size for entry in directory.iterdir() if entry.is_file())
+def bytes_of(directory: Path) -> int:
+    """The bytes of the files in an image directory (0 when it is not there)."""
+    total = 0
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            total += entry.stat().st_size if entry.is_file() else 0
+        except OSError:  # removed while we looked
+            continue
+    return total
+
+
+def _bytes_read(pid: int) -> int:
+    """What criu and the tasks it forked have read so far (a restore reads the pages)."""
+    total = 0
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for process in tree:
+        try:
+            total += process.io_counters().read_chars
+        except (psutil.Error, AttributeError):
+            continue
+    return total
 
 
 class Criu:
     """One criu binary; `dump` and `restore` block (call them from a thread)."""
 
-    def __init__(self, binary: str, *, timeout: float = 1800.0) -> None:
+    def __init__(
+        self,
+        binary: str,
+        *,
+        plugin_dir: str | None = None,
+        timeout: float = 1800.0,
+        progress_interval: float = PROGRESS_INTERVAL,
+    ) -> None:
         self.binary = binary
+        self.plugin_dir = plugin_dir or None
         self.timeout = timeout
+        self.progress_interval = progress_interval
 
-    def _run(self, args: list[str], log: Path, what: str) -> None:
+    @cached_property
+    def version(self) -> str:
+        """`criu --version`'s version ("4.1.1"); empty when it does not answer."""
         try:
-            done = subprocess.run(
-                [self.binary, *args, "-o", str(log), "-v4"],
+            out = subprocess.run(
+                [self.binary, "--version"], capture_output=True, text=True, timeout=30, check=False
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        for line in out.splitlines():
+            if line.startswith("Version:"):
+                return line.split(":", 1)[1].strip()
+        return out.strip().splitlines()[0] if out.strip() else ""
+
+    def _plugin_args(self, cuda_plugin: bool) -> list[str]:
+        if not cuda_plugin:
+            return []
+        if self.plugin_dir is None:
+            raise CriuError("the CUDA plugin is needed but checkpoint.cuda_plugin_dir is not set")
+        return ["-L", self.plugin_dir]
+
+    def _run(
+        self,
+        args: list[str],
+        log: Path,
+        what: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        command = [self.binary, *args, "-o", str(log), "-v4"]
+        try:
+            child = subprocess.Popen(
+                command,
                 stdin=subprocess.DEVNULL,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
-                timeout=self.timeout,
-                check=False,
             )
-        except (OSError, subprocess.TimeoutExpired) as exc:
+        except OSError as exc:
             raise CriuError(f"criu {what} failed: {exc}", log_tail=_tail(log)) from exc
-        if done.returncode != 0:
-            detail = (done.stderr or done.stdout).strip()
+        deadline = time.monotonic() + self.timeout
+        with child:
+            while True:
+                try:
+                    _, stderr = child.communicate(timeout=self.progress_interval)
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() > deadline:
+                        child.kill()
+                        child.communicate()
+                        raise CriuError(
+                            f"criu {what} took longer than {self.timeout:.0f} s and was killed",
+                            log_tail=_tail(log),
+                        ) from None
+                    if progress is not None:
+                        progress(child.pid)
+        if child.returncode != 0:
             raise CriuError(
-                f"criu {what} exited with status {done.returncode}: {detail}",
+                f"criu {what} exited with status {child.returncode}: {stderr.strip()}",
                 log_tail=_tail(log),
             )
 
-    def dump(self, process: EngineProcess, images_dir: Path) -> DumpResult:
-        """Dump the engine tree into `images_dir` (created, must be empty); the tree ends."""
+    def dump(
+        self,
+        process: EngineProcess,
+        images_dir: Path,
+        *,
+        cuda_plugin: bool = False,
+        progress: Progress | None = None,
+    ) -> DumpResult:
+        """Dump the engine tree into `images_dir` (created, must be empty); the tree ends.
+
+        `progress` hears the bytes written so far, about twice a second.
+        """
         images_dir.mkdir(parents=True, exist_ok=False)
         clean_shm()
         started = time.monotonic()
         args = ["dump", "--tree", str(process.pid), "--images-dir", str(images_dir), *DUMP]
-        self._run(args, images_dir / DUMP_LOG, "dump")
+        args += self._plugin_args(cuda_plugin)
+        written = (lambda _pid: progress(bytes_of(images_dir))) if progress else None
+        self._run(args, images_dir / DUMP_LOG, "dump", written)
+        size = bytes_of(images_dir)
+        if progress is not None:
+            progress(size)
         # The dumped tree has exited: reap what is ours now. A zombie keeps its pid, and the
         # restore needs exactly those pids back ("Can't fork for <pid>: File exists").
         exit_code(process)
         reap_orphans(process.pgid, leader=process.pid)
-        return DumpResult(images_dir, _bytes_of(images_dir), time.monotonic() - started)
+        return DumpResult(images_dir, size, time.monotonic() - started)
 
-    def restore(self, images_dir: Path) -> RestoreResult:
-        """Restore the tree of `images_dir`, detached; its root process (pid as dumped)."""
+    def restore(
+        self,
+        images_dir: Path,
+        *,
+        cuda_plugin: bool = False,
+        progress: Progress | None = None,
+    ) -> RestoreResult:
+        """Restore the tree of `images_dir`, detached; its root process (pid as dumped).
+
+        `progress` hears the bytes read so far (by criu and the tasks it forks).
+        """
         clean_shm()
         pidfile = images_dir / "restored.pid"
         pidfile.unlink(missing_ok=True)
+        size = bytes_of(images_dir)
         started = time.monotonic()
         args = ["restore", "--images-dir", str(images_dir), *RESTORE, "--pidfile", str(pidfile)]
-        self._run(args, images_dir / RESTORE_LOG, "restore")
+        args += self._plugin_args(cuda_plugin)
+        read = (lambda pid: progress(_bytes_read(pid))) if progress else None
+        self._run(args, images_dir / RESTORE_LOG, "restore", read)
+        if progress is not None:
+            progress(size)  # all of it has been read
         pid = int(pidfile.read_text().split()[0])
         live = _running(pid)
         if live is None:

@@ -27,6 +27,7 @@ __all__ = [
     "LaunchError",
     "build_engine_command",
     "resolve_program",
+    "tensor_parallel_size",
 ]
 
 EngineKind = Literal["vllm", "simulator", "generic"]
@@ -208,7 +209,8 @@ def _generic_argv(
     return result
 
 
-def _tensor_parallel_size(args: Sequence[str]) -> int:
+def tensor_parallel_size(args: Sequence[str]) -> int:
+    """vLLM's --tensor-parallel-size (or -tp) in an argv; 1 when absent."""
     size = 1
     for index, arg in enumerate(args):
         flag, has_value, value = arg.partition("=")
@@ -224,7 +226,7 @@ def _tensor_parallel_size(args: Sequence[str]) -> int:
 
 
 def _tensor_parallel_warnings(args: Sequence[str]) -> list[str]:
-    size = _tensor_parallel_size(args)
+    size = tensor_parallel_size(args)
     missing = [flag for flag in _TP_REQUIRED if flag not in args]
     if size <= 1 or not missing:
         return []

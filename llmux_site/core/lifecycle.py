@@ -24,6 +24,7 @@ import aiohttp
 from llmux_site.core import supervisor
 from llmux_site.core.addresses import ListenAddress
 from llmux_site.core.engine_client import CallTimeouts, EngineClient, open_session
+from llmux_site.core.launch import tensor_parallel_size
 from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
 from llmux_site.core.processes import live_process, process_tree
 from llmux_site.core.supervisor import EngineProcess, SupervisorError
@@ -41,6 +42,7 @@ __all__ = [
     "ProcessActionUnavailable",
     "ProcessActions",
     "ReadinessError",
+    "Restored",
     "bring_up",
     "bring_up_kind",
     "cold_start",
@@ -104,8 +106,23 @@ class ProcessActions(Protocol):
     async def checkpoint(self, target: EngineTarget, process: EngineProcess) -> None:
         """Dump the engine tree to an image; the process is gone afterwards."""
 
-    async def restore(self, target: EngineTarget) -> EngineProcess:
+    async def has_image(self, target: EngineTarget) -> bool:
+        """Whether a usable image of `target` (same launch spec) is there to restore."""
+
+    async def restore(self, target: EngineTarget) -> Restored:
         """Restore the target's latest image; the restored process (new create time)."""
+
+    async def restore_verified(self, target: EngineTarget) -> None:
+        """The engine restored last for `target` passed its readiness probe."""
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """A restored engine, and how its weights were evicted before the image was taken
+    (which is what bring-up must undo, whatever the runtime record says)."""
+
+    process: EngineProcess
+    weights: WeightsAction | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +301,13 @@ async def _release_weights(client: EngineClient, policy: EvictionPolicy) -> None
         raise LifecycleError(f"engine answered /sleep?level={level} but is not sleeping")
 
 
+NCCL_ACTIONS = (ProcessAction.CUDA_SUSPEND, ProcessAction.CHECKPOINT)
+
+
+def _tensor_parallel(target: EngineTarget) -> bool:
+    return tensor_parallel_size(target.spec.argv) > 1
+
+
 async def _apply_process_action(
     target: EngineTarget,
     process: EngineProcess,
@@ -363,6 +387,10 @@ async def evict(
     try:
         async with _client(target, timeouts) as client:
             await _release_weights(client, policy)
+            if policy.process in NCCL_ACTIONS and _tensor_parallel(target):
+                # NCCL's communicators hold device memory and peer connections that
+                # neither the CUDA driver nor CRIU can checkpoint: vLLM tears them down.
+                await client.collective_rpc("suspend_nccl")
         await _apply_process_action(
             target, process, policy.process, actions=process_actions, stop_grace=stop_grace
         )
@@ -421,36 +449,99 @@ async def _revive(
     *,
     timeouts: CallTimeouts | None,
     actions: ProcessActions | None,
+    weights: WeightsAction | None = None,
 ) -> None:
     """Wake or resume a live `process` (restore has already produced it)."""
+    evicted = target.evicted
     if kind is BringUpKind.RESUME:
         if actions is None:
             raise _unavailable(ProcessAction.CUDA_SUSPEND)
         assert process is not None
         await actions.resume(target, process)
     async with _client(target, timeouts) as client:
-        await _wake_weights(client, target.evicted)
+        if kind in (BringUpKind.RESUME, BringUpKind.RESTORE) and _tensor_parallel(target):
+            await client.collective_rpc("resume_nccl")
+        await _wake_weights(client, evicted if weights is None else _as_evicted(weights))
+
+
+def _as_evicted(weights: WeightsAction) -> EvictionPolicy | None:
+    """The eviction an image's weights state calls for undoing on bring-up."""
+    if weights is WeightsAction.RETAIN:
+        return None
+    return EvictionPolicy(weights, ProcessAction.CHECKPOINT)
 
 
 async def _restore(
     target: EngineTarget, actions: ProcessActions | None, on_spawned: OnSpawned | None
-) -> EngineProcess:
+) -> Restored:
     if actions is None:
         raise BringUpError(
             f"restore of {target.name} failed: {ProcessAction.CHECKPOINT.value} "
             "is not available on this host"
         )
     try:
-        process = await actions.restore(target)
+        restored = await actions.restore(target)
     except Exception as exc:
         raise BringUpError(f"restore of {target.name} failed: {_describe(exc)}") from exc
     if on_spawned is not None:
         try:
-            await on_spawned(process)
+            await on_spawned(restored.process)
         except BaseException:
-            kill_now(process, DEFAULT_STOP_GRACE)
+            kill_now(restored.process, DEFAULT_STOP_GRACE)
             raise
-    return process
+    return restored
+
+
+async def _restore_and_revive(
+    target: EngineTarget,
+    *,
+    timeouts: CallTimeouts | None,
+    stop_grace: float,
+    actions: ProcessActions | None,
+    on_spawned: OnSpawned | None,
+) -> EngineProcess:
+    restored = await _restore(target, actions, on_spawned)
+    await _revive_or_stop(
+        BringUpKind.RESTORE,
+        target,
+        restored.process,
+        timeouts=timeouts,
+        stop_grace=stop_grace,
+        actions=actions,
+        weights=restored.weights,
+    )
+    return restored.process
+
+
+async def _revive_or_stop(
+    kind: BringUpKind,
+    target: EngineTarget,
+    process: EngineProcess,
+    *,
+    timeouts: CallTimeouts | None,
+    stop_grace: float,
+    actions: ProcessActions | None,
+    weights: WeightsAction | None = None,
+) -> None:
+    try:
+        await _revive(kind, target, process, timeouts=timeouts, actions=actions, weights=weights)
+    except Exception as exc:
+        await _stop_group(process, stop_grace)
+        tail = supervisor.read_log_tail(process.log_path or target.spec.log_path)
+        message = f"{kind.value} of {target.name} failed: {_describe(exc)}"
+        raise BringUpError(message, log_tail=tail) from exc
+
+
+async def _may_restore(target: EngineTarget, actions: ProcessActions | None) -> bool:
+    """A cold start that an image can replace: one made by an earlier eviction that the
+    record lost track of, by `llmux_checkpoint`, or named by the model's checkpoint_path."""
+    if actions is None:
+        return False
+    try:
+        return await actions.has_image(target)
+    except Exception:  # the image store cannot tell: cold-start as if there were none
+        logger.exception("could not look for an image of %s", target.name)
+        return False
 
 
 async def bring_up(
@@ -460,16 +551,38 @@ async def bring_up(
     stop_grace: float = DEFAULT_STOP_GRACE,
     process_actions: ProcessActions | None = None,
     on_spawned: OnSpawned | None = None,
+    on_fallback: Callable[[str], None] | None = None,
 ) -> tuple[BringUpKind, EngineProcess]:
     """Bring `target` up by its recorded status and eviction; how, and the live process.
 
     On failure the target's process group is stopped and BringUpError raised.
     `on_spawned` hears every new process identity (cold start, restore) at once.
+    A restore that fails (the image store marks the image) falls back to a cold start in
+    the same bring-up, so the waiting requests are served; `on_fallback` hears why.
     """
     process = _live(target.process)
     kind = _bring_up_kind(target, process)
     if kind is BringUpKind.ALREADY_ACTIVE and process is not None:
         return kind, process
+    if kind is BringUpKind.COLD_START and await _may_restore(target, process_actions):
+        kind = BringUpKind.RESTORE
+    if kind is BringUpKind.RESTORE:
+        if target.process is not None and process is None:  # a dead engine's group
+            await _stop_group(target.process, stop_grace)
+        try:
+            restored = await _restore_and_revive(
+                target,
+                timeouts=timeouts,
+                stop_grace=stop_grace,
+                actions=process_actions,
+                on_spawned=on_spawned,
+            )
+            return kind, restored
+        except BringUpError as exc:
+            logger.warning("%s; cold-starting %s instead", exc, target.name)
+            if on_fallback is not None:
+                on_fallback(f"{exc}; cold-started instead")
+            kind, process = BringUpKind.COLD_START, None
     if kind is BringUpKind.COLD_START:
         if target.process is not None:  # a stale or dead engine's group must not linger
             await _stop_group(target.process, stop_grace)
@@ -477,17 +590,10 @@ async def bring_up(
             target, timeouts=timeouts, stop_grace=stop_grace, on_spawned=on_spawned
         )
         return kind, started
-    if kind is BringUpKind.RESTORE:
-        process = await _restore(target, process_actions, on_spawned)
-    try:
-        await _revive(kind, target, process, timeouts=timeouts, actions=process_actions)
-    except Exception as exc:
-        assert process is not None
-        await _stop_group(process, stop_grace)
-        tail = supervisor.read_log_tail(process.log_path or target.spec.log_path)
-        message = f"{kind.value} of {target.name} failed: {_describe(exc)}"
-        raise BringUpError(message, log_tail=tail) from exc
     assert process is not None
+    await _revive_or_stop(
+        kind, target, process, timeouts=timeouts, stop_grace=stop_grace, actions=process_actions
+    )
     return kind, process
 
 

@@ -2,17 +2,39 @@
 
 Each half is optional: a host without a CUDA driver or without CRIU lacks that half, and
 an eviction that needs it escalates to stop (lifecycle), recorded with the reason.
+
+A checkpoint writes one fresh directory per image and describes it (`images.ImageMeta`)
+once CRIU has finished; the store records each image's life (writing, ready, restored,
+verified, failed). For an engine on GPUs the CUDA state goes into the image by CRIU's CUDA
+plugin (driver >= 580) or by suspending CUDA first (570-579), as `images.choose_cuda_mode`
+decides; the choice is kept in the image, and its restore does the matching thing.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from llmux_site.core.criu import Criu, CriuError, DumpResult, RestoreResult
+from llmux_site.core.criu import Criu, CriuError, DumpResult, RestoreResult, bytes_of
 from llmux_site.core.cuda_helper import SuspendHelper
-from llmux_site.core.lifecycle import LifecycleError, ProcessActionUnavailable, engine_pids
+from llmux_site.core.images import (
+    CudaMode,
+    ImageMeta,
+    choose_cuda_mode,
+    expected_image_bytes,
+    fingerprint,
+    nvidia_driver_version,
+    read_meta,
+)
+from llmux_site.core.lifecycle import (
+    EngineMemoryProbe,
+    LifecycleError,
+    ProcessActionUnavailable,
+    Restored,
+    engine_pids,
+)
 from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switching import EngineTarget
 
@@ -20,25 +42,36 @@ __all__ = ["HostProcessActions", "ImageStore"]
 
 
 class ImageStore(Protocol):
-    """Where a model's CRIU images live and how each one ended (the image records)."""
+    """Where a model's CRIU images live and how each one ended (the image records).
 
-    def new_image(self, target: EngineTarget) -> Path:
-        """A directory for the next image of `target` (not created yet); recorded as writing."""
+    Called from worker threads, never from the event loop (a store may block on a database).
+    """
+
+    def new_image(self, target: EngineTarget, expected_bytes: int) -> Path:
+        """A directory for the next image of `target` (not created yet), recorded as
+        writing. Raises `images.DiskBudgetExceeded` when `expected_bytes` would not fit."""
+
+    def progress(self, images_dir: Path, done: int, total: int) -> None:
+        """Bytes written (dump) or read (restore) so far, of about `total`."""
 
     def dumped(self, target: EngineTarget, images_dir: Path, result: DumpResult) -> None:
-        """The image is complete: ready to restore."""
+        """The image is complete and described: ready to restore."""
 
     def dump_failed(self, target: EngineTarget, images_dir: Path, error: str) -> None:
         """The dump failed: the image must never be restored."""
 
     def latest(self, target: EngineTarget) -> Path | None:
-        """The newest ready image of `target`, if any."""
+        """The image to restore `target` from: its newest ready image made from the same
+        launch spec (or the model's checkpoint_path), if any."""
 
     def restored(self, target: EngineTarget, images_dir: Path, result: RestoreResult) -> None:
         """The image was restored (it stays, and may be restored again)."""
 
     def restore_failed(self, target: EngineTarget, images_dir: Path, error: str) -> None:
         """The restore failed: the image is kept, marked, and not tried again."""
+
+    def verified(self, target: EngineTarget, images_dir: Path) -> None:
+        """The engine restored from this image passed its readiness probe."""
 
 
 class HostProcessActions:
@@ -50,46 +83,106 @@ class HostProcessActions:
         suspend: SuspendHelper | None = None,
         criu: Criu | None = None,
         images: ImageStore | None = None,
+        cuda_mode: str = "auto",
+        driver_version: str | None = None,
+        device_memory: EngineMemoryProbe | None = None,
     ) -> None:
         self.suspend_helper = suspend
         self.criu = criu
         self.images = images
+        self.cuda_mode = cuda_mode
+        self.driver_version = driver_version if driver_version else nvidia_driver_version()
+        self.device_memory = device_memory
+        self._restored: dict[str, Path] = {}  # model → the image its engine came from
+
+    # -- CUDA suspend ------------------------------------------------------------------
 
     async def suspend(self, target: EngineTarget, process: EngineProcess) -> None:
-        helper = self._helper("cuda_suspend")
-        await asyncio.to_thread(helper.call, "suspend", engine_pids(process))
+        await self._cuda("suspend", engine_pids(process))
 
     async def resume(self, target: EngineTarget, process: EngineProcess) -> None:
-        helper = self._helper("resume (cuda_suspend)")
-        await asyncio.to_thread(helper.call, "resume", engine_pids(process))
+        await self._cuda("resume", engine_pids(process))
+
+    async def _cuda(self, op: str, pids: Sequence[int]) -> None:
+        if self.suspend_helper is None:
+            raise ProcessActionUnavailable(f"cuda {op}: no CUDA driver on this host")
+        await asyncio.to_thread(self.suspend_helper.call, op, list(pids))
+
+    # -- CRIU ---------------------------------------------------------------------------
 
     async def checkpoint(self, target: EngineTarget, process: EngineProcess) -> None:
         criu, images = self._criu("checkpoint")
-        images_dir = images.new_image(target)
+        mode = choose_cuda_mode(target.gpu_ids, self.driver_version, self.cuda_mode)
+        pids = engine_pids(process)
+        # The plugin copies device memory into the image; suspended first, it sits in host
+        # memory, which the resident size counts.
+        device = 0
+        if mode is not CudaMode.NONE and self.device_memory is not None:
+            device = self.device_memory(pids) or 0
+        expected = expected_image_bytes(pids, device)
+        images_dir = await asyncio.to_thread(images.new_image, target, expected)
+        meta = ImageMeta(
+            model=target.name,
+            fingerprint=fingerprint(target),
+            weights=target.eviction.weights.value,
+            cuda_mode=mode.value,
+            pid=process.pid,
+            pgid=process.pgid,
+            tool_version=criu.version,
+            driver_version=self.driver_version or "",
+        )
         try:
-            result = await asyncio.to_thread(criu.dump, process, images_dir)
-        except CriuError as exc:
-            images.dump_failed(target, images_dir, str(exc))
+            if mode is CudaMode.SUSPEND:
+                await self._cuda("suspend", pids)
+            result = await asyncio.to_thread(
+                criu.dump,
+                process,
+                images_dir,
+                cuda_plugin=mode is CudaMode.PLUGIN,
+                progress=lambda done: images.progress(images_dir, done, expected),
+            )
+            meta.write(images_dir)  # last: a directory without it is no image
+        except Exception as exc:
+            await asyncio.to_thread(images.dump_failed, target, images_dir, str(exc))
             raise
-        images.dumped(target, images_dir, result)
+        await asyncio.to_thread(images.dumped, target, images_dir, result)
 
-    async def restore(self, target: EngineTarget) -> EngineProcess:
+    async def has_image(self, target: EngineTarget) -> bool:
+        if self.criu is None or self.images is None:
+            return False
+        return await asyncio.to_thread(self.images.latest, target) is not None
+
+    async def restore(self, target: EngineTarget) -> Restored:
         criu, images = self._criu("restore")
-        images_dir = images.latest(target)
+        images_dir = await asyncio.to_thread(images.latest, target)
         if images_dir is None:
             raise LifecycleError(f"{target.name} has no ready checkpoint image")
+        meta = read_meta(images_dir)
+        mode = CudaMode(meta.cuda_mode) if meta else CudaMode.NONE
         try:
-            result = await asyncio.to_thread(criu.restore, images_dir)
-        except CriuError as exc:
-            images.restore_failed(target, images_dir, str(exc))
+            if meta is None:
+                raise CriuError(f"{images_dir} has no readable llmux-image.json")
+            total = (await asyncio.to_thread(bytes_of, images_dir)) or 1
+            result = await asyncio.to_thread(
+                criu.restore,
+                images_dir,
+                cuda_plugin=mode is CudaMode.PLUGIN,
+                progress=lambda done: images.progress(images_dir, min(done, total), total),
+            )
+        except Exception as exc:
+            await asyncio.to_thread(images.restore_failed, target, images_dir, str(exc))
             raise
-        images.restored(target, images_dir, result)
-        return result.process
+        if mode is CudaMode.SUSPEND:
+            # The device state was suspended into host memory before the dump.
+            await self._cuda("resume", engine_pids(result.process))
+        await asyncio.to_thread(images.restored, target, images_dir, result)
+        self._restored[target.name] = images_dir
+        return Restored(result.process, meta.weights_action)
 
-    def _helper(self, action: str) -> SuspendHelper:
-        if self.suspend_helper is None:
-            raise ProcessActionUnavailable(f"{action}: no CUDA driver on this host")
-        return self.suspend_helper
+    async def restore_verified(self, target: EngineTarget) -> None:
+        images_dir = self._restored.pop(target.name, None)
+        if images_dir is not None and self.images is not None:
+            await asyncio.to_thread(self.images.verified, target, images_dir)
 
     def _criu(self, action: str) -> tuple[Criu, ImageStore]:
         if self.criu is None or self.images is None:

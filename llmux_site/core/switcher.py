@@ -10,6 +10,7 @@ any process this switch spawned and has not yet recorded as running is killed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
@@ -37,6 +38,8 @@ from llmux_site.core.switching import (
 )
 
 __all__ = ["run_eviction", "run_switch"]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -132,7 +135,7 @@ class _Switch:
 
     def _fail(self, error: str) -> None:
         self.result.outcome = Outcome.FAILED
-        self.result.error = f"{self.result.error}; {error}" if self.result.error else error
+        self._note(error)
 
     async def _sleep_until(self, deadline: float) -> None:
         delay = deadline - self.ports.now()
@@ -276,7 +279,20 @@ class _Switch:
             stop_grace=self.plan.stop_grace,
             process_actions=self.actions,
             on_spawned=self._spawned,
+            on_fallback=self._note,
         )
+
+    def _note(self, message: str) -> None:
+        """Add to the swap's error text; a switch that goes on still shows it (a restore
+        that fell back to a cold start)."""
+        self.result.error = f"{self.result.error}; {message}" if self.result.error else message
+
+    async def _verified(self, incoming: EngineTarget) -> None:
+        assert self.actions is not None
+        try:
+            await self.actions.restore_verified(incoming)
+        except Exception:  # bookkeeping of images must not fail a switch that worked
+            logger.exception("could not record the verified restore of %s", incoming.name)
 
     async def _spawned(self, process: EngineProcess) -> None:
         # Recorded before the health wait, so a worker dying mid-start leaves the identity
@@ -300,6 +316,8 @@ class _Switch:
         self.unrecorded = None
         self.result.bringup = kind
         self.result.incoming_process = process
+        if kind is BringUpKind.RESTORE and self.actions is not None:
+            await self._verified(incoming)
         await self._timed(
             Phase.SETTLE, lambda: self.ports.settle(incoming.name, self.plan.settle_timeout)
         )

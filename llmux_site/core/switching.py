@@ -75,6 +75,7 @@ class EngineTarget:
     startup_timeout: float = 1800.0
     drain_timeout: float = 30.0
     gpu_ids: tuple[int, ...] = ()
+    checkpoint_path: str | None = None  # an image to restore instead of a cold start
 
 
 @dataclass(frozen=True, slots=True)

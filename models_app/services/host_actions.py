@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
+import shutil
 from functools import cache
 
 from django.conf import settings
 
+from llmux_site.core.criu import Criu
 from llmux_site.core.cuda_helper import HelperProcess
 from llmux_site.core.lifecycle import ProcessActions
 from llmux_site.core.process_actions import HostProcessActions
+from llmux_site.core.supervisor import set_child_subreaper
+from models_app.models import RegistryConfig
+from models_app.services.switch_ports import gpu_probe
+
+log = logging.getLogger(__name__)
 
 
 def _has_cuda_bindings() -> bool:
@@ -19,6 +27,24 @@ def _has_cuda_bindings() -> bool:
         return False
 
 
+def _suspend_helper() -> HelperProcess | None:
+    mode = settings.LLMUX_CUDA_SUSPEND
+    binary = settings.LLMUX_CUDA_CHECKPOINT_BIN
+    if mode == "off" or (mode == "auto" and not binary and not _has_cuda_bindings()):
+        return None
+    return HelperProcess(binary)
+
+
+def _criu(config: RegistryConfig) -> Criu | None:
+    if settings.LLMUX_CRIU == "off":
+        return None
+    binary = shutil.which(config.criu_path)
+    if binary is None:
+        log.info("CRIU checkpoints are off: %r is not an executable here", config.criu_path)
+        return None
+    return Criu(binary, plugin_dir=config.cuda_plugin_dir or None)
+
+
 @cache
 def process_actions() -> ProcessActions | None:
     """The worker's process actions; None where the host can do none of them.
@@ -26,9 +52,21 @@ def process_actions() -> ProcessActions | None:
     One helper process per worker process holds the CUDA driver (started on first use).
     Without process actions an eviction that needs one escalates to stop, recorded.
     """
-    mode = settings.LLMUX_CUDA_SUSPEND
-    binary = settings.LLMUX_CUDA_CHECKPOINT_BIN
-    if mode == "off" or (mode == "auto" and not binary and not _has_cuda_bindings()):
+    from checkpoints_app.services.store import DbImageStore
+
+    helper = _suspend_helper()
+    criu = _criu(RegistryConfig.load())
+    if helper is None and criu is None:
         return None
-    # CRIU checkpoints need the image store's records: not wired here yet.
-    return HostProcessActions(suspend=HelperProcess(binary))
+    if criu is not None:
+        # A restored engine is detached from criu and would be reparented to pid 1; as a
+        # subreaper this process inherits it, so once it is dumped again (or stopped) it
+        # can be reaped, and its pids are free for the next restore.
+        set_child_subreaper(True)
+    return HostProcessActions(
+        suspend=helper,
+        criu=criu,
+        images=DbImageStore() if criu is not None else None,
+        cuda_mode=settings.LLMUX_CRIU_CUDA,
+        device_memory=lambda pids: gpu_probe().used_by_pids(pids),
+    )

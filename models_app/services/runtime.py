@@ -189,6 +189,7 @@ def engine_target(
         startup_timeout=float(model.startup_timeout_secs),
         drain_timeout=float(model.drain_timeout_secs),
         gpu_ids=tuple(model.gpu_ids),
+        checkpoint_path=model.checkpoint_path or None,
     )
 
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
+from checkpoints_app.services.housekeeping import collect_garbage, recover_images
 from models_app.models import GroupLease, SwitchRequest, SwitchStatus
 from models_app.services import switching
 from models_app.services.reconcile import reconcile
@@ -25,6 +26,7 @@ SWEEP_INTERVAL = 1.0
 # (the lease makes sure of it) and a dead one is replaced within a minute.
 SWEEP_RUN_SECONDS = 55.0
 STRANDED_AFTER = timedelta(seconds=3)
+GC_EVERY_PASSES = 30  # images of deleted models and superseded images: twice a minute
 
 
 def install_schedules() -> None:
@@ -60,7 +62,7 @@ def sweep(run_seconds: float = SWEEP_RUN_SECONDS) -> int:
         while time.monotonic() < deadline:
             if not switching.renew_lease(SWEEP_LEASE, holder):
                 break
-            one_pass()
+            one_pass(passes)
             passes += 1
             time.sleep(SWEEP_INTERVAL)
     finally:
@@ -80,12 +82,15 @@ def stop_sweep() -> None:
     )
 
 
-def one_pass() -> None:
+def one_pass(passes: int = 0) -> None:
     try:
         report = reconcile()
         if report.died or report.rolled_back or report.abandoned_switches:
             log.warning("reconcile: %s", report)
         requeue_stranded()
+        recover_images()
+        if passes % GC_EVERY_PASSES == 0:
+            collect_garbage()
     except Exception:  # one bad pass must not end the sweep
         log.exception("sweep pass failed")
 

@@ -1,27 +1,23 @@
-"""Real CRIU for the checkpoint tests."""
+"""Checkpoint tests: real CRIU (the `criu` fixture of tests/plugins/criu.py), real engines."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from llmux_site.core.criu import Criu
+from llmux_site.core import supervisor
 from tests.core.switch_ports import SimModels
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture(scope="session")
-def criu() -> Criu:
-    """scripts/install-criu.sh's criu (it fails the test when CRIU cannot run here)."""
-    done = subprocess.run(
-        [str(REPO / "scripts" / "install-criu.sh")], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return Criu(done.stdout.strip().splitlines()[-1])
+@pytest.fixture(autouse=True)
+def subreaper() -> Iterator[None]:
+    """As in the worker: restored engines are detached from criu, and reparented to us, so
+    a dumped restored engine can be reaped and its pids are free for the next restore."""
+    supervisor.set_child_subreaper(True)
+    yield
+    supervisor.set_child_subreaper(False)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmux_site.core.criu import DumpResult, RestoreResult
+from llmux_site.core.images import fingerprint, is_image, read_meta
 from llmux_site.core.switching import EngineTarget
 
 
@@ -15,17 +16,27 @@ class DirectoryImages:
 
     root: Path
     events: list[tuple[str, str]] = field(default_factory=list)  # (event, image dir name)
+    progress_seen: list[tuple[str, int, int]] = field(default_factory=list)
+    room: int | None = None  # bytes an image may take; None: no limit
 
     def _model_dir(self, target: EngineTarget) -> Path:
         return self.root / target.name.replace("/", "_")
 
-    def new_image(self, target: EngineTarget) -> Path:
+    def new_image(self, target: EngineTarget, expected_bytes: int) -> Path:
+        from llmux_site.core.images import DiskBudgetExceeded
+
+        if self.room is not None and expected_bytes > self.room:
+            raise DiskBudgetExceeded(f"needs {expected_bytes} bytes, {self.room} left")
         model_dir = self._model_dir(target)
         model_dir.mkdir(parents=True, exist_ok=True)
         taken = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()]
         return model_dir / str(max(taken, default=0) + 1)
 
+    def progress(self, images_dir: Path, done: int, total: int) -> None:
+        self.progress_seen.append((images_dir.name, done, total))
+
     def dumped(self, target: EngineTarget, images_dir: Path, result: DumpResult) -> None:
+        assert is_image(images_dir)  # described before it is called ready
         (images_dir / "READY").write_text(str(result.bytes))
         self.events.append(("dumped", images_dir.name))
 
@@ -39,7 +50,9 @@ class DirectoryImages:
             for p in (model_dir.iterdir() if model_dir.exists() else [])
             if (p / "READY").exists() and not (p / "FAILED").exists()
         ]
-        return max(ready, key=lambda p: int(p.name), default=None)
+        newest = max(ready, key=lambda p: int(p.name), default=None)
+        meta = read_meta(newest) if newest else None
+        return newest if meta and meta.fingerprint == fingerprint(target) else None
 
     def restored(self, target: EngineTarget, images_dir: Path, result: RestoreResult) -> None:
         self.events.append(("restored", images_dir.name))
@@ -47,6 +60,9 @@ class DirectoryImages:
     def restore_failed(self, target: EngineTarget, images_dir: Path, error: str) -> None:
         (images_dir / "FAILED").write_text(error)
         self.events.append(("restore_failed", images_dir.name))
+
+    def verified(self, target: EngineTarget, images_dir: Path) -> None:
+        self.events.append(("verified", images_dir.name))
 
     def size(self, target: EngineTarget, name: str) -> int:
         return int((self._model_dir(target) / name / "READY").read_text())

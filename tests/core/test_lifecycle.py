@@ -11,7 +11,7 @@ import pytest
 from llmux_site.core import lifecycle, supervisor
 from llmux_site.core.engine_client import CallTimeouts, EngineClient
 from llmux_site.core.lifecycle import BringUpError, ReadinessError
-from llmux_site.core.policy import EvictionPolicy
+from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
 from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switching import BringUpKind, EngineStatus, EngineTarget
 from tests.core.switch_ports import DISCARD, OFFLOAD, STOP, InMemoryPorts, SimModels
@@ -63,7 +63,13 @@ class SignalActions:
     async def checkpoint(self, target: EngineTarget, process: EngineProcess) -> None:
         raise NotImplementedError
 
-    async def restore(self, target: EngineTarget) -> EngineProcess:
+    async def has_image(self, target: EngineTarget) -> bool:
+        return False
+
+    async def restore(self, target: EngineTarget) -> lifecycle.Restored:
+        raise NotImplementedError
+
+    async def restore_verified(self, target: EngineTarget) -> None:
         raise NotImplementedError
 
 
@@ -278,25 +284,28 @@ async def test_level_two_wake_reloads_the_weights(models: SimModels, ports: InMe
     assert (state["weights_ok"], state["reload_count"]) == (True, 1)
 
 
-@pytest.mark.parametrize(
-    ("status", "message"),
-    [
-        (EngineStatus.SUSPENDED, "cuda_suspend is not available on this host"),
-        (EngineStatus.CHECKPOINTED, "checkpoint is not available on this host"),
-    ],
-)
-async def test_resume_and_restore_without_process_actions_fail_clearly(
-    models: SimModels, status: EngineStatus, message: str
-) -> None:
+async def test_a_resume_without_process_actions_fails_clearly(models: SimModels) -> None:
     running = await started(models, models.target("m/noactions"))
     assert running.process is not None
-    process = running.process if status is EngineStatus.SUSPENDED else None
-    target = dataclasses.replace(running, status=status, process=process, evicted=STOP)
+    target = dataclasses.replace(running, status=EngineStatus.SUSPENDED, evicted=STOP)
 
-    with pytest.raises(BringUpError, match=message):
+    with pytest.raises(BringUpError, match="cuda_suspend is not available on this host"):
         await lifecycle.bring_up(target, timeouts=QUICK)
-    if process is not None:
-        assert gone(process)
+    assert gone(running.process)
+
+
+async def test_a_restore_without_process_actions_cold_starts_and_says_why(
+    models: SimModels,
+) -> None:
+    checkpointed = dataclasses.replace(
+        models.target("m/nocriu"), status=EngineStatus.CHECKPOINTED, evicted=STOP
+    )
+    heard: list[str] = []
+
+    kind, process = await lifecycle.bring_up(checkpointed, timeouts=QUICK, on_fallback=heard.append)
+    models.track(process)
+    assert kind is BringUpKind.COLD_START and supervisor.is_alive(process)
+    assert len(heard) == 1 and "checkpoint is not available on this host" in heard[0]
 
 
 async def test_a_failed_wake_stops_the_engine(models: SimModels, ports: InMemoryPorts) -> None:
@@ -349,3 +358,36 @@ async def test_readiness_says_healthy_before_the_probe_and_not_when_health_fails
         await lifecycle.readiness(running, running.process, timeouts=QUICK, on_healthy=healthy)
     assert order == []
     assert gone(running.process)
+
+
+async def test_a_tensor_parallel_engine_suspends_nccl_around_a_cuda_suspend(
+    models: SimModels, ports: InMemoryPorts
+) -> None:
+    """vLLM tears NCCL down before the driver checkpoint and builds it again after."""
+    policy = EvictionPolicy(WeightsAction.OFFLOAD, ProcessAction.CUDA_SUSPEND)
+    target = models.target("m/tp", eviction=policy, extra_args=["--tensor-parallel-size", "2"])
+    running = await started(models, target)
+    actions = SignalActions()
+    seen: list[bool] = []
+    suspend = actions.suspend
+
+    async def suspend_seeing_nccl(target: EngineTarget, process: EngineProcess) -> None:
+        seen.append(http_request(target.address, "GET", "/sim/state").json()["nccl_suspended"])
+        await suspend(target, process)
+
+    actions.suspend = suspend_seeing_nccl  # type: ignore[method-assign]
+    outcome = await lifecycle.evict(
+        running,
+        running.process,
+        memory_probe=ports.engine_gpu_memory,
+        stop_grace=GRACE,
+        timeouts=QUICK,
+        process_actions=actions,
+    )
+    assert outcome.status is EngineStatus.SUSPENDED and seen == [True]
+    suspended = dataclasses.replace(
+        running, status=outcome.status, process=outcome.process, evicted=outcome.evicted
+    )
+    kind, _ = await lifecycle.bring_up(suspended, timeouts=QUICK, process_actions=actions)
+    assert kind is BringUpKind.RESUME and actions.calls == ["suspend", "resume"]
+    assert http_request(target.address, "GET", "/sim/state").json()["nccl_suspended"] is False

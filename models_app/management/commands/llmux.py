@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
+from checkpoints_app.services.housekeeping import recover_images
 from llmux_site import serve
 from llmux_site.core.addresses import is_loopback_host
 from llmux_site.core.config import ConfigError, load_config_file
@@ -57,6 +58,9 @@ class Command(BaseCommand):
         report = reconcile()
         if report.died or report.rolled_back or report.abandoned_switches:
             self.say(f"recovered from an earlier run: {report}")
+        failed_images = recover_images()
+        if failed_images:
+            self.say(f"images left half-written by an earlier run, marked failed: {failed_images}")
         install_schedules()
         requeue_stranded(immediately=True)
         quick_thread_handoff()  # the cluster's processes are forked: they inherit it

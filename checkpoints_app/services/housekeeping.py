@@ -1,0 +1,79 @@
+"""Images that are no longer needed, and images whose writer died.
+
+An image is deleted only when something newer or nothing at all depends on it: after a
+verified restore (with `keep_images` off), when a newer image of the same model is ready
+and this one was restored and verified, or when its model was deleted. Never because a
+restore failed (that image is kept for inspection until an operator deletes it), and never
+an image marked `keep` or named by a model's checkpoint_path.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.utils import timezone
+
+from checkpoints_app.models import CheckpointImage, ImageStatus
+from checkpoints_app.services.store import announce, remove_files, writer_alive
+
+log = logging.getLogger(__name__)
+
+
+def delete_image(image: CheckpointImage, *, reason: str) -> None:
+    """Remove the image's files; the row stays as history, marked deleted."""
+    remove_files(image)
+    image.status = ImageStatus.DELETED
+    image.error = reason if not image.error else image.error
+    image.save(update_fields=["status", "error"])
+    announce(image)
+    log.info("image_deleted model=%s image=%s: %s", image.model_name, image.pk, reason)
+
+
+def drop_superseded(newest: CheckpointImage) -> list[int]:
+    """Older images of `newest`'s model that were restored and verified: they hold a state
+    the newer image replaces."""
+    older = CheckpointImage.objects.filter(
+        model_name=newest.model_name,
+        status=ImageStatus.READY,
+        verified_at__isnull=False,
+        keep=False,
+        created_at__lte=newest.created_at,
+    ).exclude(pk=newest.pk)
+    dropped = []
+    for image in older:
+        delete_image(image, reason=f"superseded by image {newest.pk}")
+        dropped.append(image.pk)
+    return dropped
+
+
+def collect_garbage() -> list[int]:
+    """Delete what nothing depends on: images of deleted models, superseded images."""
+    deleted = []
+    orphans = CheckpointImage.objects.filter(
+        model__isnull=True, status__in=(ImageStatus.READY, ImageStatus.CORRUPT), keep=False
+    )
+    for image in orphans:
+        delete_image(image, reason="its model was deleted")
+        deleted.append(image.pk)
+    for newest in CheckpointImage.objects.filter(status=ImageStatus.READY).order_by(
+        "model_name", "-created_at", "-id"
+    ):
+        deleted += drop_superseded(newest)
+    return deleted
+
+
+def recover_images() -> list[int]:
+    """Images left `writing` by a writer that is gone (kill -9 during a dump): failed."""
+    failed = []
+    for image in CheckpointImage.objects.filter(status=ImageStatus.WRITING):
+        if writer_alive(image.writer):
+            continue
+        image.status = ImageStatus.FAILED
+        image.error = "the process writing this image ended before the dump finished"
+        image.completed_at = timezone.now()
+        image.save(update_fields=["status", "error", "completed_at"])
+        remove_files(image)
+        announce(image)
+        failed.append(image.pk)
+        log.warning("checkpoint_failed model=%s image=%s: writer died", image.model_name, image.pk)
+    return failed

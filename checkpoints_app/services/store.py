@@ -1,0 +1,295 @@
+"""The worker's image store: CRIU image directories with a CheckpointImage row each.
+
+Implements the core's `ImageStore`. A row is written `writing` before CRIU starts and
+becomes `ready` only after CRIU succeeded and the image described itself; a dump that
+fails, or whose writer dies (the sweep's `recover_images`), ends `failed`, so no
+half-written image is ever restored. A restore that fails marks the image `corrupt` and
+keeps it for inspection.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+from django.conf import settings
+from django.db.models import Sum
+from django.utils import timezone
+
+from checkpoints_app.models import CheckpointImage, ImageKind, ImageStatus
+from llmux_site.core.criu import DUMP_LOG, RESTORE_LOG, DumpResult, RestoreResult
+from llmux_site.core.images import check_budget, fingerprint, is_image, read_meta
+from llmux_site.core.switching import EngineTarget
+from models_app.models import ModelDefinition, RegistryConfig
+from models_app.services import notify
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = b"checkpoint"  # bus kind: an image's progress or status changed
+# Statuses whose files are on disk and count against the budget.
+ON_DISK = (ImageStatus.WRITING, ImageStatus.READY, ImageStatus.RESTORING, ImageStatus.CORRUPT)
+PROGRESS_EVERY = 0.5  # seconds between progress writes of one image
+
+
+def images_root(config: RegistryConfig | None = None) -> Path:
+    config = config or RegistryConfig.load()
+    return Path(config.images_dir) if config.images_dir else Path(settings.LLMUX_DIRS["images"])
+
+
+def writer_identity() -> str:
+    me = psutil.Process()
+    return f"{socket.gethostname()}:{me.pid}:{me.create_time():.3f}"
+
+
+def writer_alive(writer: str) -> bool:
+    """Whether the process that writes an image still runs (on this host)."""
+    host, _, rest = writer.partition(":")
+    pid, _, created = rest.partition(":")
+    if host != socket.gethostname():
+        return True  # another host's writer: that host's sweep decides
+    try:
+        return abs(psutil.Process(int(pid)).create_time() - float(created)) < 1.0
+    except (psutil.Error, ValueError):
+        return False
+
+
+def used_bytes() -> int:
+    """What images on disk take (a dump in progress counts by its estimate)."""
+    on_disk = CheckpointImage.objects.filter(status__in=ON_DISK)
+    written = on_disk.exclude(status=ImageStatus.WRITING).aggregate(n=Sum("bytes"))["n"] or 0
+    writing = on_disk.filter(status=ImageStatus.WRITING).aggregate(n=Sum("expected_bytes"))["n"]
+    return int(written) + int(writing or 0)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "model"
+
+
+def _log_text(images_dir: Path, name: str, limit: int = 4000) -> str:
+    try:
+        return (images_dir / name).read_text(errors="replace")[-limit:]
+    except OSError:
+        return ""
+
+
+def _row(images_dir: Path) -> CheckpointImage:
+    return CheckpointImage.objects.get(location=str(images_dir))
+
+
+def announce(image: CheckpointImage) -> None:
+    """Tell the dashboard and other processes (host bus) about an image's progress."""
+    notify.after_commit(
+        CHECKPOINT,
+        {
+            "image": image.pk,
+            "model": image.model_name,
+            "status": image.status,
+            "done": image.progress_bytes,
+            "total": image.progress_total,
+        },
+    )
+
+
+def remove_files(image: CheckpointImage) -> None:
+    """Delete an image's directory, inside the images root only."""
+    path = Path(image.location)
+    root = images_root().resolve()
+    if path.resolve().is_relative_to(root) and path.resolve() != root:
+        shutil.rmtree(path, ignore_errors=True)
+    else:  # an operator's checkpoint_path: never deleted by llmux
+        log.warning("not deleting %s: it is outside the images directory %s", path, root)
+
+
+class DbImageStore:
+    """`ImageStore` on the images directory and CheckpointImage rows."""
+
+    def __init__(self) -> None:
+        self._progress_at: dict[str, float] = {}
+
+    # -- dump -----------------------------------------------------------------------
+
+    def new_image(self, target: EngineTarget, expected_bytes: int) -> Path:
+        from checkpoints_app.services.housekeeping import collect_garbage
+
+        config = RegistryConfig.load()
+        root = images_root(config)
+        budget, reserve = settings.LLMUX_IMAGES_BUDGET, settings.LLMUX_IMAGES_RESERVE
+        try:
+            check_budget(
+                expected_bytes, directory=root, budget=budget, used=used_bytes(), reserve=reserve
+            )
+        except Exception:
+            collect_garbage()  # make room if we can, then decide
+            check_budget(
+                expected_bytes, directory=root, budget=budget, used=used_bytes(), reserve=reserve
+            )
+        stamp = timezone.now().strftime("%Y%m%dT%H%M%S")
+        images_dir = root / _slug(target.name) / f"{stamp}-{uuid.uuid4().hex[:8]}"
+        image = CheckpointImage.objects.create(
+            model=ModelDefinition.objects.filter(name=target.name).first(),
+            model_name=target.name,
+            kind=ImageKind.CRIU,
+            status=ImageStatus.WRITING,
+            location=str(images_dir),
+            expected_bytes=expected_bytes,
+            progress_total=expected_bytes,
+            pid=target.process.pid if target.process else None,
+            pgid=target.process.pgid if target.process else None,
+            weights_state=target.eviction.weights.value,
+            fingerprint=fingerprint(target),
+            writer=writer_identity(),
+            log_path=str(images_dir / DUMP_LOG),
+        )
+        announce(image)
+        return images_dir
+
+    def progress(self, images_dir: Path, done: int, total: int) -> None:
+        key = str(images_dir)
+        now = time.monotonic()
+        if now - self._progress_at.get(key, 0.0) < PROGRESS_EVERY:
+            return
+        self._progress_at[key] = now
+        CheckpointImage.objects.filter(location=key).update(
+            progress_bytes=done, progress_total=max(total, done)
+        )
+        image = CheckpointImage.objects.filter(location=key).first()
+        if image is not None:
+            announce(image)
+            log.info(
+                "checkpoint_progress model=%s image=%s done=%d total=%d",
+                image.model_name,
+                image.pk,
+                done,
+                total,
+            )
+
+    def dumped(self, target: EngineTarget, images_dir: Path, result: DumpResult) -> None:
+        self._progress_at.pop(str(images_dir), None)
+        image = _row(images_dir)
+        meta = read_meta(images_dir)
+        image.status = ImageStatus.READY
+        image.bytes = result.bytes
+        image.progress_bytes = image.progress_total = result.bytes
+        image.dump_ms = result.seconds * 1000
+        image.completed_at = timezone.now()
+        image.cuda_mode = meta.cuda_mode if meta else ""
+        image.tool_version = meta.tool_version if meta else ""
+        image.driver_version = meta.driver_version if meta else ""
+        image.error = ""
+        image.save()
+        announce(image)
+        log.info(
+            "checkpoint_written model=%s image=%s bytes=%d dump_ms=%.0f",
+            image.model_name,
+            image.pk,
+            image.bytes,
+            image.dump_ms,
+        )
+        from checkpoints_app.services.housekeeping import drop_superseded
+
+        drop_superseded(image)
+
+    def dump_failed(self, target: EngineTarget, images_dir: Path, error: str) -> None:
+        self._progress_at.pop(str(images_dir), None)
+        image = _row(images_dir)
+        image.status = ImageStatus.FAILED
+        image.error = (error + "\n" + _log_text(images_dir, DUMP_LOG)).strip()[-8000:]
+        image.completed_at = timezone.now()
+        image.save()
+        remove_files(image)  # half an image can never be restored: free the disk now
+        announce(image)
+        log.warning("checkpoint_failed model=%s image=%s: %s", image.model_name, image.pk, error)
+
+    # -- restore --------------------------------------------------------------------
+
+    def latest(self, target: EngineTarget) -> Path | None:
+        ready = CheckpointImage.objects.filter(
+            model_name=target.name,
+            kind=ImageKind.CRIU,
+            status=ImageStatus.READY,
+            fingerprint=fingerprint(target),
+        )
+        for image in ready.order_by("-created_at", "-id"):
+            if is_image(Path(image.location)):
+                return Path(image.location)
+            self._lost(image)
+        return self._checkpoint_path(target)
+
+    def _lost(self, image: CheckpointImage) -> None:
+        image.status = ImageStatus.DELETED
+        image.error = "the image directory is gone or incomplete"
+        image.save(update_fields=["status", "error"])
+        log.warning("image %s of %s is gone from disk", image.pk, image.model_name)
+
+    def _checkpoint_path(self, target: EngineTarget) -> Path | None:
+        """The model's configured image (lazy restore), unless it failed before."""
+        if not target.checkpoint_path:
+            return None
+        path = Path(target.checkpoint_path)
+        known = CheckpointImage.objects.filter(location=str(path)).first()
+        if known is not None and known.status != ImageStatus.READY:
+            return None  # it failed to restore once: cold-start from now on
+        meta = read_meta(path)
+        if meta is None or not is_image(path):
+            log.warning("checkpoint_path %s of %s is not an llmux image", path, target.name)
+            return None
+        if meta.model != target.name:
+            log.warning("checkpoint_path %s holds %s, not %s", path, meta.model, target.name)
+        if known is None:
+            CheckpointImage.objects.create(
+                model=ModelDefinition.objects.filter(name=target.name).first(),
+                model_name=target.name,
+                status=ImageStatus.READY,
+                location=str(path),
+                bytes=sum(f.stat().st_size for f in path.iterdir() if f.is_file()),
+                pid=meta.pid or None,
+                pgid=meta.pgid or None,
+                weights_state=meta.weights,
+                fingerprint=meta.fingerprint,
+                cuda_mode=meta.cuda_mode,
+                tool_version=meta.tool_version,
+                driver_version=meta.driver_version,
+                keep=True,  # the operator's file: never collected
+                completed_at=timezone.now(),
+            )
+        return path
+
+    def restored(self, target: EngineTarget, images_dir: Path, result: RestoreResult) -> None:
+        self._progress_at.pop(str(images_dir), None)
+        image = _row(images_dir)
+        image.restored_count += 1
+        image.last_restored_at = timezone.now()
+        image.restore_ms = result.seconds * 1000
+        image.progress_bytes = image.progress_total = image.bytes
+        image.pid, image.pgid = result.process.pid, result.process.pgid
+        image.save()
+        announce(image)
+        log.info(
+            "restore_done model=%s image=%s restore_ms=%.0f",
+            image.model_name,
+            image.pk,
+            image.restore_ms,
+        )
+
+    def restore_failed(self, target: EngineTarget, images_dir: Path, error: str) -> None:
+        self._progress_at.pop(str(images_dir), None)
+        image = _row(images_dir)
+        image.status = ImageStatus.CORRUPT
+        image.error = (error + "\n" + _log_text(images_dir, RESTORE_LOG)).strip()[-8000:]
+        image.save()
+        announce(image)
+        log.warning("restore_failed model=%s image=%s: %s", image.model_name, image.pk, error)
+
+    def verified(self, target: EngineTarget, images_dir: Path) -> None:
+        image = _row(images_dir)
+        image.verified_at = timezone.now()
+        image.save(update_fields=["verified_at"])
+        if not RegistryConfig.load().keep_images and not image.keep:
+            from checkpoints_app.services.housekeeping import delete_image
+
+            delete_image(image, reason="restored and verified (keep_images is off)")
