@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.plugins.process_guard",
     "tests.plugins.engines",
     "tests.plugins.criu",
+    "tests.integration.cluster",  # the `cluster` fixture: daphne and a worker, separately
 ]

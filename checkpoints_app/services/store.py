@@ -53,7 +53,10 @@ def writer_alive(writer: str) -> bool:
     if host != socket.gethostname():
         return True  # another host's writer: that host's sweep decides
     try:
-        return abs(psutil.Process(int(pid)).create_time() - float(created)) < 1.0
+        process = psutil.Process(int(pid))
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return abs(process.create_time() - float(created)) < 1.0
     except (psutil.Error, ValueError):
         return False
 

@@ -158,14 +158,14 @@ def nvidia_driver_version(path: Path = NVIDIA_VERSION_FILE) -> str | None:
     return found.group(1) if found else None
 
 
-def choose_cuda_mode(gpu_ids: tuple[int, ...], driver: str | None, override: str) -> CudaMode:
+def choose_cuda_mode(on_gpu: bool, driver: str | None, override: str) -> CudaMode:
     """How CUDA state goes into an image: by the driver found, unless overridden.
 
     Driver >= 580: CRIU's CUDA plugin suspends and restores the device state itself.
     570-579: the plugin cannot, so llmux suspends CUDA (its own helper) before the dump and
     resumes it after the restore. A CPU engine needs neither.
     """
-    if not gpu_ids:
+    if not on_gpu:
         return CudaMode.NONE
     if override in (CudaMode.PLUGIN, CudaMode.SUSPEND):
         return CudaMode(override)

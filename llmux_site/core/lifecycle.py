@@ -567,7 +567,7 @@ async def bring_up(
     if kind is BringUpKind.COLD_START and await _may_restore(target, process_actions):
         kind = BringUpKind.RESTORE
     if kind is BringUpKind.RESTORE:
-        if target.process is not None and process is None:  # a dead engine's group
+        if target.process is not None:  # an engine we could not continue from, or its group
             await _stop_group(target.process, stop_grace)
         try:
             restored = await _restore_and_revive(

@@ -34,11 +34,14 @@ from llmux_site.core.lifecycle import (
     ProcessActionUnavailable,
     Restored,
     engine_pids,
+    kill_now,
 )
 from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switching import EngineTarget
 
 __all__ = ["HostProcessActions", "ImageStore"]
+
+RESTORED_STOP_GRACE = 5.0
 
 
 class ImageStore(Protocol):
@@ -112,14 +115,15 @@ class HostProcessActions:
 
     async def checkpoint(self, target: EngineTarget, process: EngineProcess) -> None:
         criu, images = self._criu("checkpoint")
-        mode = choose_cuda_mode(target.gpu_ids, self.driver_version, self.cuda_mode)
         pids = engine_pids(process)
+        device = (self.device_memory(pids) or 0) if self.device_memory is not None else 0
+        # An engine on GPUs: configured with gpu_ids, or ("all GPUs") holding device memory
+        # on a host with an NVIDIA driver.
+        on_gpu = bool(target.gpu_ids) or (self.driver_version is not None and device > 0)
+        mode = choose_cuda_mode(on_gpu, self.driver_version, self.cuda_mode)
         # The plugin copies device memory into the image; suspended first, it sits in host
-        # memory, which the resident size counts.
-        device = 0
-        if mode is not CudaMode.NONE and self.device_memory is not None:
-            device = self.device_memory(pids) or 0
-        expected = expected_image_bytes(pids, device)
+        # memory, which the resident size does not count yet.
+        expected = expected_image_bytes(pids, device if mode is not CudaMode.NONE else 0)
         images_dir = await asyncio.to_thread(images.new_image, target, expected)
         meta = ImageMeta(
             model=target.name,
@@ -169,15 +173,24 @@ class HostProcessActions:
                 cuda_plugin=mode is CudaMode.PLUGIN,
                 progress=lambda done: images.progress(images_dir, min(done, total), total),
             )
+            if mode is CudaMode.SUSPEND:
+                # The device state was suspended into host memory before the dump.
+                await self._resume_restored(result.process)
         except Exception as exc:
             await asyncio.to_thread(images.restore_failed, target, images_dir, str(exc))
             raise
-        if mode is CudaMode.SUSPEND:
-            # The device state was suspended into host memory before the dump.
-            await self._cuda("resume", engine_pids(result.process))
         await asyncio.to_thread(images.restored, target, images_dir, result)
         self._restored[target.name] = images_dir
         return Restored(result.process, meta.weights_action)
+
+    async def _resume_restored(self, process: EngineProcess) -> None:
+        """Resume CUDA in a restored engine; an engine that cannot resume is stopped (it
+        was never reported, so nobody else would stop it)."""
+        try:
+            await self._cuda("resume", engine_pids(process))
+        except BaseException:
+            kill_now(process, RESTORED_STOP_GRACE)
+            raise
 
     async def restore_verified(self, target: EngineTarget) -> None:
         images_dir = self._restored.pop(target.name, None)

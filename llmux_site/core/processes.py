@@ -14,6 +14,7 @@ import ctypes
 import os
 import subprocess
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,9 +40,11 @@ __all__ = [
     "process_tree",
     "read_log_tail",
     "reap_orphans",
+    "reap_stray_children",
     "set_child_subreaper",
     "spawn",
     "spawned_here",
+    "start_reaper",
     "unreaped_child",
 ]
 
@@ -143,6 +146,11 @@ class _Children:
     def is_own(self, key: tuple[int, float]) -> bool:
         with self._lock:
             return key in self._live or key in self._codes
+
+    def has_pid(self, pid: int) -> bool:
+        """Whether a Popen handle of ours waits for `pid`."""
+        with self._lock:
+            return any(key[0] == pid for key in self._live)
 
     def is_unreaped(self, key: tuple[int, float]) -> bool:
         with self._lock:
@@ -417,6 +425,49 @@ def reap_orphans(pgid: int, *, leader: int) -> list[int]:
                 if os.waitpid(pid, os.WNOHANG)[0] == pid:
                     reaped.append(pid)
     return reaped
+
+
+def reap_stray_children() -> list[int]:
+    """Reap exited children that no Popen handle of ours waits for: engines we inherited
+    as a child subreaper (a restored engine is detached from criu and lands here).
+
+    Only children outside our own process group: the helpers we run with `subprocess`
+    (criu itself, the CUDA helper) share our group and are reaped by their own handles.
+    """
+    me, my_group = os.getpid(), os.getpgid(0)
+    reaped = []
+    for pid, state, ppid, pgrp in _proc_table():
+        if state != b"Z" or ppid != me or pgrp == my_group or _children.has_pid(pid):
+            continue
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                reaped.append(pid)
+    return reaped
+
+
+def start_reaper(interval: float = 1.0) -> None:
+    """Reap stray children (see `reap_stray_children`) every `interval` in a daemon thread;
+    once per process. Without it a dead restored engine would keep its pid as a zombie,
+    and the next restore of its image, which needs exactly that pid, would fail."""
+    global _reaper
+    with _reaper_lock:
+        if _reaper is not None and _reaper.is_alive():
+            return
+
+        def loop() -> None:
+            while True:
+                time.sleep(interval)
+                try:
+                    reap_stray_children()
+                except OSError:
+                    continue
+
+        _reaper = threading.Thread(target=loop, name="llmux-reaper", daemon=True)
+        _reaper.start()
+
+
+_reaper: threading.Thread | None = None
+_reaper_lock = threading.Lock()
 
 
 def set_child_subreaper(enabled: bool = True) -> None:

@@ -13,6 +13,7 @@ from llmux_site.core.criu import Criu
 from llmux_site.core.cuda_helper import HelperProcess
 from llmux_site.core.lifecycle import ProcessActions
 from llmux_site.core.process_actions import HostProcessActions
+from llmux_site.core.processes import start_reaper
 from llmux_site.core.supervisor import set_child_subreaper
 from models_app.models import RegistryConfig
 from models_app.services.switch_ports import gpu_probe
@@ -27,9 +28,9 @@ def _has_cuda_bindings() -> bool:
         return False
 
 
-def _suspend_helper() -> HelperProcess | None:
+def _suspend_helper(config: RegistryConfig) -> HelperProcess | None:
     mode = settings.LLMUX_CUDA_SUSPEND
-    binary = settings.LLMUX_CUDA_CHECKPOINT_BIN
+    binary = settings.LLMUX_CUDA_CHECKPOINT_BIN or config.cuda_checkpoint_path or None
     if mode == "off" or (mode == "auto" and not binary and not _has_cuda_bindings()):
         return None
     return HelperProcess(binary)
@@ -54,8 +55,9 @@ def process_actions() -> ProcessActions | None:
     """
     from checkpoints_app.services.store import DbImageStore
 
-    helper = _suspend_helper()
-    criu = _criu(RegistryConfig.load())
+    config = RegistryConfig.load()
+    helper = _suspend_helper(config)
+    criu = _criu(config)
     if helper is None and criu is None:
         return None
     if criu is not None:
@@ -63,6 +65,7 @@ def process_actions() -> ProcessActions | None:
         # subreaper this process inherits it, so once it is dumped again (or stopped) it
         # can be reaped, and its pids are free for the next restore.
         set_child_subreaper(True)
+        start_reaper()
     return HostProcessActions(
         suspend=helper,
         criu=criu,

@@ -224,8 +224,17 @@ def simulator_pids(sims: SimModels) -> list[int]:
     return sorted(found)
 
 
+@pytest.mark.parametrize(
+    ("gpu_ids", "device_bytes"),
+    [((0,), None), ((), 1 << 30)],  # configured GPUs, or "all GPUs" and holding memory
+    ids=["gpu_ids", "all-gpus"],
+)
 async def test_on_a_570_driver_cuda_is_suspended_before_the_dump_and_resumed_after(
-    sims: SimModels, images: DirectoryImages, criu: Criu
+    sims: SimModels,
+    images: DirectoryImages,
+    criu: Criu,
+    gpu_ids: tuple[int, ...],
+    device_bytes: int | None,
 ) -> None:
     """Drivers 570-579: CRIU's CUDA plugin cannot checkpoint device memory, llmux does."""
     ports = sims.ports()
@@ -235,9 +244,10 @@ async def test_on_a_570_driver_cuda_is_suspended_before_the_dump_and_resumed_aft
         images=images,
         suspend=InProcess(stand_in(states)),
         driver_version="575.57.08",
+        device_memory=lambda pids: device_bytes,
     )
     policy = EvictionPolicy.from_label("discard+checkpoint")
-    a = dataclasses.replace(sims.target("m/a", uds=True, eviction=policy), gpu_ids=(0,))
+    a = dataclasses.replace(sims.target("m/a", uds=True, eviction=policy), gpu_ids=gpu_ids)
     b = sims.target("m/b", uds=True)
     ok(await switch(ports, actions, a), BringUpKind.COLD_START)
     pid = ports.last(a.name).process.pid  # type: ignore[union-attr]

@@ -40,12 +40,12 @@ GIB = 1024**3
 def test_the_cuda_mode_follows_the_driver_unless_overridden(
     gpus: tuple[int, ...], driver: str | None, override: str, mode: CudaMode
 ) -> None:
-    assert choose_cuda_mode(gpus, driver, override) is mode
+    assert choose_cuda_mode(bool(gpus), driver, override) is mode
 
 
 def test_an_unknown_override_is_refused() -> None:
     with pytest.raises(ValueError, match="auto, plugin or suspend"):
-        choose_cuda_mode((0,), "580.1", "sometimes")
+        choose_cuda_mode(True, "580.1", "sometimes")
 
 
 def test_the_driver_version_comes_from_the_kernel_module(tmp_path: Path) -> None:
