@@ -25,11 +25,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy llmux_site models_app checkpoints_app
+	$(BIN)/mypy llmux_site models_app checkpoints_app dashboard
 
 test: $(STAMP) lint typecheck
 	scripts/ci-services.sh
 	scripts/install-criu.sh >/dev/null
+	scripts/install-chromium.sh >/dev/null
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Benchmarks of the gateway and of switching; writes docs/PERFORMANCE.md.
@@ -40,4 +41,4 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_report.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) data test-output .pytest_cache .mypy_cache .ruff_cache

@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "django_q",
     "models_app",
     "checkpoints_app",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
@@ -233,7 +234,9 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("LLMUX_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024)
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
 
 # --- i18n, static -----------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -242,6 +245,11 @@ USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "dashboard.assets.PackageAssetFinder",  # plotly.js from the installed package
+]
 STATIC_ROOT = DATA_DIR / "static"
 
 # --- logging ------------------------------------------------------------------------------------

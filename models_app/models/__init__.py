@@ -1,5 +1,6 @@
 """Registry, runtime and history models."""
 
+from .audit import AuditEntry, AuditResult
 from .choices import (
     BringUp,
     EngineKind,
@@ -26,6 +27,8 @@ from .swaps import PHASES, SwapEvent
 __all__ = [
     "OPEN_SWITCH_STATUSES",
     "PHASES",
+    "AuditEntry",
+    "AuditResult",
     "BringUp",
     "EngineKind",
     "EngineRuntime",

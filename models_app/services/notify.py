@@ -25,6 +25,7 @@ DRAINED = b"drained"  # a web process has nothing in flight for a draining model
 WANTED = b"wanted"  # a web process is about to queue a switch (read ahead for it)
 REGISTRY = b"registry"  # a model, an alias or the registry settings changed
 PROBING = b"probing"  # a starting engine answers /health; its readiness probe runs
+SWAP = b"swap"  # a swap row opened, moved to another phase or finished (the dashboard)
 
 
 @cache

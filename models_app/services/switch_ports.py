@@ -235,6 +235,7 @@ class DbSwitchPorts:
         else:
             SwapEvent.objects.filter(pk=self.swap.pk).update(phase=phase.value)
         self.phase_written = phase
+        notify.publish(notify.SWAP)  # autocommitted: the dashboard may read it now
 
     def _open_swap(self, phase: Phase) -> None:
         outgoing = self.plan.outgoing
@@ -340,3 +341,5 @@ def finish_swap(request: SwitchRequest, ports: DbSwitchPorts, result: SwitchResu
     SwitchRequest.objects.filter(pk=request.pk).update(
         status=request_status, error=result.error, finished_at=now
     )
+    if ports.swap is not None:
+        notify.publish(notify.SWAP)

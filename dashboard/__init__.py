@@ -1,0 +1,1 @@
+"""The operators' dashboard: server-rendered pages, actions and live status (Channels)."""

@@ -1,0 +1,17 @@
+"""Dashboard routes."""
+
+from django.urls import path
+
+from dashboard import views
+
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("models/<path:name>/", views.model_detail, name="model-detail"),
+    path("swaps/", views.swaps, name="swaps"),
+    path("checkpoints/", views.checkpoints, name="checkpoints"),
+    path("audit/", views.audit_log, name="audit"),
+    path("charts/", views.charts, name="charts"),
+    path("charts/data/", views.charts_data, name="charts-data"),
+    path("playground/", views.playground, name="playground"),
+    path("actions/<str:name>/", views.act, name="act"),
+]

@@ -1,0 +1,191 @@
+"""Dashboard pages (server-rendered) and the action endpoint behind login."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Count, Sum
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.dateparse import parse_datetime
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from checkpoints_app.models import CheckpointImage, ImageStatus
+from checkpoints_app.services.store import used_bytes
+from dashboard import actions
+from dashboard.charts import chart_data
+from dashboard.roles import can_act, role_of
+from dashboard.snapshot import snapshot
+from llmux_site.core.config import config_document
+from llmux_site.core.policy import ProcessAction, WeightsAction
+from models_app.models import (
+    AuditEntry,
+    ModelDefinition,
+    SwapEvent,
+    SwapOutcome,
+    SwapTrigger,
+)
+from models_app.services.engines import engine_log_path
+from models_app.services.registry import export_registry
+
+HISTORY_PAGE = 50
+LOG_LINES = 200
+
+
+def _common(request: HttpRequest) -> dict[str, object]:
+    return {
+        "role": role_of(request.user),
+        "can_act": can_act(request.user),
+        "weights_choices": [w.value for w in WeightsAction],
+        "process_choices": [p.value for p in ProcessAction],
+    }
+
+
+@login_required
+def overview(request: HttpRequest) -> HttpResponse:
+    state = snapshot()
+    return render(
+        request,
+        "dashboard/overview.html",
+        {**_common(request), "snap": state, "snap_json": state},
+    )
+
+
+def tail(path: object, lines: int = LOG_LINES) -> list[str]:
+    try:
+        with open(str(path), "rb") as log:
+            log.seek(0, 2)
+            size = log.tell()
+            log.seek(max(0, size - 64 * 1024))
+            return log.read().decode(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+@login_required
+def model_detail(request: HttpRequest, name: str) -> HttpResponse:
+    model = get_object_or_404(ModelDefinition.objects.select_related("runtime"), name=name)
+    entry = config_document(export_registry())["models"].get(model.name, {})
+    return render(
+        request,
+        "dashboard/model.html",
+        {
+            **_common(request),
+            "model": model,
+            "runtime": getattr(model, "runtime", None),
+            "definition": json.dumps(entry, indent=2, sort_keys=True),
+            "swaps": SwapEvent.objects.filter(to_name=model.name)[:20],
+            "images": CheckpointImage.objects.filter(model_name=model.name)[:20],
+            "log_lines": tail(engine_log_path(model)),
+        },
+    )
+
+
+def _when(text: str) -> datetime | None:
+    return parse_datetime(text) if text else None
+
+
+@login_required
+def swaps(request: HttpRequest) -> HttpResponse:
+    rows = SwapEvent.objects.all()
+    filters = {k: request.GET.get(k, "").strip() for k in ("model", "outcome", "trigger")}
+    since, until = _when(request.GET.get("since", "")), _when(request.GET.get("until", ""))
+    if filters["model"]:
+        rows = rows.filter(to_name=filters["model"]) | rows.filter(from_name=filters["model"])
+    if filters["outcome"]:
+        rows = rows.filter(outcome=filters["outcome"])
+    if filters["trigger"]:
+        rows = rows.filter(trigger=filters["trigger"])
+    if since:
+        rows = rows.filter(started_at__gte=since)
+    if until:
+        rows = rows.filter(started_at__lt=until)
+    page = Paginator(rows.order_by("-started_at", "-id"), HISTORY_PAGE).get_page(
+        request.GET.get("page")
+    )
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "dashboard/swaps.html",
+        {
+            **_common(request),
+            "page": page,
+            "filters": filters,
+            "since": request.GET.get("since", ""),
+            "until": request.GET.get("until", ""),
+            "query": query.urlencode(),
+            "models": ModelDefinition.objects.values_list("name", flat=True),
+            "outcomes": SwapOutcome.choices,
+            "triggers": SwapTrigger.choices,
+        },
+    )
+
+
+@login_required
+def checkpoints(request: HttpRequest) -> HttpResponse:
+    from django.conf import settings
+
+    images = CheckpointImage.objects.exclude(status=ImageStatus.DELETED)
+    totals = images.aggregate(n=Count("id"), restores=Sum("restored_count"))
+    return render(
+        request,
+        "dashboard/checkpoints.html",
+        {
+            **_common(request),
+            "images": images.order_by("-created_at")[:500],
+            "used": used_bytes(),
+            "budget": settings.LLMUX_IMAGES_BUDGET,
+            "totals": totals,
+        },
+    )
+
+
+@login_required
+def audit_log(request: HttpRequest) -> HttpResponse:
+    page = Paginator(AuditEntry.objects.all(), HISTORY_PAGE).get_page(request.GET.get("page"))
+    return render(request, "dashboard/audit.html", {**_common(request), "page": page})
+
+
+@login_required
+def charts(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/charts.html", _common(request))
+
+
+@login_required
+def charts_data(request: HttpRequest) -> JsonResponse:
+    try:
+        hours = min(max(float(request.GET.get("hours", "24")), 0.1), 24 * 30)
+    except ValueError:
+        hours = 24.0
+    return JsonResponse(chart_data(hours))
+
+
+@login_required
+def playground(request: HttpRequest) -> HttpResponse:
+    names = ModelDefinition.objects.filter(enabled=True).values_list("name", flat=True)
+    return render(request, "dashboard/playground.html", {**_common(request), "models": names})
+
+
+@login_required
+@require_POST
+def act(request: HttpRequest, name: str) -> HttpResponse:
+    """Carry out one action (viewers are refused here, whatever the page showed)."""
+    remote = request.META.get("REMOTE_ADDR", "")
+    try:
+        outcome = actions.perform(request.user, name, request.POST, remote_addr=remote)
+    except PermissionError as exc:
+        return HttpResponseForbidden(str(exc))
+    except actions.ActionError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, outcome.message)
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        back = "/"
+    return redirect(back or "/")

@@ -1,0 +1,96 @@
+"""A running llmux and Debian's chromium driven by Playwright (no browser download)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+
+from llmux_site.core.criu import Criu
+from tests.integration.harness import REPO, Llmux, new_llmux, sim_model
+from tests.plugins.engines import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+# Screenshots of every page go here (not committed; CI keeps the folder as its output).
+OUTPUT = Path(os.environ.get("LLMUX_TEST_OUTPUT", REPO / "test-output")) / "screenshots"
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+def dashboard_config(criu: Criu, sockets: Path) -> dict[str, Any]:
+    slow = ["--sim-response-delay-ms", "300", "--sim-tokens-per-sec", "20"]
+    return {
+        "vllm_command": "llmux-sim",
+        "policy": {"min_active_secs": 0, "request_timeout_secs": 60},
+        "checkpoint": {"criu_path": criu.binary, "images_dir": str(sockets / "images")},
+        "models": {
+            # On a Unix socket: CRIU cannot dump a TCP socket on this kernel.
+            "gamma": {
+                "model_path": f"sim/gamma-{sockets.name}",
+                "uds": str(sockets / "gamma.sock"),
+                "extra_args": ["--sim-weights-bytes", "4MiB", "--sim-startup-seconds", "0"],
+                "eviction": {"weights": "discard", "process": "checkpoint"},
+            },
+            "alpha": sim_model(free_port(), sleep_level=1, extra_args=slow),
+            "beta": sim_model(
+                free_port(),
+                sleep_level=1,
+                extra_args=[*slow, "--sim-startup-seconds", "1"],
+            ),
+        },
+    }
+
+
+@dataclass
+class Site:
+    server: Llmux
+    browser: Browser
+    passwords: dict[str, str]
+    console_errors: list[str] = field(default_factory=list)
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    def page(self, user: str) -> Page:
+        """A fresh browser context logged in as `user`; console errors are collected."""
+        context = self.browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+        page = context.new_page()
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.console_errors.append(f"pageerror: {error}"))
+        page.on("dialog", lambda dialog: dialog.accept())  # the actions' confirmations
+        page.goto(f"{self.origin}/login/")
+        page.fill("#id_username", user)
+        page.fill("#id_password", self.passwords[user])
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{self.origin}/")
+        return page
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.console_errors.append(f"{message.text} ({message.location})")
+
+
+@pytest.fixture
+def site(tmp_path: Path, criu: Criu, short_tmp_dir: Path) -> Iterator[Site]:
+    server = new_llmux(tmp_path)
+    server.start(dashboard_config(criu, short_tmp_dir))
+    passwords = {"admin": (server.data_dir / "initial_admin_password").read_text().strip()}
+    for role in ("operator", "viewer"):
+        passwords[role] = f"{role}-password-1"
+        server.manage(
+            "from django.contrib.auth.models import Group, User; "
+            f"u = User.objects.create_user('{role}', password='{passwords[role]}'); "
+            + (f"u.groups.add(Group.objects.get_or_create(name='{role}')[0])")
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield Site(server, browser, passwords)
+        finally:
+            browser.close()
+            server.stop()

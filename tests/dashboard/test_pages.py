@@ -1,0 +1,138 @@
+"""Dashboard pages and actions through Django's test client: roles, audit, validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.test import Client
+
+from checkpoints_app.models import CheckpointImage, ImageStatus
+from dashboard.roles import OPERATOR_GROUP
+from models_app.models import AuditEntry, ModelDefinition, SwapEvent, SwitchRequest
+
+pytestmark = pytest.mark.django_db
+
+PAGES = ["/", "/models/alpha/", "/swaps/", "/checkpoints/", "/playground/", "/audit/", "/charts/"]
+
+
+@pytest.fixture
+def models() -> list[ModelDefinition]:
+    return [
+        ModelDefinition.objects.create(name=name, model_path=f"sim/{name}", port=port)
+        for name, port in (("alpha", 18001), ("beta", 18002))
+    ]
+
+
+def client_for(role: str) -> Client:
+    user = User.objects.create_user(role, password="pw-" + role, is_superuser=role == "admin")
+    if role == "operator":
+        user.groups.add(Group.objects.get_or_create(name=OPERATOR_GROUP)[0])
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_every_page_needs_a_login(models: list[ModelDefinition]) -> None:
+    for page in PAGES:
+        response = Client().get(page)
+        assert response.status_code == 302 and response["Location"].startswith("/login/")
+
+
+@pytest.mark.parametrize("role", ["admin", "operator", "viewer"])
+def test_every_page_renders_for_every_role(role: str, models: list[ModelDefinition]) -> None:
+    client = client_for(role)
+    for page in PAGES:
+        response = client.get(page)
+        assert response.status_code == 200, page
+        body = response.content.decode()
+        has_controls = 'data-action="' in body
+        assert has_controls == (role != "viewer" and page in ("/", "/models/alpha/")), page
+
+
+def test_a_viewers_forged_action_is_refused_and_audited(models: list[ModelDefinition]) -> None:
+    viewer = client_for("viewer")
+    response = viewer.post("/actions/switch/", {"model": "alpha"})
+    assert response.status_code == 403
+    assert SwitchRequest.objects.count() == 0
+    entry = AuditEntry.objects.get()
+    assert (entry.actor_name, entry.action, entry.target, entry.result) == (
+        "viewer",
+        "switch",
+        "alpha",
+        "refused",
+    )
+
+
+def test_an_operators_actions_are_queued_and_audited(models: list[ModelDefinition]) -> None:
+    operator = client_for("operator")
+    for action, data in [
+        ("switch", {"model": "alpha"}),
+        ("evict", {"model": "beta", "weights": "offload", "process": "stop"}),
+        ("mode", {"mode": "manual"}),
+    ]:
+        response = operator.post(f"/actions/{action}/", {**data, "next": "/"})
+        assert response.status_code == 302 and response["Location"] == "/"
+    requests = list(SwitchRequest.objects.order_by("id").values_list("kind", "target__name"))
+    assert requests == [("switch", "alpha"), ("evict", "beta")]
+    results = list(AuditEntry.objects.order_by("id").values_list("action", "result"))
+    assert results == [("switch", "queued"), ("evict", "queued"), ("mode", "ok")]
+
+
+def test_bad_input_is_refused_with_a_message_and_nothing_changes(
+    models: list[ModelDefinition],
+) -> None:
+    admin = client_for("admin")
+    response = admin.post(
+        "/actions/evict/",
+        {"model": "alpha", "weights": "retain", "process": "keep_running"},
+        follow=True,
+    )
+    assert "frees no GPU memory" in response.content.decode()
+    response = admin.post("/actions/switch/", {"model": "nope"}, follow=True)
+    assert "no model named" in response.content.decode()
+    assert SwitchRequest.objects.count() == 0
+    assert list(AuditEntry.objects.values_list("result", flat=True)) == ["failed", "failed"]
+
+
+def test_a_definition_is_edited_with_the_imports_validation(
+    models: list[ModelDefinition],
+) -> None:
+    admin = client_for("admin")
+    page = admin.get("/models/alpha/").content.decode()
+    assert "sim/alpha" in page
+    edited = {"model_path": "sim/alpha-2", "port": 18001, "extra_args": ["--x"]}
+    admin.post("/actions/edit/", {"model": "alpha", "definition": json.dumps(edited)})
+    assert ModelDefinition.objects.get(name="alpha").model_path == "sim/alpha-2"
+    bad = {"model_path": "sim/alpha", "port": "eighty"}
+    response = admin.post(
+        "/actions/edit/", {"model": "alpha", "definition": json.dumps(bad)}, follow=True
+    )
+    assert "port" in response.content.decode()
+    assert ModelDefinition.objects.get(name="alpha").model_path == "sim/alpha-2"  # unchanged
+
+
+def test_history_filters_and_pages(models: list[ModelDefinition]) -> None:
+    for i in range(120):
+        SwapEvent.objects.create(
+            gpu_group="g",
+            to_name="alpha" if i % 2 else "beta",
+            trigger="request",
+            outcome="succeeded" if i % 3 else "failed",
+            finished_at="2026-11-29T10:00:00Z",
+        )
+    admin = client_for("admin")
+    page = admin.get("/swaps/?model=alpha&outcome=failed").content.decode()
+    assert "20 swaps" in page  # odd i (alpha) divisible by 3: 20 of 120
+    assert "Older" not in page
+    assert "Older" in admin.get("/swaps/").content.decode()
+
+
+def test_deleting_an_image_from_the_page(models: list[ModelDefinition], tmp_path: object) -> None:
+    image = CheckpointImage.objects.create(
+        model_name="alpha", location="/nonexistent/llmux-image", status=ImageStatus.CORRUPT
+    )
+    client_for("operator").post("/actions/delete_image/", {"image": str(image.pk)})
+    image.refresh_from_db()
+    assert image.status == ImageStatus.DELETED
