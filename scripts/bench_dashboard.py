@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Server time of the dashboard's overview and swap history with 100 models and 100,000
+swap events (the dashboard issue's scale target: each under 300 ms).
+
+    .venv/bin/python scripts/bench_dashboard.py [--models 100] [--swaps 100000] [--runs 20]
+
+Runs against a fresh embedded (SQLite) database in a temporary data directory, through
+Django's full request handling (middleware, session login, templates), in one process:
+the time is the server's, without a network or a browser. Prints a markdown section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_MS = 300.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", type=int, default=100)
+    parser.add_argument("--swaps", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    data = tempfile.mkdtemp(prefix="llmux-bench-dash-")
+    os.environ["LLMUX_DATA_DIR"] = data
+    os.environ["DJANGO_SETTINGS_MODULE"] = "llmux_site.settings"
+    sys.path.insert(0, str(REPO))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    fill(args.models, args.swaps)
+    figures = measure(args.runs)
+    print(report(args, figures))
+
+
+PASSWORD = secrets.token_urlsafe(16)
+
+
+def fill(models: int, swaps: int) -> None:
+    from django.contrib.auth.models import User
+
+    from models_app.models import EngineRuntime, ModelDefinition, SwapEvent
+
+    User.objects.create_superuser("bench", password=PASSWORD)
+    defs = ModelDefinition.objects.bulk_create(
+        ModelDefinition(name=f"model-{i:03d}", model_path=f"sim/m{i}", port=20000 + i)
+        for i in range(models)
+    )
+    EngineRuntime.objects.bulk_create(
+        EngineRuntime(
+            model=m,
+            state="running" if i == 0 else "sleeping",
+            pid=100_000 + i,  # not a live process: the pages only read the records
+            create_time=1.0,
+            pgid=100_000 + i,
+        )
+        for i, m in enumerate(defs)
+    )
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    batch = []
+    for i in range(swaps):
+        to, frm = defs[i % models], defs[(i + 1) % models]
+        at = start + timedelta(seconds=30 * i)
+        batch.append(
+            SwapEvent(
+                gpu_group="gpu0",
+                from_model=frm,
+                to_model=to,
+                from_name=frm.name,
+                to_name=to.name,
+                trigger="request",
+                outcome="succeeded" if i % 20 else "failed",
+                bringup="wake",
+                drain_ms=3.0,
+                evict_ms=40.0,
+                bringup_ms=900.0,
+                readiness_ms=25.0,
+                total_ms=970.0,
+                finished_at=at + timedelta(seconds=1),
+                gpu_memory_after={"0": 40 << 30},
+            )
+        )
+        if len(batch) == 5000:
+            SwapEvent.objects.bulk_create(batch)
+            batch = []
+    SwapEvent.objects.bulk_create(batch)
+    # started_at is auto_now_add: spread it over the history as a real one would be.
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE models_app_swapevent SET started_at = datetime('2026-01-01', "
+            "'+' || (id * 30) || ' seconds')"
+        )
+
+
+def measure(runs: int) -> dict[str, list[float]]:
+    from django.test import Client
+
+    client = Client(HTTP_HOST="127.0.0.1")
+    assert client.login(username="bench", password=PASSWORD)
+    pages = {
+        "overview": "/",
+        "swap history, page 1": "/swaps/",
+        "swap history, page 1000": "/swaps/?page=1000",
+        "swap history, one model, failed": "/swaps/?model=model-007&outcome=failed",
+    }
+    figures: dict[str, list[float]] = {}
+    for name, url in pages.items():
+        client.get(url)  # warm caches and templates once
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            response = client.get(url)
+            times.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200, (url, response.status_code)
+        figures[name] = times
+    return figures
+
+
+def report(args: argparse.Namespace, figures: dict[str, list[float]]) -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    lines = [
+        "## Dashboard pages at scale",
+        "",
+        f"Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} CPUs ({cpu}), Python "
+        f"{platform.python_version()}, embedded profile (SQLite). {args.models} models, "
+        f"{args.swaps:,} swap events; server time through Django's full request handling "
+        f"(session, middleware, template), {args.runs} requests each after one warm-up.",
+        "",
+        "| page | p50 (ms) | p90 (ms) | max (ms) | target |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, times in figures.items():
+        ordered = sorted(times)
+        p50 = statistics.median(ordered)
+        p90 = ordered[int(0.9 * (len(ordered) - 1))]
+        mark = "✓" if p50 < TARGET_MS else "✗"
+        lines.append(
+            f"| {name} | {p50:.1f} | {p90:.1f} | {ordered[-1]:.1f} | < {TARGET_MS:.0f} {mark} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
