@@ -8,6 +8,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
+from llmux_site.core.processes import process_tree
 from models_app.models import (
     EngineState,
     ModelDefinition,
@@ -49,6 +50,25 @@ def _gpus() -> list[dict[str, Any]]:
         return []
 
 
+LIVE = (
+    EngineState.STARTING,
+    EngineState.RUNNING,
+    EngineState.DRAINING,
+    EngineState.SLEEPING,
+    EngineState.SUSPENDED,
+)
+
+
+def _engine_memory(pid: int | None, pgid: int | None) -> int | None:
+    """GPU bytes held by an engine's tree (vLLM keeps weights in child processes)."""
+    if pid is None:
+        return None
+    try:
+        return gpu_probe().used_by_pids(process_tree(pid, pgid or 0))
+    except Exception:
+        return None
+
+
 def snapshot() -> dict[str, Any]:
     """Everything the overview shows, as plain JSON-able data."""
     config = RegistryConfig.load()
@@ -81,6 +101,9 @@ def snapshot() -> dict[str, Any]:
                 "in_flight": in_flight,
                 "queued": waiting,
                 "pid": runtime.pid if runtime else None,
+                "gpu_memory": _engine_memory(runtime.pid, runtime.pgid)
+                if runtime and state in LIVE
+                else None,
                 "uptime_s": (now - activated).total_seconds() if activated else None,
                 "last_switch": model.last_switch.isoformat() if model.last_switch else None,
                 "last_switch_ms": model.last_switch_ms,

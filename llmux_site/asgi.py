@@ -17,13 +17,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmux_site.settings")
 django_app = get_asgi_application()
 
 # Imported after Django is set up: the backend reads the registry through the ORM.
-from channels.auth import AuthMiddlewareStack  # noqa: E402
-from channels.routing import URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from dashboard.routing import websocket_urlpatterns  # noqa: E402
+from dashboard.routing import websocket_application  # noqa: E402
 from llmux_site.gateway.app import GatewayApp  # noqa: E402
 from llmux_site.gateway.tuning import tune_web_process  # noqa: E402
 from models_app.gateway_backend import DjangoGatewayBackend  # noqa: E402
@@ -35,9 +32,7 @@ gateway = GatewayApp(
 # Static assets come from the finders directly (no collectstatic step), which keeps the
 # embedded profile a single command.
 pages = ASGIStaticFilesHandler(django_app)
-# The dashboard's live status: a session-authenticated websocket whose Origin must be one
-# of ALLOWED_HOSTS (no other site's page can read it with the operator's cookie).
-websockets = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+websockets = websocket_application()  # the dashboard's live status
 
 GATEWAY_PREFIX = "/v1/"
 

@@ -40,6 +40,15 @@ const llmux = (() => {
     return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
   }
 
+  function bytes(n) {
+    if (n === null || n === undefined) return "—";
+    const units = ["bytes", "KB", "MB", "GB", "TB"];
+    let value = Number(n);
+    let unit = 0;
+    while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+    return unit === 0 ? `${value} bytes` : `${value.toFixed(1)} ${units[unit]}`;
+  }
+
   function ago(iso) {
     if (!iso) return "—";
     return `${duration((Date.now() - Date.parse(iso)) / 1000)} ago`;
@@ -59,6 +68,7 @@ const llmux = (() => {
       badge.className = `badge state-${model.state}`;
       setText(badge, model.state_label);
       setText(row.querySelector('[data-field="eviction"]'), model.eviction);
+      setText(row.querySelector('[data-field="gpu_memory"]'), bytes(model.gpu_memory));
       setText(row.querySelector('[data-field="in_flight"]'), model.in_flight);
       setText(row.querySelector('[data-field="queued"]'), model.queued);
       const last = row.querySelector('[data-field="last_switch"]');
