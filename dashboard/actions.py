@@ -17,7 +17,6 @@ from django.db import transaction
 from checkpoints_app.models import CheckpointImage, ImageStatus
 from checkpoints_app.services.housekeeping import delete_image
 from checkpoints_app.services.store import DbImageStore
-from dashboard.roles import can_act
 from llmux_site.core.config import ConfigError, config_document, parse_config
 from llmux_site.core.policy import EvictionPolicy, PolicyError, ProcessAction
 from models_app.models import (
@@ -29,6 +28,7 @@ from models_app.models import (
     SwapTrigger,
     SwitchRequest,
 )
+from models_app.roles import can_act
 from models_app.services import audit, control
 from models_app.services.engines import eviction_policy
 from models_app.services.registry import apply_registry, export_registry
@@ -41,10 +41,15 @@ class ActionError(Exception):
     """The action cannot be done as asked; the message is shown to the operator."""
 
 
+class StateError(ActionError):
+    """The request is well formed but the current state forbids it (the API's 409)."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     message: str
     result: str = AuditResult.OK
+    operation: int | None = None  # the queued SwitchRequest, for lifecycle actions
 
 
 def _model(data: Any) -> ModelDefinition:
@@ -56,7 +61,7 @@ def _model(data: Any) -> ModelDefinition:
 
 
 def _queued(request: SwitchRequest, what: str) -> Outcome:
-    return Outcome(f"{what}: queued as operation {request.pk}", AuditResult.QUEUED)
+    return Outcome(f"{what}: queued as operation {request.pk}", AuditResult.QUEUED, request.pk)
 
 
 def _policy(data: Any) -> EvictionPolicy:
@@ -100,7 +105,7 @@ def checkpoint(user: Any, data: Any) -> Outcome:
     model = _model(data)
     state = runtime_for(model).state
     if state not in (EngineState.RUNNING, EngineState.SLEEPING, EngineState.SUSPENDED):
-        raise ActionError(f"{model.name} is {state}: bring it up first, then checkpoint it")
+        raise StateError(f"{model.name} is {state}: bring it up first, then checkpoint it")
     weights = str(data.get("weights") or "") or (
         eviction_policy(model, RegistryConfig.load()).weights.value
     )
@@ -112,7 +117,7 @@ def checkpoint(user: Any, data: Any) -> Outcome:
 def restore(user: Any, data: Any) -> Outcome:
     model = _model(data)
     if DbImageStore().latest(engine_target(model, RegistryConfig.load())) is None:
-        raise ActionError(f"{model.name} has no usable checkpoint image")
+        raise StateError(f"{model.name} has no usable checkpoint image")
     return _queued(
         control.force_switch(model, actor=user.get_username(), trigger=TRIGGER),
         f"restore {model.name}",
@@ -125,7 +130,7 @@ def delete_image_action(user: Any, data: Any) -> Outcome:
     except (ValueError, CheckpointImage.DoesNotExist):
         raise ActionError("no such image") from None
     if image.status in (ImageStatus.WRITING, ImageStatus.DELETED):
-        raise ActionError(f"image {image.pk} is {image.status}: nothing to delete now")
+        raise StateError(f"image {image.pk} is {image.status}: nothing to delete now")
     delete_image(image, reason=f"deleted by {user.get_username()}")
     return Outcome(f"image {image.pk} of {image.model_name} deleted")
 
@@ -183,26 +188,37 @@ ACTIONS: dict[str, Callable[[Any, Any], Outcome]] = {
 }
 
 
-def perform(user: Any, name: str, data: Any, remote_addr: str = "") -> Outcome:
+def perform(
+    user: Any, name: str, data: Any, remote_addr: str = "", source: str = "dashboard"
+) -> Outcome:
     """Carry out action `name`; raises PermissionError for viewers, ActionError on bad
     input. Audited either way."""
     target = str(data.get("model") or data.get("image") or data.get("mode") or "")
-    if not can_act(user):
+
+    def audited(result: str, detail: str) -> None:
         audit.record(
-            user, name, target, result=AuditResult.REFUSED, detail="viewer", remote_addr=remote_addr
+            user,
+            name,
+            target,
+            result=result,
+            detail=detail,
+            remote_addr=remote_addr,
+            source=source,
         )
+
+    if not can_act(user):
+        audited(AuditResult.REFUSED, "viewer")
         raise PermissionError("viewers cannot change anything")
     action = ACTIONS.get(name)
     if action is None:
         raise ActionError(f"unknown action {name!r}")
     try:
         outcome = action(user, data)
-    except (ActionError, control.ControlError) as exc:
-        audit.record(
-            user, name, target, result=AuditResult.FAILED, detail=str(exc), remote_addr=remote_addr
-        )
-        raise ActionError(str(exc)) from None
-    audit.record(
-        user, name, target, result=outcome.result, detail=outcome.message, remote_addr=remote_addr
-    )
+    except ActionError as exc:
+        audited(AuditResult.FAILED, str(exc))
+        raise
+    except control.ControlError as exc:
+        audited(AuditResult.FAILED, str(exc))
+        raise StateError(str(exc)) from None
+    audited(outcome.result, outcome.message)
     return outcome

@@ -19,7 +19,6 @@ from checkpoints_app.models import CheckpointImage, ImageStatus
 from checkpoints_app.services.store import used_bytes
 from dashboard import actions
 from dashboard.charts import chart_data
-from dashboard.roles import can_act, role_of
 from dashboard.snapshot import snapshot
 from llmux_site.core.config import config_document
 from llmux_site.core.policy import ProcessAction, WeightsAction
@@ -30,6 +29,7 @@ from models_app.models import (
     SwapOutcome,
     SwapTrigger,
 )
+from models_app.roles import can_act, role_of
 from models_app.services.engines import engine_log_path
 from models_app.services.registry import export_registry
 

@@ -110,3 +110,38 @@ def add_gateway_paths(
         paths[path] = _inference(path, summary)
     result.setdefault("components", {}).setdefault("schemas", {})["OpenAIError"] = ERROR_SCHEMA
     return result
+
+
+API_ERROR = {"$ref": "#/components/schemas/ApiError"}
+API_ERROR_SCHEMA = {
+    "type": "object",
+    "description": "DRF's error body: `detail`, or a list of messages per field",
+    "additionalProperties": True,
+}
+API_ERRORS = {
+    "400": "Invalid input: the body names each problem",
+    "401": "Not authenticated",
+    "403": "Authenticated, but the role may not do this",
+    "404": "No such object",
+    "409": "The current state forbids it (an operation running on the GPU group, an image "
+    "that cannot be restored or deleted now, a model that must be up first)",
+}
+
+
+def add_api_error_responses(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Every management operation documents the errors every DRF view can answer."""
+    result.setdefault("components", {}).setdefault("schemas", {})["ApiError"] = API_ERROR_SCHEMA
+    for path, operations in result.get("paths", {}).items():
+        if not path.startswith("/api/"):
+            continue
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for code, description in API_ERRORS.items():
+                responses.setdefault(
+                    code,
+                    {
+                        "description": description,
+                        "content": {"application/json": {"schema": API_ERROR}},
+                    },
+                )
+    return result

@@ -9,8 +9,8 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
-from dashboard.roles import OPERATOR_GROUP
 from models_app.models import AuditEntry, ModelDefinition, SwapEvent, SwitchRequest
+from models_app.roles import OPERATOR_GROUP
 
 pytestmark = pytest.mark.django_db
 

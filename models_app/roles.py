@@ -1,4 +1,7 @@
-"""Roles: admin (superuser), operator and viewer (Django groups). Viewers only look."""
+"""Roles: admin (superuser), operator and viewer (Django groups). Viewers only look.
+
+Shared by the dashboard and the REST API: one answer to "may this user change things".
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""The management REST API under /api/ (DRF): thin views over the services."""

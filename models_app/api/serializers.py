@@ -1,0 +1,144 @@
+"""Request and response shapes of the management API (they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from checkpoints_app.models import CheckpointImage
+from llmux_site.core.policy import ProcessAction, WeightsAction
+from models_app.models import AuditEntry, Node, SwapEvent, SwitchRequest
+
+WEIGHTS = [w.value for w in WeightsAction]
+PROCESSES = [p.value for p in ProcessAction]
+
+
+class StrictSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """Refuses fields it does not know (a typo is an error, not silently ignored)."""
+
+    def validate(self, attrs: dict[str, object]) -> dict[str, object]:
+        unknown = (
+            set(self.initial_data) - set(self.fields) if hasattr(self, "initial_data") else set()
+        )
+        if unknown:
+            raise serializers.ValidationError({k: "unknown field" for k in sorted(unknown)})
+        return attrs
+
+
+class ModelEntrySerializer(StrictSerializer):
+    name = serializers.CharField(max_length=128)
+    definition = serializers.DictField(
+        help_text="the model's entry as in an llmux config file (validated like an import)"
+    )
+
+
+class ModelOutSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    name = serializers.CharField()
+    definition = serializers.DictField()
+    state = serializers.CharField()
+
+
+class ModelPatchSerializer(StrictSerializer):
+    definition = serializers.DictField(help_text="keys to change; the rest stays")
+
+
+class EvictSerializer(StrictSerializer):
+    weights = serializers.ChoiceField(choices=WEIGHTS)
+    process = serializers.ChoiceField(choices=PROCESSES)
+
+
+class CheckpointSerializer(StrictSerializer):
+    weights = serializers.ChoiceField(choices=WEIGHTS, required=False)
+
+
+class OverrideSerializer(StrictSerializer):
+    weights = serializers.ChoiceField(choices=WEIGHTS, required=False, allow_null=True)
+    process = serializers.ChoiceField(
+        choices=PROCESSES,
+        required=False,
+        allow_null=True,
+    )
+
+
+class ModeSerializer(StrictSerializer):
+    mode = serializers.ChoiceField(choices=["auto", "manual"])
+
+
+class AcceptedSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    message = serializers.CharField()
+    operation = serializers.IntegerField(allow_null=True)
+    url = serializers.CharField(allow_null=True)
+
+
+class MessageSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    message = serializers.CharField()
+
+
+class OperationSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    model = serializers.CharField(source="target.name")
+
+    class Meta:
+        model = SwitchRequest
+        fields = [
+            "id",
+            "group",
+            "model",
+            "kind",
+            "trigger",
+            "actor",
+            "status",
+            "error",
+            "swap",
+            "created_at",
+            "finished_at",
+        ]
+
+
+class SwapSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    class Meta:
+        model = SwapEvent
+        exclude = ["from_model", "to_model"]
+
+
+class ImageSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    class Meta:
+        model = CheckpointImage
+        exclude = ["model"]
+
+
+class AuditSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    class Meta:
+        model = AuditEntry
+        exclude = ["actor"]
+
+
+class NodeSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    class Meta:
+        model = Node
+        fields = ["name", "cluster", "gpus", "info", "heartbeat_at"]
+
+
+class ModelStatusSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    name = serializers.CharField()
+    state = serializers.CharField()
+    eviction = serializers.CharField()
+    in_flight = serializers.IntegerField()
+    queued = serializers.IntegerField()
+    pid = serializers.IntegerField(allow_null=True)
+    gpu_memory = serializers.IntegerField(allow_null=True)
+    uptime_s = serializers.FloatField(allow_null=True)
+    last_switch = serializers.CharField(allow_null=True)
+    last_switch_ms = serializers.FloatField(allow_null=True)
+    gpu_ids = serializers.ListField(child=serializers.IntegerField())
+    state_label = serializers.CharField()
+    error = serializers.CharField(allow_blank=True)
+
+
+class StatusSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    at = serializers.CharField()
+    mode = serializers.CharField()
+    pinned = serializers.CharField(allow_null=True)
+    active = serializers.ListField(child=serializers.CharField())
+    models = ModelStatusSerializer(many=True)
+    switch = serializers.DictField(allow_null=True)
+    gpus = serializers.ListField(child=serializers.DictField())
+    checkpoint = serializers.DictField(allow_null=True)

@@ -1,0 +1,144 @@
+"""The management API: every role against every endpoint, allowed and refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group, User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from checkpoints_app.models import CheckpointImage, ImageStatus
+from models_app.models import AuditEntry, ModelDefinition, SwitchRequest
+
+pytestmark = pytest.mark.django_db
+
+READS = [
+    "/api/status/",
+    "/api/models/",
+    "/api/models/alpha/",
+    "/api/swaps/",
+    "/api/images/",
+    "/api/nodes/",
+]
+NEW = {"name": "gamma", "definition": {"model_path": "sim/gamma", "port": 18003}}
+# (method, path, body, status for an operator or admin)
+WRITES: list[tuple[str, str, dict[str, Any] | None, int]] = [
+    ("post", "/api/models/", NEW, 201),
+    ("patch", "/api/models/alpha/", {"definition": {"extra_args": ["--x"]}}, 200),
+    ("post", "/api/models/alpha/actions/switch/", None, 202),
+    ("post", "/api/models/beta/actions/evict/", {"weights": "offload", "process": "stop"}, 202),
+    ("put", "/api/models/beta/override/", {"weights": "discard", "process": "stop"}, 200),
+    ("post", "/api/mode/", {"mode": "manual"}, 200),
+    ("post", "/api/unpin/", None, 200),
+    ("delete", "/api/images/1/", None, 200),
+    ("delete", "/api/models/beta/", None, 204),
+]
+
+
+@pytest.fixture
+def registry() -> None:
+    for name, port in (("alpha", 18001), ("beta", 18002)):
+        ModelDefinition.objects.create(name=name, model_path=f"sim/{name}", port=port)
+    CheckpointImage.objects.create(
+        pk=1, model_name="beta", location="/nonexistent/x", status=ImageStatus.CORRUPT
+    )
+
+
+def client(role: str | None, *, token: bool = False) -> APIClient:
+    api = APIClient()
+    if role is None:
+        return api
+    user = User.objects.create_user(role, password=f"{role}-pw-123", is_superuser=role == "admin")
+    if role in ("operator", "viewer"):
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
+    if token:
+        api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    else:
+        api.force_authenticate(user)
+    return api
+
+
+def call(api: APIClient, method: str, path: str, body: dict[str, Any] | None) -> Any:
+    return getattr(api, method)(path, body, format="json")
+
+
+@pytest.mark.parametrize("role", ["admin", "operator", "viewer"])
+def test_every_role_reads_everything_but_the_audit(role: str, registry: None) -> None:
+    api = client(role)
+    for path in READS:
+        assert api.get(path).status_code == 200, path
+    assert api.get("/api/audit/").status_code == (200 if role == "admin" else 403)
+
+
+def test_anonymous_gets_nothing(registry: None) -> None:
+    api = client(None)
+    for path in [*READS, "/api/audit/"]:
+        assert api.get(path).status_code in (401, 403), path
+    for method, path, body, _ in WRITES:
+        assert call(api, method, path, body).status_code in (401, 403), path
+    assert SwitchRequest.objects.count() == 0
+
+
+@pytest.mark.parametrize("role", ["admin", "operator"])
+def test_operators_and_admins_may_write(role: str, registry: None) -> None:
+    api = client(role, token=True)  # automation authenticates with a token
+    for method, path, body, expected in WRITES:
+        response = call(api, method, path, body)
+        assert response.status_code == expected, (path, response.content)
+    assert ModelDefinition.objects.filter(name="gamma").exists()
+    assert not ModelDefinition.objects.filter(name="beta").exists()
+    assert AuditEntry.objects.filter(actor_name=role, source="api").count() == len(WRITES)
+
+
+def test_a_viewer_is_refused_every_write_and_nothing_changes(registry: None) -> None:
+    api = client("viewer")
+    for method, path, body, _ in WRITES:
+        assert call(api, method, path, body).status_code == 403, path
+    assert SwitchRequest.objects.count() == 0
+    assert not ModelDefinition.objects.filter(name="gamma").exists()
+    assert ModelDefinition.objects.filter(name="beta").exists()
+
+
+def test_an_action_answers_with_the_operation_to_follow(registry: None) -> None:
+    api = client("operator")
+    accepted = api.post("/api/models/alpha/actions/switch/", format="json")
+    assert accepted.status_code == 202
+    operation = api.get(accepted.json()["url"]).json()
+    assert (operation["model"], operation["kind"], operation["status"]) == (
+        "alpha",
+        "switch",
+        "pending",
+    )
+
+
+def test_an_action_on_a_busy_gpu_group_is_a_conflict(registry: None) -> None:
+    api = client("operator")
+    api.post("/api/models/alpha/actions/switch/", format="json")
+    SwitchRequest.objects.update(status="running")  # a worker is carrying it out
+    busy = api.post("/api/models/beta/actions/switch/", format="json")
+    assert busy.status_code == 409 and "is running on GPU group" in busy.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/models/", {"name": "x", "definition": {"model_path": "m", "port": "no"}}, "port"),
+        ("/api/models/", {"name": "x", "definition": {}, "colour": "red"}, "colour"),
+        (
+            "/api/models/alpha/actions/evict/",
+            {"weights": "retain", "process": "keep_running"},
+            "frees no GPU memory",
+        ),
+        ("/api/models/alpha/actions/evict/", {"weights": "melt", "process": "stop"}, "weights"),
+        ("/api/mode/", {"mode": "sometimes"}, "mode"),
+    ],
+)
+def test_bad_input_is_a_clear_400_and_changes_nothing(
+    path: str, body: dict[str, Any], field: str, registry: None
+) -> None:
+    response = client("admin").post(path, body, format="json")
+    assert response.status_code == 400 and field in response.content.decode(), response.content
+    assert SwitchRequest.objects.count() == 0
+    assert not ModelDefinition.objects.filter(name="x").exists()
