@@ -24,10 +24,16 @@ from dashboard.routing import websocket_application  # noqa: E402
 from llmux_site.gateway.app import GatewayApp  # noqa: E402
 from llmux_site.gateway.tuning import tune_web_process  # noqa: E402
 from models_app.gateway_backend import DjangoGatewayBackend  # noqa: E402
+from models_app.services.api_keys import GatewayKeys  # noqa: E402
 
 tune_web_process()
+keys = GatewayKeys.create(required=settings.LLMUX_API_KEYS_REQUIRED)
+backend = DjangoGatewayBackend.create(keys=keys)
 gateway = GatewayApp(
-    DjangoGatewayBackend.create(), max_body_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    backend,
+    max_body_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+    keys=keys,
+    on_usage=keys.record,
 )
 # Static assets come from the finders directly (no collectstatic step), which keeps the
 # embedded profile a single command.

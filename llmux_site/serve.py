@@ -158,10 +158,12 @@ def daphne_endpoint(host: str, port: int) -> str:
     return f"tcp:port={port}:interface={interface}:backlog={LISTEN_BACKLOG}"
 
 
-def child_env() -> dict[str, str]:
+def child_env(host: str = "127.0.0.1") -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "llmux_site.settings")
     env["PYTHONUNBUFFERED"] = "1"
+    # The web process decides whether /v1/ needs an API key by the address it serves on.
+    env["LLMUX_BIND_HOST"] = host
     return env
 
 

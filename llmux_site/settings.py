@@ -174,6 +174,22 @@ Q_TIMEOUT = env_int("LLMUX_TASK_TIMEOUT_SECS", 3600, minimum=60)
 LLMUX_CUDA_SUSPEND = env_choice("LLMUX_CUDA_SUSPEND", "auto", ("auto", "driver", "off"))
 LLMUX_CUDA_CHECKPOINT_BIN = env_optional("LLMUX_CUDA_CHECKPOINT_BIN")
 
+# Gateway API keys: `auto` requires one on /v1/ whenever the web process serves beyond
+# loopback (LLMUX_BIND_HOST, set by `llmux serve --host`), `on` always, `off` never.
+LLMUX_BIND_HOST = env_str("LLMUX_BIND_HOST", "127.0.0.1")
+LLMUX_REQUIRE_API_KEY = env_choice("LLMUX_REQUIRE_API_KEY", "auto", ("auto", "on", "off"))
+
+
+def _keys_required() -> bool:
+    from llmux_site.core.addresses import is_loopback_host
+
+    if LLMUX_REQUIRE_API_KEY == "auto":
+        return not is_loopback_host(LLMUX_BIND_HOST)
+    return LLMUX_REQUIRE_API_KEY == "on"
+
+
+LLMUX_API_KEYS_REQUIRED = _keys_required()
+
 # CRIU checkpoints (eviction process action `checkpoint`): `auto` uses the registry's
 # checkpoint.criu_path when that program is there, `off` never (such an eviction then
 # escalates to stop, recorded). docs/CHECKPOINTS.md.

@@ -27,6 +27,7 @@ from llmux_site.gateway.errors import GatewayError
 from models_app import selectors
 from models_app.models import EngineState, Mode, ModelDefinition, SwapTrigger, SwitchStatus
 from models_app.services import notify, presence, reconcile, switching
+from models_app.services.api_keys import GatewayKeys
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class DjangoGatewayBackend:
     probing: dict[str, int] = field(default_factory=dict)  # model -> version being probed
     early: dict[str, set[_Slot]] = field(default_factory=dict)  # slots awaiting their start
     _registry_stale: bool = False  # the bus said the registry changed
+    keys: GatewayKeys | None = None  # API keys: reloaded with the registry, usage flushed
     # Replaced on every notification, so a waiter that looked at the state and then waits
     # on the event it grabbed before looking can never miss a change (no lost wake-ups).
     _event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -96,9 +98,10 @@ class DjangoGatewayBackend:
     _db: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "llmux-gw-db"))
 
     @classmethod
-    def create(cls) -> DjangoGatewayBackend:
+    def create(cls, keys: GatewayKeys | None = None) -> DjangoGatewayBackend:
         """Build with the registry loaded now (sync, at import of the ASGI module)."""
         backend = cls()
+        backend.keys = keys
         try:
             backend.registry = selectors.gateway_registry()
             backend._merge(selectors.runtime_states())
@@ -308,6 +311,9 @@ class DjangoGatewayBackend:
             self._task = None
         with contextlib.suppress(Exception):
             await self._run_db(presence.forget, self.instance_id)
+        if self.keys is not None:  # the usage not written yet
+            with contextlib.suppress(Exception):
+                await self._run_db(self.keys.flush)
 
     async def _refresh_forever(self) -> None:
         last_registry = last_report = 0.0
@@ -404,6 +410,9 @@ class DjangoGatewayBackend:
         fingerprint = await self._run_db(selectors.registry_fingerprint)
         if self.registry is None or fingerprint != self.registry.fingerprint:
             self.registry = await self._run_db(selectors.gateway_registry)
+        if self.keys is not None:
+            await self._run_db(self.keys.reload)
+            await self._run_db(self.keys.flush)
 
     async def _refresh_states(self) -> None:
         changed = self._merge(await self._run_db(selectors.runtime_states))

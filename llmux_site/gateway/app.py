@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from llmux_site.gateway.backend import GatewayBackend
 from llmux_site.gateway.errors import EngineUnreachableError, GatewayError
+from llmux_site.gateway.keys import Grant, KeyCheck, UsageMeter, UsageSink
 from llmux_site.gateway.proxy import (
     FORWARDED_REQUEST_HEADERS,
     Send,
@@ -73,10 +74,17 @@ class GatewayApp:
     """ASGI3 application for http scopes under ``/v1/`` (lifespan closes the sessions)."""
 
     def __init__(
-        self, backend: GatewayBackend, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+        self,
+        backend: GatewayBackend,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        keys: KeyCheck | None = None,
+        on_usage: UsageSink | None = None,
     ) -> None:
         self.backend = backend
         self.max_body_bytes = max_body_bytes
+        self.keys = keys  # None: no API keys at all (the standalone gateway)
+        self.on_usage = on_usage
         self.upstreams = UpstreamPool()
         self._routes: dict[tuple[str, str], Handler] = {
             ("GET", MODELS_PATH): self._list_models,
@@ -146,6 +154,9 @@ class GatewayApp:
             public = self.backend.resolve(model)
             if public is None:
                 raise GatewayError(404, f"The model `{model}` does not exist.", param="model")
+            grant = None
+            if self.keys is not None:
+                grant = await self.keys.check(_authorization(scope), model, public)
         except GatewayError as exc:
             await send_error(send, exc)
             return
@@ -153,7 +164,7 @@ class GatewayApp:
             return
         watch = DisconnectWatch(receive)
         try:
-            await self._admit_and_relay(scope, send, public, payload, body, headers)
+            await self._admit_and_relay(scope, send, public, payload, body, headers, grant)
         except GatewayError as exc:
             await send_error(send, exc)
         except Exception:
@@ -180,12 +191,13 @@ class GatewayApp:
         payload: dict[str, Any],
         body: bytes,
         headers: list[tuple[str, str]] | None,
+        grant: Grant | None = None,
     ) -> None:
         backend = self.backend
         deadline = asyncio.get_running_loop().time() + backend.request_timeout()
         for attempt in range(2):
             try:
-                await self._relay_once(scope, send, public, payload, body, headers, deadline)
+                await self._relay_once(scope, send, public, payload, body, headers, deadline, grant)
                 return
             except EngineUnreachableError:
                 # The engine died under us (nothing was sent to the client): when the
@@ -202,8 +214,10 @@ class GatewayApp:
         body: bytes,
         headers: list[tuple[str, str]] | None,
         deadline: float,
+        grant: Grant | None = None,
     ) -> None:
         slot = await self.backend.acquire(public, deadline=deadline)
+        meter = UsageMeter() if grant is not None and self.on_usage is not None else None
         try:
             route = slot.route
             if route.rewrite_model and payload["model"] != route.served_name:
@@ -213,7 +227,8 @@ class GatewayApp:
             raw_path = scope.get("raw_path") or quote(scope["path"]).encode()
             url = upstream.url(raw_path, scope["query_string"])
             try:
-                await relay(upstream, scope["method"], url, headers, body, send, slot.confirmed)
+                out = meter.wrap(send) if meter is not None else send
+                await relay(upstream, scope["method"], url, headers, body, out, slot.confirmed)
             except GatewayError:
                 # An early slot's engine is stopped when its readiness fails: then the
                 # switch's failure (503 with its reason) is the answer, not the broken
@@ -222,6 +237,9 @@ class GatewayApp:
                 raise
         finally:
             slot.release()
+        if meter is not None and grant is not None and self.on_usage is not None:
+            # Every answered request counts; its tokens when the engine said them.
+            self.on_usage(grant, public, meter.finish() or {})
 
     async def _read_body(self, receive: Receive) -> bytes:
         message = await receive()
@@ -244,6 +262,13 @@ class GatewayApp:
                 raise _too_large(self.max_body_bytes)
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _authorization(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _request_headers(scope: Scope) -> tuple[list[tuple[str, str]] | None, int | None]:
@@ -285,14 +310,18 @@ async def send_json(send: Send, status: int, payload: Any) -> None:
     await send_bytes(send, status, json.dumps(payload).encode())
 
 
-async def send_bytes(send: Send, status: int, body: bytes) -> None:
+async def send_bytes(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send(
+        {"type": "http.response.start", "status": status, "headers": headers + (extra or [])}
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 async def send_error(send: Send, error: GatewayError) -> None:
-    await send_bytes(send, error.status, error.body())
+    await send_bytes(send, error.status, error.body(), error.headers)
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:

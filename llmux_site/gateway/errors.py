@@ -18,6 +18,7 @@ class GatewayError(Exception):
         self.status = status
         self.message = message
         self.param = param
+        self.headers: list[tuple[bytes, bytes]] = []  # e.g. Retry-After on a 429
 
     @classmethod
     def switch_failed(cls, model: str, reason: str) -> GatewayError:

@@ -6,10 +6,19 @@ from rest_framework import serializers
 
 from checkpoints_app.models import CheckpointImage
 from llmux_site.core.policy import ProcessAction, WeightsAction
-from models_app.models import AuditEntry, Node, SwapEvent, SwitchRequest
+from models_app.models import ApiKey, AuditEntry, Node, SwapEvent, SwitchRequest
 
 WEIGHTS = [w.value for w in WeightsAction]
 PROCESSES = [p.value for p in ProcessAction]
+
+
+class StrictCharField(serializers.CharField):
+    """A string, and only a string (DRF's CharField would turn 0 or true into one)."""
+
+    def to_internal_value(self, data: object) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
 
 
 class StrictSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -25,7 +34,7 @@ class StrictSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 
 class ModelEntrySerializer(StrictSerializer):
-    name = serializers.CharField(max_length=128)
+    name = StrictCharField(max_length=128)
     definition = serializers.DictField(
         help_text="the model's entry as in an llmux config file (validated like an import)"
     )
@@ -142,3 +151,28 @@ class StatusSerializer(serializers.Serializer):  # type: ignore[type-arg]
     switch = serializers.DictField(allow_null=True)
     gpus = serializers.ListField(child=serializers.DictField())
     checkpoint = serializers.DictField(allow_null=True)
+
+
+class KeyCreateSerializer(StrictSerializer):
+    name = StrictCharField(max_length=128)
+    scopes = serializers.ListField(
+        child=StrictCharField(max_length=128),
+        required=False,
+        default=list,
+        help_text="model names or aliases this key may use; empty: every model",
+    )
+    rpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class KeySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    class Meta:
+        model = ApiKey
+        exclude = ["secret_hash", "created_by"]
+
+
+class KeyCreatedSerializer(KeySerializer):
+    key = serializers.CharField(help_text="the whole key: shown this once, never again")
+
+    class Meta(KeySerializer.Meta):
+        exclude = ["secret_hash", "created_by"]

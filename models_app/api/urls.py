@@ -23,6 +23,8 @@ urlpatterns = [
     path("images/<int:pk>/restore/", views.ImageRestore.as_view(), name="api-image-restore"),
     path("nodes/", views.NodeList.as_view(), name="api-nodes"),
     path("audit/", views.AuditList.as_view(), name="api-audit"),
+    path("keys/", views.KeyList.as_view(), name="api-keys"),
+    path("keys/<int:pk>/", views.KeyDetail.as_view(), name="api-key"),
     # Anything else under /api/ is a JSON 404, never the site's HTML page.
     re_path(r"^[\s\S]*$", views.not_found),  # [\s\S]: a name with a newline too
 ]

@@ -28,6 +28,7 @@ from llmux_site.core.config import ConfigError, config_document, parse_config
 from models_app.api import serializers as s
 from models_app.api.permissions import AdminOnly, RolePermission
 from models_app.models import (
+    ApiKey,
     AuditEntry,
     AuditResult,
     EngineState,
@@ -37,7 +38,7 @@ from models_app.models import (
     SwitchRequest,
     SwitchStatus,
 )
-from models_app.services import audit
+from models_app.services import api_keys, audit
 from models_app.services.registry import apply_registry, export_registry
 from models_app.services.runtime import runtime_for
 from models_app.services.switching import group_of
@@ -366,3 +367,57 @@ class AuditList(ListAPIView):  # type: ignore[type-arg]
     permission_classes = [IsAuthenticated, AdminOnly]
     serializer_class = s.AuditSerializer
     queryset = AuditEntry.objects.order_by("-created_at", "-id")
+
+
+class KeyList(APIView):
+    """Gateway API keys (admins): list, and create (the key is in the answer, once)."""
+
+    permission_classes = [IsAuthenticated, AdminOnly]
+
+    @extend_schema(responses=s.KeySerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(s.KeySerializer(ApiKey.objects.all(), many=True).data)
+
+    @extend_schema(request=s.KeyCreateSerializer, responses={201: s.KeyCreatedSerializer})
+    def post(self, request: Request) -> Response:
+        body = s.KeyCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        created = api_keys.create_key(
+            data["name"],
+            scopes=data.get("scopes") or [],
+            rpm_limit=data.get("rpm_limit"),
+            expires_at=data.get("expires_at"),
+            created_by=request.user,
+        )
+        audit.record(
+            request.user,
+            "create_key",
+            f"{created.key.name} ({created.key.prefix})",
+            source="api",
+            remote_addr=_remote(request),
+        )
+        answer = dict(s.KeySerializer(created.key).data)
+        answer["key"] = created.plaintext
+        return Response(answer, status=status.HTTP_201_CREATED)
+
+
+class KeyDetail(APIView):
+    permission_classes = [IsAuthenticated, AdminOnly]
+
+    @extend_schema(responses=s.KeySerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(s.KeySerializer(get_object_or_404(ApiKey, pk=pk)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        key = get_object_or_404(ApiKey, pk=pk)
+        api_keys.revoke_key(key)
+        audit.record(
+            request.user,
+            "revoke_key",
+            f"{key.name} ({key.prefix})",
+            source="api",
+            remote_addr=_remote(request),
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)

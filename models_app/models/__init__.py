@@ -21,12 +21,14 @@ from .coordination import (
     WebInstance,
 )
 from .definitions import ModelAlias, ModelDefinition, Node, RegistryConfig
+from .keys import ApiKey
 from .runtime import EngineRuntime
 from .swaps import PHASES, SwapEvent
 
 __all__ = [
     "OPEN_SWITCH_STATUSES",
     "PHASES",
+    "ApiKey",
     "AuditEntry",
     "AuditResult",
     "BringUp",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -142,3 +143,29 @@ def test_bad_input_is_a_clear_400_and_changes_nothing(
     assert response.status_code == 400 and field in response.content.decode(), response.content
     assert SwitchRequest.objects.count() == 0
     assert not ModelDefinition.objects.filter(name="x").exists()
+
+
+@pytest.mark.parametrize("role", ["operator", "viewer"])
+def test_only_admins_manage_gateway_keys(role: str, registry: None) -> None:
+    api = client(role)
+    assert api.get("/api/keys/").status_code == 403
+    assert api.post("/api/keys/", {"name": "k"}, format="json").status_code == 403
+
+
+def test_a_key_is_shown_once_and_stored_hashed(registry: None) -> None:
+    api = client("admin")
+    created = api.post(
+        "/api/keys/", {"name": "ci", "scopes": ["alpha"], "rpm_limit": 60}, format="json"
+    )
+    assert created.status_code == 201
+    body = created.json()
+    plaintext = body["key"]
+    assert plaintext.startswith(f"llmux-{body['prefix']}-")
+    listed = api.get("/api/keys/").json()
+    assert plaintext not in json.dumps(listed) and "secret_hash" not in json.dumps(listed)
+    from models_app.models import ApiKey
+
+    stored = ApiKey.objects.get()
+    assert plaintext.split("-", 2)[2] not in stored.secret_hash  # only its hash
+    assert api.delete(f"/api/keys/{body['id']}/").status_code == 204
+    assert ApiKey.objects.get().revoked

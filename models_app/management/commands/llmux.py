@@ -103,7 +103,7 @@ class Command(BaseCommand):
             children=serve.child_processes(host, port),
         )
         try:
-            code = runner.run(serve.child_env())
+            code = runner.run(serve.child_env(host))
         except serve.ServeError as exc:
             raise CommandError(str(exc)) from None
         finally:

@@ -1,0 +1,149 @@
+"""Gateway API keys: the only writer of ApiKey rows, and the gateway's view of them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import DatabaseError, connections, transaction
+from django.db.models import Count, F, Max
+from django.utils import timezone
+
+from llmux_site.gateway.keys import Grant, KeyRecord, KeyTable, hash_secret
+from models_app.models import ApiKey
+from models_app.services import notify
+
+log = logging.getLogger(__name__)
+
+MISS_RELOAD_EVERY = 1.0  # seconds between reloads for keys the table does not know
+
+
+@dataclass(frozen=True)
+class NewKey:
+    key: ApiKey
+    plaintext: str  # shown once, never stored
+
+
+def create_key(
+    name: str,
+    *,
+    scopes: list[str] | None = None,
+    rpm_limit: int | None = None,
+    expires_at: datetime | None = None,
+    created_by: Any = None,
+) -> NewKey:
+    prefix = secrets.token_hex(4)
+    while ApiKey.objects.filter(prefix=prefix).exists():  # 2^32 prefixes: a clash is rare
+        prefix = secrets.token_hex(4)
+    secret = secrets.token_urlsafe(32)
+    key = ApiKey.objects.create(
+        name=name,
+        prefix=prefix,
+        secret_hash=hash_secret(secret),
+        scopes=list(scopes or []),
+        rpm_limit=rpm_limit,
+        expires_at=expires_at,
+        created_by=created_by if getattr(created_by, "is_authenticated", False) else None,
+    )
+    notify.registry_changed()  # web processes reload their key tables
+    return NewKey(key, f"llmux-{prefix}-{secret}")
+
+
+def revoke_key(key: ApiKey) -> None:
+    ApiKey.objects.filter(pk=key.pk).update(revoked=True, updated_at=timezone.now())
+    notify.registry_changed()
+
+
+def keys_fingerprint() -> tuple[Any, ...]:
+    found = ApiKey.objects.aggregate(n=Count("id"), at=Max("updated_at"))
+    return (found["n"], found["at"])
+
+
+def key_records() -> dict[str, KeyRecord]:
+    rows = ApiKey.objects.filter(revoked=False).values_list(
+        "id", "prefix", "secret_hash", "scopes", "rpm_limit", "expires_at"
+    )
+    return {
+        prefix: KeyRecord(
+            key_id=pk,
+            secret_hash=secret_hash,
+            scopes=frozenset(str(s) for s in scopes or ()),
+            rpm=rpm,
+            expires_at=expires.timestamp() if expires else None,
+        )
+        for pk, prefix, secret_hash, scopes, rpm, expires in rows
+    }
+
+
+@dataclass
+class GatewayKeys:
+    """The web process's key table, and the usage it has not written yet."""
+
+    table: KeyTable
+    fingerprint: tuple[Any, ...] = ()
+    _pending: dict[int, list[int]] = field(default_factory=dict)  # key -> [n, prompt, compl.]
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _missed_at: float = float("-inf")
+
+    @classmethod
+    def create(cls, *, required: bool) -> GatewayKeys:
+        keys = cls(KeyTable(required=required))
+        try:
+            keys.reload()
+        except DatabaseError:  # not migrated yet: the refresher loads it once it can
+            log.warning("gateway: API keys not readable yet; will retry")
+        return keys
+
+    async def check(self, authorization: str | None, model: str, public: str) -> Grant | None:
+        if authorization and not self.table.known(authorization):
+            # A key made a moment ago, before this process heard of it: look once (at
+            # most once a second, so a stream of bad keys cannot hammer the database).
+            now = time.monotonic()
+            if now - self._missed_at >= MISS_RELOAD_EVERY:
+                self._missed_at = now
+                await asyncio.to_thread(self._reload_quietly)
+        return self.table.check(authorization, model, public)
+
+    def _reload_quietly(self) -> None:
+        try:
+            self.reload()
+        except DatabaseError:
+            log.exception("gateway: could not reload the API keys")
+        finally:
+            connections.close_all()  # this worker thread keeps no connection open
+
+    def reload(self) -> None:
+        """Reload the records when the keys changed (sync: a database read)."""
+        fingerprint = keys_fingerprint()
+        if fingerprint != self.fingerprint:
+            self.table.records = key_records()
+            self.fingerprint = fingerprint
+
+    def record(self, grant: Grant, model: str, usage: dict[str, int]) -> None:
+        with self._lock:
+            counts = self._pending.setdefault(grant.key_id, [0, 0, 0])
+            counts[0] += 1
+            counts[1] += usage.get("prompt_tokens", 0)
+            counts[2] += usage.get("completion_tokens", 0)
+
+    def flush(self) -> None:
+        """Write the usage gathered since the last flush (one UPDATE per key)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        now = timezone.now()
+        with transaction.atomic():
+            for key_id, (n, prompt, completion) in pending.items():
+                ApiKey.objects.filter(pk=key_id).update(
+                    requests=F("requests") + n,
+                    prompt_tokens=F("prompt_tokens") + prompt,
+                    completion_tokens=F("completion_tokens") + completion,
+                    last_used_at=now,
+                )

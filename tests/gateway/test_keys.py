@@ -1,0 +1,112 @@
+"""The gateway's key table and usage meter (pure: no Django, no network)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from llmux_site.gateway.errors import GatewayError
+from llmux_site.gateway.keys import Grant, KeyRecord, KeyTable, UsageMeter, hash_secret
+
+
+def table(now: list[float], **record: Any) -> KeyTable:
+    fields = {
+        "key_id": 7,
+        "secret_hash": hash_secret("s3cret"),
+        "scopes": frozenset(),
+        "rpm": None,
+        "expires_at": None,
+    } | record
+    return KeyTable(required=True, records={"abcd": KeyRecord(**fields)}, clock=lambda: now[0])
+
+
+def status(check: Any) -> int:
+    with pytest.raises(GatewayError) as caught:
+        check()
+    return caught.value.status
+
+
+def test_a_key_is_checked_by_its_prefix_and_secret() -> None:
+    keys = table([0.0])
+    assert keys.check("Bearer llmux-abcd-s3cret", "a", "a") == Grant(7)
+    assert status(lambda: keys.check(None, "a", "a")) == 401
+    assert status(lambda: keys.check("Bearer llmux-abcd-wrong", "a", "a")) == 401
+    assert status(lambda: keys.check("Bearer llmux-zzzz-s3cret", "a", "a")) == 401
+    assert status(lambda: keys.check("Basic abc", "a", "a")) == 401
+    # Keys not required: no key or a key that is not ours is anonymous; ours still counts.
+    optional = table([0.0])
+    optional.required = False
+    assert optional.check(None, "a", "a") is None
+    assert optional.check("Bearer sk-whatever", "a", "a") is None
+    assert optional.check("Bearer llmux-abcd-s3cret", "a", "a") == Grant(7)
+
+
+def test_scopes_expiry_and_rate() -> None:
+    now = [1000.0]
+    scoped = table(now, scopes=frozenset({"a", "alias-of-b"}))
+    assert scoped.check("Bearer llmux-abcd-s3cret", "a", "a")
+    assert scoped.check("Bearer llmux-abcd-s3cret", "alias-of-b", "b")
+    assert status(lambda: scoped.check("Bearer llmux-abcd-s3cret", "c", "c")) == 403
+    expired = table(now, expires_at=999.0)
+    assert status(lambda: expired.check("Bearer llmux-abcd-s3cret", "a", "a")) == 401
+    limited = table(now, rpm=2)
+    for _ in range(2):
+        limited.check("Bearer llmux-abcd-s3cret", "a", "a")
+    with pytest.raises(GatewayError) as caught:
+        limited.check("Bearer llmux-abcd-s3cret", "a", "a")
+    assert caught.value.status == 429 and (b"retry-after", b"61") in caught.value.headers
+    now[0] += 60.5  # the window moved past both earlier requests
+    assert limited.check("Bearer llmux-abcd-s3cret", "a", "a")
+
+
+def run_meter(start: dict[str, Any], chunks: list[bytes]) -> dict[str, int] | None:
+    meter = UsageMeter()
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def go() -> None:
+        out = meter.wrap(send)
+        await out(start)
+        for chunk in chunks:
+            await out({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    asyncio.run(go())
+    assert len(sent) == len(chunks) + 1  # everything still reaches the client
+    return meter.finish()
+
+
+def test_usage_is_read_from_a_json_answer_split_in_chunks() -> None:
+    body = json.dumps({"id": "x", "usage": {"prompt_tokens": 5, "completion_tokens": 9}})
+    start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"application/json")],
+    }
+    raw = body.encode()
+    assert run_meter(start, [raw[:10], raw[10:]]) == {"prompt_tokens": 5, "completion_tokens": 9}
+
+
+def test_usage_is_read_from_a_streams_usage_chunk_cut_anywhere() -> None:
+    events = (
+        b'data: {"choices":[{"delta":{"content":"hi"}}],"usage":null}\n\n'
+        b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"text/event-stream")],
+    }
+    for cut in range(1, len(events)):
+        usage = run_meter(start, [events[:cut], events[cut:]])
+        assert usage == {"prompt_tokens": 3, "completion_tokens": 2}, cut
+
+
+def test_an_error_answer_has_no_usage() -> None:
+    start = {"type": "http.response.start", "status": 400, "headers": []}
+    assert run_meter(start, [b'{"usage": {"prompt_tokens": 1}}']) is None

@@ -1,0 +1,122 @@
+"""Gateway API keys against a running llmux, with the official openai client."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+import pytest
+
+from tests.integration.harness import Llmux, sim_model
+from tests.plugins.engines import free_port
+
+
+def config() -> dict[str, Any]:
+    return {
+        "vllm_command": "llmux-sim",
+        "policy": {"min_active_secs": 0},
+        "models": {
+            "alpha": sim_model(free_port(), aliases=["first"]),
+            "beta": sim_model(free_port()),
+        },
+    }
+
+
+def new_key(server: Llmux, **options: Any) -> str:
+    code = (
+        "from models_app.services.api_keys import create_key; import datetime as d; "
+        f"o = {options!r}; "
+        "o['expires_at'] = d.datetime.now(d.UTC) + d.timedelta(seconds=o['expires_at']) "
+        "if 'expires_at' in o else None; "
+        "print('KEY=' + create_key('test', **o).plaintext)"
+    )
+    out = server.manage(code)
+    return next(line[4:] for line in out.splitlines() if line.startswith("KEY="))
+
+
+def client(server: Llmux, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0, timeout=60)
+
+
+def chat(api: openai.OpenAI, model: str) -> Any:
+    return api.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hello"}], max_tokens=5
+    )
+
+
+def error_of(call: Any) -> openai.APIStatusError:
+    with pytest.raises(openai.APIStatusError) as caught:
+        call()
+    body = caught.value.response.json()
+    assert set(body["error"]) >= {"message", "type", "param", "code"}  # OpenAI's shape
+    return caught.value
+
+
+def test_keys_are_required_scoped_expired_and_rate_limited(llmux: Llmux) -> None:
+    llmux.start(config(), env={"LLMUX_REQUIRE_API_KEY": "on"})
+    assert error_of(lambda: chat(client(llmux, "no-key"), "alpha")).status_code == 401
+    assert error_of(lambda: chat(client(llmux, "llmux-abcd-nope"), "alpha")).status_code == 401
+
+    scoped = new_key(llmux, scopes=["alpha"])
+    assert chat(client(llmux, scoped), "alpha").choices[0].message.content
+    denied = error_of(lambda: chat(client(llmux, scoped), "beta"))
+    assert denied.status_code == 403 and "beta" in denied.message
+
+    expired = new_key(llmux, expires_at=-1)
+    assert "expired" in error_of(lambda: chat(client(llmux, expired), "alpha")).message
+
+    limited = new_key(llmux, rpm_limit=2)
+    for _ in range(2):
+        chat(client(llmux, limited), "alpha")
+    over = error_of(lambda: chat(client(llmux, limited), "alpha"))
+    assert over.status_code == 429 and int(over.response.headers["retry-after"]) >= 1
+
+
+def test_usage_counts_equal_the_sums_of_the_engines_usage(llmux: Llmux) -> None:
+    llmux.start(config(), env={"LLMUX_REQUIRE_API_KEY": "on"})
+    key = new_key(llmux)
+    api = client(llmux, key)
+    prompt = completion = 0
+    for i, model in enumerate(["alpha", "first", "beta", "alpha"]):
+        answer = api.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "count " * (i + 1)}],
+            max_tokens=3 + i,
+        )
+        assert answer.usage is not None
+        prompt += answer.usage.prompt_tokens
+        completion += answer.usage.completion_tokens
+    stream = api.chat.completions.create(
+        model="beta",
+        messages=[{"role": "user", "content": "stream it"}],
+        max_tokens=6,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    for chunk in stream:
+        if chunk.usage is not None:
+            prompt += chunk.usage.prompt_tokens
+            completion += chunk.usage.completion_tokens
+    # The web process writes usage about once a second.
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        row = json.loads(
+            llmux.manage(
+                "import json; from models_app.models import ApiKey; k = ApiKey.objects.get(); "
+                "print(json.dumps([k.requests, k.prompt_tokens, k.completion_tokens]))"
+            )
+            .strip()
+            .splitlines()[-1]
+        )
+        if row[0] == 5:
+            break
+        time.sleep(0.3)
+    assert row == [5, prompt, completion]
+
+
+def test_on_loopback_keys_are_not_required_by_default(llmux: Llmux) -> None:
+    llmux.start(config())
+    assert chat(client(llmux, "anything"), "alpha").choices[0].message.content
