@@ -15,6 +15,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from llmux_site.gateway.backend import GatewayBackend
+from llmux_site.gateway.checks import check_fields, parse_body, reencode
 from llmux_site.gateway.errors import EngineUnreachableError, GatewayError
 from llmux_site.gateway.keys import Grant, KeyCheck, UsageMeter, UsageSink
 from llmux_site.gateway.proxy import (
@@ -150,7 +151,8 @@ class GatewayApp:
             if length is not None and length > self.max_body_bytes:
                 raise _too_large(self.max_body_bytes)
             body = await self._read_body(receive)
-            payload, model = _parse(body)
+            payload, model = parse_body(body)
+            check_fields(scope["path"], payload)
             public = self.backend.resolve(model)
             if public is None:
                 raise GatewayError(404, f"The model `{model}` does not exist.", param="model")
@@ -222,7 +224,7 @@ class GatewayApp:
             route = slot.route
             if route.rewrite_model and payload["model"] != route.served_name:
                 payload = {**payload, "model": route.served_name}
-                body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+                body = reencode(payload)
             upstream = self.upstreams.get(route.upstream)
             raw_path = scope.get("raw_path") or quote(scope["path"]).encode()
             url = upstream.url(raw_path, scope["query_string"])
@@ -286,20 +288,6 @@ def _request_headers(scope: Scope) -> tuple[list[tuple[str, str]] | None, int | 
             except ValueError:
                 raise GatewayError(400, "Content-Length is not a number.") from None
     return headers, length
-
-
-def _parse(body: bytes) -> tuple[dict[str, Any], str]:
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        raise GatewayError(400, "The request body is not valid JSON.") from None
-    if not isinstance(payload, dict):
-        raise GatewayError(400, "The request body must be a JSON object.")
-    model = payload.get("model")
-    if not isinstance(model, str):
-        message = "`model` is required." if model is None else "`model` must be a string."
-        raise GatewayError(400, message, param="model")
-    return payload, model
 
 
 def _too_large(limit: int) -> GatewayError:

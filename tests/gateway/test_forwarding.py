@@ -168,7 +168,7 @@ def test_it_rewrites_only_the_model_and_forwards_only_what_the_engine_needs(
     with urllib.request.urlopen(request, timeout=5) as reply:
         echoed = json.loads(reply.read())
         upstream_header = reply.headers["X-Upstream"]
-    verbatim = b'{"model":   "eng", "keep": "spacing"}'
+    verbatim = b'{"model":   "eng", "prompt": "keep",  "keep": "spacing"}'
     with urllib.request.urlopen(
         urllib.request.Request(f"{gateway.url}/v1/completions", data=verbatim), timeout=5
     ) as reply:
