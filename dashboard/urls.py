@@ -13,5 +13,6 @@ urlpatterns = [
     path("charts/", views.charts, name="charts"),
     path("charts/data/", views.charts_data, name="charts-data"),
     path("playground/", views.playground, name="playground"),
+    path("keys/", views.keys, name="keys"),
     path("actions/<str:name>/", views.act, name="act"),
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -11,6 +11,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Sum
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
@@ -23,6 +24,7 @@ from dashboard.snapshot import snapshot
 from llmux_site.core.config import config_document
 from llmux_site.core.policy import ProcessAction, WeightsAction
 from models_app.models import (
+    ApiKey,
     AuditEntry,
     ModelDefinition,
     SwapEvent,
@@ -30,6 +32,7 @@ from models_app.models import (
     SwapTrigger,
 )
 from models_app.roles import can_act, role_of
+from models_app.services import api_keys, audit
 from models_app.services.engines import engine_log_path
 from models_app.services.registry import export_registry
 
@@ -164,6 +167,50 @@ def charts_data(request: HttpRequest) -> JsonResponse:
     except ValueError:
         hours = 24.0
     return JsonResponse(chart_data(hours))
+
+
+@login_required
+def keys(request: HttpRequest) -> HttpResponse:
+    """Gateway API keys (admins): the list, a form, and a new key shown this once."""
+    if role_of(request.user) != "admin":
+        return HttpResponseForbidden("only administrators manage API keys")
+    created = None
+    if request.method == "POST":
+        created = _key_action(request)
+    return render(
+        request,
+        "dashboard/keys.html",
+        {**_common(request), "keys": ApiKey.objects.all(), "created": created},
+    )
+
+
+def _key_action(request: HttpRequest) -> str | None:
+    remote = request.META.get("REMOTE_ADDR", "")
+    if "revoke" in request.POST:
+        key = ApiKey.objects.filter(pk=request.POST.get("revoke", "")).first()
+        if key is not None:
+            api_keys.revoke_key(key)
+            audit.record(
+                request.user, "revoke_key", f"{key.name} ({key.prefix})", remote_addr=remote
+            )
+            messages.success(request, f"key {key.name} revoked")
+        return None
+    name = request.POST.get("name", "").strip()
+    scopes = [s.strip() for s in request.POST.get("scopes", "").split(",") if s.strip()]
+    try:
+        rpm = int(request.POST["rpm"]) if request.POST.get("rpm") else None
+        days = float(request.POST["days"]) if request.POST.get("days") else None
+        if not name or (rpm is not None and rpm < 1) or (days is not None and days <= 0):
+            raise ValueError
+    except ValueError:
+        messages.error(request, "a name is required; rpm and days must be positive numbers")
+        return None
+    expires = timezone.now() + timedelta(days=days) if days else None
+    made = api_keys.create_key(
+        name, scopes=scopes, rpm_limit=rpm, expires_at=expires, created_by=request.user
+    )
+    audit.record(request.user, "create_key", f"{name} ({made.key.prefix})", remote_addr=remote)
+    return made.plaintext
 
 
 @login_required

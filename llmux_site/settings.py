@@ -31,6 +31,11 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 # --- where state lives -------------------------------------------------------------------
 DATA_DIR = env_path("LLMUX_DATA_DIR", BASE_DIR / "data")
+# Where model definitions may point (sockets, images, local model directories): every
+# such path is normalised and must lie under one of these (models_app.services.paths).
+LLMUX_PATH_ROOTS = env_list(
+    "LLMUX_PATH_ROOTS", [str(DATA_DIR), "/models", "/var/lib/llmux", "/run/llmux"]
+)
 LLMUX_DIRS = {
     "data": DATA_DIR,
     "logs": DATA_DIR / "logs",
@@ -264,6 +269,20 @@ CSRF_COOKIE_HTTPONLY = False
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Behind TLS (the production profile's default; a TLS-terminating proxy sets
+# X-Forwarded-Proto): cookies only over HTTPS, HSTS, and HTTP redirected to HTTPS.
+# `check --deploy` is clean with it. The embedded profile serves loopback over HTTP.
+LLMUX_TLS = env_bool("LLMUX_TLS", PROFILE == "production")
+if LLMUX_TLS:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("LLMUX_HSTS_SECONDS", 31_536_000, minimum=0)
+    # Both on, as `check --deploy` asks; a host whose subdomains are not all on HTTPS
+    # turns them off (and accepts the two warnings).
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("LLMUX_HSTS_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("LLMUX_HSTS_PRELOAD", True)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("LLMUX_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024)
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"

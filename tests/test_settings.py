@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import subprocess
 import sys
@@ -82,3 +83,25 @@ def test_the_secret_key_is_stable_across_starts(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout
     assert len(first.stdout.strip()) >= 50
+
+
+def test_check_deploy_is_clean_under_production_settings(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")} | {
+        "LLMUX_DATA_DIR": str(tmp_path),
+        "LLMUX_DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres",
+        "LLMUX_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "LLMUX_SECRET_KEY": secrets.token_urlsafe(50),
+        "LLMUX_ALLOWED_HOSTS": "llmux.example.com",
+        "DJANGO_SETTINGS_MODULE": "llmux_site.settings",
+    }
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no issues" in done.stdout

@@ -378,6 +378,16 @@ def _env(sec: _Section) -> Mapping[str, str]:
     return MappingProxyType(env)
 
 
+# What only a shell would make sense of: command separators, pipes, substitutions,
+# redirections and line breaks. Quotes, braces and colons stay allowed (JSON values).
+SHELL_METACHARACTERS: Final = (";", "|", "&", "`", "$(", "${", "<", ">", "\n", "\r")
+
+
+def shell_metacharacter(arg: str) -> str | None:
+    """The first shell construct in `arg`, or None."""
+    return next((m for m in SHELL_METACHARACTERS if m in arg), None)
+
+
 def _model(name: str, data: object, path: str, errors: list[FieldError]) -> ModelSpec | None:
     if not _MODEL_NAME_RE.match(name):
         errors.append(FieldError(path, f"invalid model name {name!r} (see MODEL_NAME_PATTERN)"))
@@ -400,6 +410,16 @@ def _model(name: str, data: object, path: str, errors: list[FieldError]) -> Mode
     extra_args = sec.strings(
         "extra_args", what="a list of strings (an argv list, not a shell line)"
     )
+    for index, arg in enumerate(extra_args):
+        found = shell_metacharacter(arg)
+        if found is not None:
+            sec.errors.append(
+                FieldError(
+                    f"{sec.at('extra_args')}[{index}]",
+                    f"contains {found!r}: arguments go to the engine as argv items, never "
+                    "through a shell, so a shell construct there is a mistake or an attack",
+                )
+            )
     return ModelSpec(
         name=name,
         model_path=model_path or "",

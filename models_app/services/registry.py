@@ -34,7 +34,7 @@ from models_app.models import (
     ModelDefinition,
     RegistryConfig,
 )
-from models_app.services import notify
+from models_app.services import notify, paths
 
 # Config key -> ModelDefinition field. `eviction` (two fields) and `aliases` (rows) are
 # handled on their own.
@@ -364,9 +364,23 @@ def _unprunable(names: list[str]) -> list[FieldError]:
     ]
 
 
+def _path_errors(plans: list[_ModelPlan], settings: RegistryConfig) -> list[FieldError]:
+    """Every filesystem path normalised and under LLMUX_PATH_ROOTS (services.paths)."""
+    checks = [(settings.images_dir, "checkpoint.images_dir", False)]
+    for plan in plans:
+        where = f"models.{plan.spec.name}"
+        checks += [
+            (plan.obj.uds_path, f"{where}.uds", False),
+            (plan.obj.checkpoint_path, f"{where}.checkpoint_path", False),
+            (plan.obj.model_path, f"{where}.model_path", True),
+        ]
+    found = [paths.confine(value, where, path_like_only=loose) for value, where, loose in checks]
+    return [error for error in found if error is not None]
+
+
 def _field_errors(plans: list[_ModelPlan], settings: RegistryConfig) -> list[FieldError]:
     """The model fields' own validation (lengths, choices), mapped back to config paths."""
-    errors: list[FieldError] = []
+    errors: list[FieldError] = _path_errors(plans, settings)
     to_key = {field: key for key, field in MODEL_FIELDS.items()}
     for plan in plans:
         errors += _validate(plan.obj, f"models.{plan.spec.name}", to_key)

@@ -136,3 +136,23 @@ def test_deleting_an_image_from_the_page(models: list[ModelDefinition], tmp_path
     client_for("operator").post("/actions/delete_image/", {"image": str(image.pk)})
     image.refresh_from_db()
     assert image.status == ImageStatus.DELETED
+
+
+def test_an_admin_creates_a_key_on_the_page_and_sees_it_once(
+    models: list[ModelDefinition],
+) -> None:
+    from models_app.models import ApiKey
+
+    admin = client_for("admin")
+    page = admin.post("/keys/", {"name": "ci", "scopes": "alpha, beta", "rpm": "30"})
+    body = page.content.decode()
+    key = ApiKey.objects.get()
+    assert f"llmux-{key.prefix}-" in body and key.scopes == ["alpha", "beta"]
+    assert f"llmux-{key.prefix}-" not in admin.get("/keys/").content.decode().replace(
+        f"llmux-{key.prefix}-…", ""
+    )  # never shown again
+    admin.post("/keys/", {"revoke": str(key.pk)})
+    key.refresh_from_db()
+    assert key.revoked
+    for role in ("operator", "viewer"):
+        assert client_for(role).get("/keys/").status_code == 403

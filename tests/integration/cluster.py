@@ -25,6 +25,7 @@ import pytest
 from llmux_site.serve import ASGI_APP, daphne_endpoint
 from tests.integration.harness import REPO, Llmux
 from tests.integration.invariants import simulator_processes, wait_until
+from tests.plugins.data_dir import TEST_PATH_ROOTS
 from tests.plugins.engines import free_port
 
 
@@ -52,6 +53,7 @@ class Cluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
         return env | {
             "LLMUX_DATA_DIR": str(self.data_dir),
+            "LLMUX_PATH_ROOTS": TEST_PATH_ROOTS,
             "DJANGO_SETTINGS_MODULE": "llmux_site.settings",
             "PYTHONUNBUFFERED": "1",
         }

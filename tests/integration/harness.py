@@ -15,6 +15,7 @@ from typing import Any
 
 import openai
 
+from tests.plugins.data_dir import TEST_PATH_ROOTS
 from tests.plugins.engines import free_port
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -49,7 +50,11 @@ class Llmux:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config_file.write_text(json.dumps(config))
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
-        full_env |= {"LLMUX_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
+        full_env |= {
+            "LLMUX_DATA_DIR": str(self.data_dir),
+            "LLMUX_PATH_ROOTS": TEST_PATH_ROOTS,
+            "PYTHONUNBUFFERED": "1",
+        }
         full_env |= env or {}
         log = (self.data_dir / "serve.log").open("a")
         self.process = subprocess.Popen(
@@ -99,6 +104,7 @@ class Llmux:
         """Run Python in `manage.py shell` against this llmux's database (as an operator)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
         env["LLMUX_DATA_DIR"] = str(self.data_dir)
+        env["LLMUX_PATH_ROOTS"] = TEST_PATH_ROOTS
         result = subprocess.run(
             [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
             cwd=REPO,

@@ -15,6 +15,13 @@ if "LLMUX_DATA_DIR" not in os.environ:
     _created = tempfile.mkdtemp(prefix="llmux-test-data-")
     os.environ["LLMUX_DATA_DIR"] = _created
 
+# Tests keep sockets, images and data under /tmp (short socket paths, pytest's tmp_path):
+# allowed there on top of the default roots. Subprocesses get it too (harness `env`s).
+TEST_PATH_ROOTS = ",".join(
+    [os.environ["LLMUX_DATA_DIR"], "/models", "/var/lib/llmux", "/run/llmux", "/tmp"]
+)
+os.environ.setdefault("LLMUX_PATH_ROOTS", TEST_PATH_ROOTS)
+
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _created is not None:
