@@ -73,6 +73,11 @@ def check_fields(path: str, payload: dict[str, Any]) -> None:
             raise GatewayError(400, f"`{name}` has the wrong type.", param=name)
 
 
+def too_deep(payload: Any) -> bool:
+    """Whether `payload` nests deeper than MAX_DEPTH (stops walking once it does)."""
+    return _depth(payload) > MAX_DEPTH
+
+
 def _depth(payload: Any) -> int:
     deepest = 0
     stack: list[tuple[Any, int]] = [(payload, 1)]

@@ -169,3 +169,10 @@ def test_a_key_is_shown_once_and_stored_hashed(registry: None) -> None:
     assert plaintext.split("-", 2)[2] not in stored.secret_hash  # only its hash
     assert api.delete(f"/api/keys/{body['id']}/").status_code == 204
     assert ApiKey.objects.get().revoked
+
+
+@pytest.mark.parametrize("depth", [100, 20_000])
+def test_deeply_nested_json_is_a_400(depth: int, registry: None) -> None:
+    body = '{"mode": ' + "[" * depth + "]" * depth + "}"
+    response = client("admin").generic("POST", "/api/mode/", body, content_type="application/json")
+    assert response.status_code == 400 and "nested deeper" in response.json()["detail"]
