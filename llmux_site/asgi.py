@@ -23,6 +23,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from dashboard.routing import websocket_application  # noqa: E402
 from llmux_site.gateway.app import GatewayApp  # noqa: E402
 from llmux_site.gateway.tuning import tune_web_process  # noqa: E402
+from models_app import metrics  # noqa: E402
 from models_app.gateway_backend import DjangoGatewayBackend  # noqa: E402
 from models_app.services.api_keys import GatewayKeys  # noqa: E402
 
@@ -34,6 +35,7 @@ gateway = GatewayApp(
     max_body_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
     keys=keys,
     on_usage=keys.record,
+    on_request=lambda model, status, ttfb: metrics.observe_request(model, status, ttfb, None),
 )
 # Static assets come from the finders directly (no collectstatic step), which keeps the
 # embedded profile a single command.

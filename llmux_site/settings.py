@@ -7,6 +7,7 @@ ORM broker, everything under one data directory. Production: `LLMUX_DATABASE_URL
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 from pathlib import Path
@@ -44,6 +45,10 @@ LLMUX_DIRS = {
     "ledger": DATA_DIR / "gpu-ledger",
     "sim_cache": DATA_DIR / "sim-cache",
 }
+# prometheus_client's multiprocess mode: every process writes its counters and histograms
+# here, /metrics merges them (models_app.metrics). Set before the client is imported.
+LLMUX_DIRS["metrics"] = LLMUX_DIRS["run"] / "metrics"
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(LLMUX_DIRS["metrics"]))
 try:
     for _path in LLMUX_DIRS.values():
         _path.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from models_app.api import views as api_views
+
 urlpatterns = [
     path("", include("dashboard.urls")),
     path("login/", auth_views.LoginView.as_view(), name="login"),
@@ -12,5 +14,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("metrics", api_views.metrics_view, name="metrics"),
     path("api/", include("models_app.api.urls")),  # last: it ends with a JSON 404
 ]

@@ -25,6 +25,7 @@ from checkpoints_app.models import CheckpointImage, ImageKind, ImageStatus
 from llmux_site.core.criu import DUMP_LOG, RESTORE_LOG, DumpResult, RestoreResult
 from llmux_site.core.images import check_budget, fingerprint, is_image, read_meta
 from llmux_site.core.switching import EngineTarget
+from models_app import metrics
 from models_app.models import ModelDefinition, RegistryConfig
 from models_app.services import notify
 
@@ -193,6 +194,8 @@ class DbImageStore:
             image.bytes,
             image.dump_ms,
         )
+        metrics.CHECKPOINT_BYTES.labels(image.model_name, "dump").inc(image.bytes)
+        metrics.CHECKPOINT_SECONDS.labels("dump").observe(result.seconds)
         from checkpoints_app.services.housekeeping import drop_superseded
 
         drop_superseded(image)
@@ -271,6 +274,8 @@ class DbImageStore:
         image.progress_bytes = image.progress_total = image.bytes
         image.pid, image.pgid = result.process.pid, result.process.pgid
         image.save()
+        metrics.CHECKPOINT_BYTES.labels(image.model_name, "restore").inc(image.bytes)
+        metrics.CHECKPOINT_SECONDS.labels("restore").observe(result.seconds)
         announce(image)
         log.info(
             "restore_done model=%s image=%s restore_ms=%.0f",

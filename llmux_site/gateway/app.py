@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 from urllib.parse import quote
@@ -71,6 +72,31 @@ class DisconnectWatch:
         self._watcher.cancel()
 
 
+# Hears each request on a known model once it ended: (model, status, seconds to the
+# first byte or None); 499 when the client left before any answer.
+RequestObserver = Callable[[str, int, float | None], None]
+
+
+class ResponseTap:
+    """Notes an answer's status and when its first byte went out."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = time.monotonic()
+        self.status = 0
+        self.first_byte: float | None = None
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+        elif self.first_byte is None and message["type"] == "http.response.body":
+            self.first_byte = time.monotonic()
+        await self._send(message)
+
+    def first_byte_after(self) -> float | None:
+        return None if self.first_byte is None else self.first_byte - self.started
+
+
 class GatewayApp:
     """ASGI3 application for http scopes under ``/v1/`` (lifespan closes the sessions)."""
 
@@ -81,11 +107,13 @@ class GatewayApp:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         keys: KeyCheck | None = None,
         on_usage: UsageSink | None = None,
+        on_request: RequestObserver | None = None,
     ) -> None:
         self.backend = backend
         self.max_body_bytes = max_body_bytes
         self.keys = keys  # None: no API keys at all (the standalone gateway)
         self.on_usage = on_usage
+        self.on_request = on_request  # (public model, status, seconds to the first byte)
         self.upstreams = UpstreamPool()
         self._routes: dict[tuple[str, str], Handler] = {
             ("GET", MODELS_PATH): self._list_models,
@@ -165,6 +193,9 @@ class GatewayApp:
         except ClientGone:
             return
         watch = DisconnectWatch(receive)
+        tap = ResponseTap(send) if self.on_request is not None else None
+        if tap is not None:
+            send = tap.send
         try:
             await self._admit_and_relay(scope, send, public, payload, body, headers, grant)
         except GatewayError as exc:
@@ -184,6 +215,8 @@ class GatewayApp:
                 task.uncancel()
         finally:
             watch.stop()
+            if tap is not None and self.on_request is not None:
+                self.on_request(public, tap.status or 499, tap.first_byte_after())
 
     async def _admit_and_relay(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
@@ -421,3 +422,26 @@ class KeyDetail(APIView):
             remote_addr=_remote(request),
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format: for loopback scrapers, or any logged-in user or token."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+    from rest_framework.authentication import TokenAuthentication
+
+    from llmux_site.core.addresses import is_loopback_host
+    from models_app import metrics
+
+    allowed = is_loopback_host(request.META.get("REMOTE_ADDR", "")) or (
+        request.user.is_authenticated
+    )
+    if not allowed:
+        try:
+            allowed = TokenAuthentication().authenticate(Request(request)) is not None
+        except Exception:
+            allowed = False
+    if not allowed:
+        return HttpResponse(
+            "metrics need a login or a token\n", status=401, content_type="text/plain"
+        )
+    return HttpResponse(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)

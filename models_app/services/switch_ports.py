@@ -25,6 +25,7 @@ from llmux_site.core.switching import (
     SwitchPlan,
     SwitchResult,
 )
+from models_app import metrics
 from models_app.models import (
     ModelDefinition,
     SwapEvent,
@@ -325,12 +326,13 @@ def finish_swap(request: SwitchRequest, ports: DbSwitchPorts, result: SwitchResu
     now = timezone.now()
     if result.outcome is not Outcome.SKIPPED:
         ports.ensure_swap()
+    total_ms = (time.monotonic() - ports.started) * 1000
     if ports.swap is not None:
         SwapEvent.objects.filter(pk=ports.swap.pk).update(
             outcome=swap_outcome,
             phase="",
             finished_at=now,
-            total_ms=(time.monotonic() - ports.started) * 1000,
+            total_ms=total_ms,
             escalated=result.escalated,
             forced_drain=result.forced_drain,
             bringup=result.bringup.value if result.bringup else "",
@@ -343,3 +345,21 @@ def finish_swap(request: SwitchRequest, ports: DbSwitchPorts, result: SwitchResu
     )
     if ports.swap is not None:
         notify.publish(notify.SWAP)
+        _observe(ports, swap_outcome, total_ms)
+
+
+def _observe(ports: DbSwitchPorts, outcome: str, total_ms: float) -> None:
+    """The switch in the Prometheus metrics (models_app.metrics)."""
+    outgoing, incoming = ports.plan.outgoing, ports.plan.incoming
+    evicting_only = outgoing is not None and outgoing.name == incoming.name
+    active_s = None
+    if outgoing is not None and outgoing.activated_at is not None:
+        active_s = max(0.0, ports.now() - outgoing.activated_at)
+    metrics.observe_switch(
+        outgoing.name if outgoing is not None else "",
+        "" if evicting_only else incoming.name,
+        outcome,
+        total_ms / 1000,
+        {column.removesuffix("_ms"): ms / 1000 for column, ms in ports.early_phases.items()},
+        active_s,
+    )

@@ -75,6 +75,10 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         self.prepare_database()
         self.load_registry(config)
+        # Metrics start from zero with the processes that write them (Prometheus sees a
+        # counter reset, as for any restart); files of earlier processes would linger.
+        for stale in Path(settings.LLMUX_DIRS["metrics"]).glob("*.db"):
+            stale.unlink(missing_ok=True)
         node = register_local_node()
         warming = schedule_warmup()
         if warming:
