@@ -309,11 +309,18 @@ STATIC_ROOT = DATA_DIR / "static"
 
 # --- logging ------------------------------------------------------------------------------------
 LOG_LEVEL = env_choice("LLMUX_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+# json: one object per line with event names (llmux_site.logs); text: for people.
+LOG_FORMAT = env_choice(
+    "LLMUX_LOG_FORMAT", "json" if PROFILE == "production" else "text", ("json", "text")
+)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "llmux_site.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django_q": {"level": "WARNING"}},
 }

@@ -24,7 +24,8 @@ from django.db import DatabaseError, transaction
 
 from llmux_site.gateway.backend import Route
 from llmux_site.gateway.errors import GatewayError
-from models_app import selectors
+from llmux_site.logs import event
+from models_app import metrics, selectors
 from models_app.models import EngineState, Mode, ModelDefinition, SwapTrigger, SwitchStatus
 from models_app.services import notify, presence, reconcile, switching
 from models_app.services.api_keys import GatewayKeys
@@ -136,6 +137,12 @@ class DjangoGatewayBackend:
         return data
 
     async def acquire(self, model: str, *, deadline: float) -> _Slot:
+        started = time.monotonic()
+        slot = await self._acquire(model, deadline=deadline)
+        metrics.QUEUE_WAIT_SECONDS.labels(model).observe(time.monotonic() - started)
+        return slot
+
+    async def _acquire(self, model: str, *, deadline: float) -> _Slot:
         await self.start()
         if self._admissible(model):
             return self._take(model)
@@ -195,6 +202,14 @@ class DjangoGatewayBackend:
             changed = self._event
             remaining = slot.deadline - time.monotonic()
             if remaining <= 0:
+                event(
+                    log,
+                    "request_timeout",
+                    f"a request for {model} timed out waiting",
+                    level=logging.WARNING,
+                    model=model,
+                    timeout_s=self.request_timeout(),
+                )
                 raise GatewayError.timed_out(model, self.request_timeout())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(remaining, 1.0)):
@@ -268,6 +283,14 @@ class DjangoGatewayBackend:
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                event(
+                    log,
+                    "request_timeout",
+                    f"a request for {model} timed out waiting",
+                    level=logging.WARNING,
+                    model=model,
+                    timeout_s=self.request_timeout(),
+                )
                 raise GatewayError.timed_out(model, self.request_timeout())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(remaining, 1.0)):

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
 from checkpoints_app.services.store import announce, remove_files, writer_alive
+from llmux_site.logs import event
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,14 @@ def delete_image(image: CheckpointImage, *, reason: str) -> None:
     image.error = reason if not image.error else image.error
     image.save(update_fields=["status", "error"])
     announce(image)
-    log.info("image_deleted model=%s image=%s: %s", image.model_name, image.pk, reason)
+    event(
+        log,
+        "image_deleted",
+        f"image {image.pk} of {image.model_name} deleted: {reason}",
+        model=image.model_name,
+        image=image.pk,
+        reason=reason,
+    )
 
 
 def drop_superseded(newest: CheckpointImage) -> list[int]:
@@ -75,5 +83,13 @@ def recover_images() -> list[int]:
         remove_files(image)
         announce(image)
         failed.append(image.pk)
-        log.warning("checkpoint_failed model=%s image=%s: writer died", image.model_name, image.pk)
+        event(
+            log,
+            "checkpoint_failed",
+            f"image {image.pk} of {image.model_name}: writer died",
+            level=logging.WARNING,
+            model=image.model_name,
+            image=image.pk,
+            error="writer died",
+        )
     return failed

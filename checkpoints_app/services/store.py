@@ -25,6 +25,7 @@ from checkpoints_app.models import CheckpointImage, ImageKind, ImageStatus
 from llmux_site.core.criu import DUMP_LOG, RESTORE_LOG, DumpResult, RestoreResult
 from llmux_site.core.images import check_budget, fingerprint, is_image, read_meta
 from llmux_site.core.switching import EngineTarget
+from llmux_site.logs import event
 from models_app import metrics
 from models_app.models import ModelDefinition, RegistryConfig
 from models_app.services import notify
@@ -164,12 +165,14 @@ class DbImageStore:
         image = CheckpointImage.objects.filter(location=key).first()
         if image is not None:
             announce(image)
-            log.info(
-                "checkpoint_progress model=%s image=%s done=%d total=%d",
-                image.model_name,
-                image.pk,
-                done,
-                total,
+            event(
+                log,
+                "checkpoint_progress",
+                f"{image.model_name}: {done} of about {total} bytes",
+                model=image.model_name,
+                image=image.pk,
+                done=done,
+                total=total,
             )
 
     def dumped(self, target: EngineTarget, images_dir: Path, result: DumpResult) -> None:
@@ -187,12 +190,14 @@ class DbImageStore:
         image.error = ""
         image.save()
         announce(image)
-        log.info(
-            "checkpoint_written model=%s image=%s bytes=%d dump_ms=%.0f",
-            image.model_name,
-            image.pk,
-            image.bytes,
-            image.dump_ms,
+        event(
+            log,
+            "checkpoint_written",
+            f"image {image.pk} of {image.model_name} written",
+            model=image.model_name,
+            image=image.pk,
+            bytes=image.bytes,
+            dump_ms=image.dump_ms,
         )
         metrics.CHECKPOINT_BYTES.labels(image.model_name, "dump").inc(image.bytes)
         metrics.CHECKPOINT_SECONDS.labels("dump").observe(result.seconds)
@@ -209,7 +214,15 @@ class DbImageStore:
         image.save()
         remove_files(image)  # half an image can never be restored: free the disk now
         announce(image)
-        log.warning("checkpoint_failed model=%s image=%s: %s", image.model_name, image.pk, error)
+        event(
+            log,
+            "checkpoint_failed",
+            f"dump of {image.model_name} failed: {error}",
+            level=logging.WARNING,
+            model=image.model_name,
+            image=image.pk,
+            error=error,
+        )
 
     # -- restore --------------------------------------------------------------------
 
@@ -277,11 +290,13 @@ class DbImageStore:
         metrics.CHECKPOINT_BYTES.labels(image.model_name, "restore").inc(image.bytes)
         metrics.CHECKPOINT_SECONDS.labels("restore").observe(result.seconds)
         announce(image)
-        log.info(
-            "restore_done model=%s image=%s restore_ms=%.0f",
-            image.model_name,
-            image.pk,
-            image.restore_ms,
+        event(
+            log,
+            "restore_done",
+            f"image {image.pk} of {image.model_name} restored",
+            model=image.model_name,
+            image=image.pk,
+            restore_ms=image.restore_ms,
         )
 
     def restore_failed(self, target: EngineTarget, images_dir: Path, error: str) -> None:
@@ -291,7 +306,15 @@ class DbImageStore:
         image.error = (error + "\n" + _log_text(images_dir, RESTORE_LOG)).strip()[-8000:]
         image.save()
         announce(image)
-        log.warning("restore_failed model=%s image=%s: %s", image.model_name, image.pk, error)
+        event(
+            log,
+            "restore_failed",
+            f"restore of {image.model_name} failed: {error}",
+            level=logging.WARNING,
+            model=image.model_name,
+            image=image.pk,
+            error=error,
+        )
 
     def verified(self, target: EngineTarget, images_dir: Path) -> None:
         image = _row(images_dir)

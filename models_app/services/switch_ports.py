@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from functools import cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -25,6 +26,7 @@ from llmux_site.core.switching import (
     SwitchPlan,
     SwitchResult,
 )
+from llmux_site.logs import event
 from models_app import metrics
 from models_app.models import (
     ModelDefinition,
@@ -42,6 +44,8 @@ POLL_SECONDS = 0.02
 # A phase still running after this long gets the swap row's live phase written on its own;
 # a shorter one is never written (no watcher could have seen it).
 LIVE_PHASE_AFTER = 0.05
+log = logging.getLogger(__name__)
+
 PHASE_COLUMNS = {
     Phase.BACKOFF: "backoff_ms",
     Phase.COOLDOWN: "cooldown_ms",
@@ -261,6 +265,17 @@ class DbSwitchPorts:
             phase=phase.value,
         )
         SwitchRequest.objects.filter(pk=self.request.pk).update(swap=self.swap)
+        event(
+            log,
+            "switch_started",
+            f"switch {self.swap.from_name or '-'} -> {self.swap.to_name or '(evict)'} started",
+            swap=self.swap.pk,
+            group=self.plan.group,
+            model=incoming.name,
+            outgoing=outgoing.name if outgoing else None,
+            phase=phase.value,
+            trigger=self.request.trigger,
+        )
 
     def ensure_swap(self) -> None:
         """Open the swap row now if work happened but no write opened it (sync)."""
@@ -345,13 +360,54 @@ def finish_swap(request: SwitchRequest, ports: DbSwitchPorts, result: SwitchResu
     )
     if ports.swap is not None:
         notify.publish(notify.SWAP)
-        _observe(ports, swap_outcome, total_ms)
+        _observe(ports, swap_outcome, total_ms, result)
 
 
-def _observe(ports: DbSwitchPorts, outcome: str, total_ms: float) -> None:
-    """The switch in the Prometheus metrics (models_app.metrics)."""
+def _observe(
+    ports: DbSwitchPorts, outcome: str, total_ms: float, result: SwitchResult | None = None
+) -> None:
+    """The switch in the Prometheus metrics (models_app.metrics) and the event log."""
     outgoing, incoming = ports.plan.outgoing, ports.plan.incoming
     evicting_only = outgoing is not None and outgoing.name == incoming.name
+    phases_ms = {
+        column.removesuffix("_ms"): round(ms, 1) for column, ms in ports.early_phases.items()
+    }
+    fields: dict[str, Any] = {
+        "swap": ports.swap.pk if ports.swap else None,
+        "group": ports.plan.group,
+        "model": incoming.name,
+        "outgoing": outgoing.name if outgoing else None,
+        "total_ms": round(total_ms, 1),
+        "phases_ms": phases_ms,
+    }
+    if result is not None and result.escalated:
+        event(
+            log,
+            "eviction_escalated",
+            f"eviction of {fields['outgoing']} escalated to stop: {result.error}",
+            level=logging.WARNING,
+            **fields,
+            error=result.error,
+        )
+    if outcome == "failed":
+        error = result.error if result else ""
+        event(
+            log,
+            "switch_failed",
+            f"switch to {incoming.name} failed: {error}",
+            level=logging.WARNING,
+            **fields,
+            error=error,
+        )
+    elif not evicting_only and outcome == "succeeded":
+        bringup = result.bringup.value if result and result.bringup else None
+        event(
+            log,
+            "model_activated",
+            f"{incoming.name} active ({bringup}, {total_ms:.0f} ms)",
+            **fields,
+            bringup=bringup,
+        )
     active_s = None
     if outgoing is not None and outgoing.activated_at is not None:
         active_s = max(0.0, ports.now() - outgoing.activated_at)

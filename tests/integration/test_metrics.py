@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.request
 from typing import Any
 
@@ -25,6 +26,19 @@ def value(families: dict[str, Any], sample_name: str, **labels: str) -> float:
     raise AssertionError(f"no sample {sample_name} {labels}")
 
 
+def events(server: Llmux, name: str) -> list[dict[str, Any]]:
+    found = []
+    for line in server.log().splitlines():
+        if line.startswith("{"):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("event") == name:
+                found.append(entry)
+    return found
+
+
 def test_a_to_b_to_a_to_b_yields_exactly_the_expected_metrics(llmux: Llmux) -> None:
     llmux.start(
         {
@@ -34,7 +48,8 @@ def test_a_to_b_to_a_to_b_yields_exactly_the_expected_metrics(llmux: Llmux) -> N
                 "a": sim_model(free_port(), sleep_level=1),
                 "b": sim_model(free_port(), sleep_level=1),
             },
-        }
+        },
+        env={"LLMUX_LOG_FORMAT": "json"},
     )
     client = llmux.client(timeout=60)
     for model in ("a", "b", "a", "b"):
@@ -73,6 +88,19 @@ def test_a_to_b_to_a_to_b_yields_exactly_the_expected_metrics(llmux: Llmux) -> N
     assert value(families, "llmux_requests_total", model="a", status="200") == 2
     assert value(families, "llmux_requests_total", model="b", status="200") == 2
     assert value(families, "llmux_time_to_first_byte_seconds_count", model="a") == 2
+    assert value(families, "llmux_queue_wait_seconds_count", model="b") == 2
     assert value(families, "llmux_engine_state", model="b", state="running") == 1
     assert value(families, "llmux_engine_state", model="a", state="sleeping") == 1
     assert value(families, "llmux_model_active_duration_seconds_count", model="a") == 2
+
+    # The same switches as structured log events, with their phases and durations.
+    activated = events(llmux, "model_activated")
+    assert [(e["model"], e["outgoing"], e["bringup"]) for e in activated] == [
+        ("a", None, "cold_start"),
+        ("b", "a", "cold_start"),
+        ("a", "b", "wake"),
+        ("b", "a", "wake"),
+    ]
+    assert all({"bringup", "readiness"} <= set(e["phases_ms"]) for e in activated)
+    assert all(e["level"] == "INFO" and e["total_ms"] > 0 for e in activated)
+    assert len(events(llmux, "switch_started")) == 4
