@@ -30,6 +30,7 @@ from models_app.models import (
     SwapEvent,
     SwapOutcome,
     SwapTrigger,
+    ValidationRun,
 )
 from models_app.roles import can_act, role_of
 from models_app.services import api_keys, audit
@@ -84,6 +85,7 @@ def model_detail(request: HttpRequest, name: str) -> HttpResponse:
             "definition": json.dumps(entry, indent=2, sort_keys=True),
             "swaps": SwapEvent.objects.filter(to_name=model.name)[:20],
             "images": CheckpointImage.objects.filter(model_name=model.name)[:20],
+            "validations": ValidationRun.objects.filter(model_name=model.name)[:20],
             "log_lines": tail(engine_log_path(model)),
         },
     )

@@ -41,6 +41,8 @@ was, and a figure measured while it was busy is a lower bound of what llmux does
 - **Checkpoint**: CRIU dump and restore of a simulated engine (weights in CPU memory)
   against dd writing and reading as many bytes on the same disk, in a section of its own
   (`scripts/bench_checkpoint.py`) that says what each row includes.
+- **Scheduling policies**: llmux's profiles under fifo, cost_aware and time_slice with
+  simulated switch costs (`scripts/bench_policies.py`).
 - **Dashboard**: server time of the overview and the swap history with 100 models and
   100,000 swap events, through Django's full request handling (`scripts/bench_dashboard.py`).
 """
@@ -70,10 +72,12 @@ def main() -> None:
     checkpoint = run("bench_checkpoint.py", *(["--quick"] if args.quick else []))
     # "## Dashboard pages at scale": 100 models, 100,000 swap events.
     dashboard = run("bench_dashboard.py", *(["--runs", "5"] if args.quick else []))
+    policies = run("bench_policies.py")
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = (
         f"{HEADER}\n## Run of {stamp}\n\n### Gateway\n\n{gateway}\n\n"
-        f"### Switch orchestration overhead\n\n{switches}\n\n{checkpoint}\n\n{dashboard}\n"
+        f"### Switch orchestration overhead\n\n{switches}\n\n{checkpoint}\n\n"
+        f"{dashboard}\n\n{policies}\n"
     )
     # Runs on the GPU machine are not repeated here: their section is kept as it stands.
     old = OUTPUT.read_text() if OUTPUT.exists() else ""

@@ -229,6 +229,18 @@ class EngineClient:
         reply = await self._send_idempotent("GET", "/metrics", limit_s=self.timeouts.control)
         return reply.body.decode(errors="replace")
 
+    async def weights_verified(self) -> bool | None:
+        """The simulator's own weights checksum check (`/sim/state`); None for an engine
+        that has none (vLLM answers 404)."""
+        try:
+            reply = await self._send_idempotent("GET", "/sim/state", limit_s=self.timeouts.control)
+        except EngineHTTPError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        verdict = reply.json_object().get("weights_ok")
+        return verdict if isinstance(verdict, bool) else None
+
     async def load(self) -> int:
         reply = await self._send_idempotent("GET", "/load", limit_s=self.timeouts.control)
         return int(reply.json_object().get("server_load", 0))

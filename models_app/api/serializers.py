@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from checkpoints_app.models import CheckpointImage
 from llmux_site.core.policy import ProcessAction, WeightsAction
-from models_app.models import ApiKey, AuditEntry, Node, SwapEvent, SwitchRequest
+from models_app.models import ApiKey, AuditEntry, Node, SwapEvent, SwitchRequest, ValidationRun
 
 WEIGHTS = [w.value for w in WeightsAction]
 PROCESSES = [p.value for p in ProcessAction]
@@ -176,3 +176,9 @@ class KeyCreatedSerializer(KeySerializer):
 
     class Meta(KeySerializer.Meta):
         exclude = ["secret_hash", "created_by"]
+
+
+class ValidationSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    class Meta:
+        model = ValidationRun
+        exclude = ["model"]

@@ -22,6 +22,7 @@ urlpatterns = [
     path("images/<int:pk>/", views.ImageDetail.as_view(), name="api-image"),
     path("images/<int:pk>/restore/", views.ImageRestore.as_view(), name="api-image-restore"),
     path("nodes/", views.NodeList.as_view(), name="api-nodes"),
+    path("validations/", views.ValidationList.as_view(), name="api-validations"),
     path("audit/", views.AuditList.as_view(), name="api-audit"),
     path("keys/", views.KeyList.as_view(), name="api-keys"),
     path("keys/<int:pk>/", views.KeyDetail.as_view(), name="api-key"),

@@ -38,6 +38,7 @@ from models_app.models import (
     SwapEvent,
     SwitchRequest,
     SwitchStatus,
+    ValidationRun,
 )
 from models_app.services import api_keys, audit
 from models_app.services.registry import apply_registry, export_registry
@@ -362,6 +363,22 @@ class NodeList(ListAPIView):  # type: ignore[type-arg]
     permission_classes = PERMISSIONS
     serializer_class = s.NodeSerializer
     queryset = Node.objects.order_by("name")
+
+
+class ValidationList(ListAPIView):  # type: ignore[type-arg]
+    """Results of `llmux_validate`, newest first (`model` filter)."""
+
+    permission_classes = PERMISSIONS
+    serializer_class = s.ValidationSerializer
+
+    @extend_schema(parameters=[OpenApiParameter("model", str)])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self) -> Any:
+        rows = ValidationRun.objects.order_by("-created_at", "-id")
+        model = self.request.query_params.get("model")
+        return rows.filter(model_name=model) if model else rows
 
 
 class AuditList(ListAPIView):  # type: ignore[type-arg]

@@ -24,6 +24,7 @@ from .definitions import ModelAlias, ModelDefinition, Node, RegistryConfig
 from .keys import ApiKey
 from .runtime import EngineRuntime
 from .swaps import PHASES, SwapEvent
+from .validation import ValidationRun
 
 __all__ = [
     "OPEN_SWITCH_STATUSES",
@@ -49,6 +50,7 @@ __all__ = [
     "SwapTrigger",
     "SwitchRequest",
     "SwitchStatus",
+    "ValidationRun",
     "WebInstance",
     "Weights",
 ]

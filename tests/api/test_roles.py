@@ -22,6 +22,7 @@ READS = [
     "/api/swaps/",
     "/api/images/",
     "/api/nodes/",
+    "/api/validations/",
 ]
 NEW = {"name": "gamma", "definition": {"model_path": "sim/gamma", "port": 18003}}
 # (method, path, body, status for an operator or admin)

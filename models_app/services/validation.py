@@ -1,0 +1,180 @@
+"""`llmux_validate`: prove that a model sleeps and wakes correctly under each policy.
+
+For each policy the model is brought up (a switch, through the worker like any other),
+answers a temperature-0 prompt (the baseline), is evicted by the policy (timed, GPU memory
+read before and after), brought up again (timed, memory read), and must give the same
+answer. The runs are stored (ValidationRun) and shown in the API and the dashboard.
+GPU memory comes from the GPU probe: NVML on a GPU host, the simulator's ledger without.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from checkpoints_app.services.operations import OperationError, wait_for
+from llmux_site.core.engine_client import EngineClient
+from llmux_site.core.lifecycle import MEMORY_LEFT_RATIO
+from llmux_site.core.policy import EvictionPolicy, PolicyError, ProcessAction
+from llmux_site.core.processes import process_tree
+from models_app.models import ModelDefinition, SwapTrigger, ValidationRun
+from models_app.services import control
+from models_app.services.engines import listen_address
+from models_app.services.runtime import runtime_for
+from models_app.services.switch_ports import gpu_probe
+
+DEFAULT_POLICIES = (
+    "offload+keep_running",
+    "discard+keep_running",
+    "retain+cuda_suspend",
+    "offload+cuda_suspend",
+    "discard+checkpoint",
+    "offload+stop",
+)
+PROMPT = "llmux validate: count from one to five"
+MEMORY_TOLERANCE = 64 * 1024 * 1024
+ACTOR = "manage.py llmux_validate"
+
+
+@dataclass(frozen=True)
+class Support:
+    """Which process actions this host's worker can carry out (host_actions)."""
+
+    cuda_suspend: bool
+    checkpoint: bool
+
+    def allows(self, policy: EvictionPolicy) -> bool:
+        if policy.process is ProcessAction.CUDA_SUSPEND:
+            return self.cuda_suspend
+        if policy.process is ProcessAction.CHECKPOINT:
+            return self.checkpoint
+        return True
+
+
+def host_support() -> Support:
+    from models_app.services.host_actions import process_actions
+
+    actions = process_actions()
+    return Support(
+        cuda_suspend=getattr(actions, "suspend_helper", None) is not None,
+        checkpoint=getattr(actions, "criu", None) is not None,
+    )
+
+
+def parse_policies(text: str | None) -> list[EvictionPolicy]:
+    labels = [p.strip() for p in (text or "").split(",") if p.strip()]
+    try:
+        return [EvictionPolicy.from_label(label) for label in labels]
+    except (PolicyError, ValueError) as exc:
+        raise OperationError(f"--policies: {exc}") from None
+
+
+def _memory(model: ModelDefinition) -> int | None:
+    runtime = runtime_for(model)
+    if runtime.pid is None:
+        return 0  # no process: nothing held
+    held = gpu_probe().used_by_pids(process_tree(runtime.pid, runtime.pgid or 0))
+    return held
+
+
+def _answer(model: ModelDefinition) -> tuple[str, bool | None]:
+    """A temperature-0 answer, and the engine's own weights check where it has one."""
+
+    async def ask() -> tuple[str, bool | None]:
+        async with EngineClient(listen_address(model)) as client:
+            body = {
+                "model": model.served_model_name or model.model_path,
+                "prompt": PROMPT,
+                "max_tokens": 12,
+                "temperature": 0,
+            }
+            reply = await client.completion(body)
+            verified = await client.weights_verified()
+        return str((reply.get("choices") or [{}])[0].get("text", "")), verified
+
+    return asyncio.run(ask())
+
+
+def _switch_to(model: ModelDefinition, timeout: float) -> tuple[float | None, str]:
+    finished = wait_for(
+        control.force_switch(model, actor=ACTOR, trigger=SwapTrigger.API),
+        timeout,
+        f"bringing {model.name} up",
+    )
+    swap = finished.swap
+    return (swap.total_ms if swap else None), (swap.bringup if swap else "")
+
+
+def validate_policy(
+    model: ModelDefinition, policy: EvictionPolicy, batch: str, timeout: float
+) -> ValidationRun:
+    run = ValidationRun(batch=batch, model=model, model_name=model.name, policy=policy.label)
+    try:
+        _switch_to(model, timeout)
+        baseline, _ = _answer(model)
+        run.memory_before = _memory(model)
+        down = wait_for(
+            control.evict(model, policy, actor=ACTOR, trigger=SwapTrigger.API),
+            timeout,
+            f"evicting {model.name} by {policy.label}",
+        )
+        if down.swap is not None:
+            run.evict_ms = down.swap.evict_ms
+            if down.swap.escalated:
+                raise OperationError(f"the eviction escalated to stop: {down.swap.error}")
+        run.memory_evicted = _memory(model)
+        run.bringup_ms, run.bringup = _switch_to(model, timeout)
+        run.memory_after = _memory(model)
+        answer, weights_ok = _answer(model)
+        run.answer_matches = answer == baseline
+        problems = []
+        if weights_ok is False:
+            problems.append("the engine's weights checksum does not verify after the bring-up")
+        before, evicted = run.memory_before, run.memory_evicted
+        if before and evicted is not None:
+            allowed = max(MEMORY_TOLERANCE, int(before * MEMORY_LEFT_RATIO))
+            if evicted > allowed:
+                problems.append(f"GPU memory not freed ({evicted} of {before} bytes held)")
+        if not run.answer_matches:
+            problems.append("the answer after the bring-up differs from the one before")
+        run.error = "; ".join(problems)
+        run.passed = not problems
+    except OperationError as exc:
+        run.error, run.passed = str(exc), False
+    run.save()
+    return run
+
+
+def validate(
+    model: ModelDefinition,
+    policies: list[EvictionPolicy] | None,
+    *,
+    timeout: float = 1800.0,
+    support: Support | None = None,
+    on_run: Callable[[ValidationRun], None] | None = None,
+) -> list[ValidationRun]:
+    """Each policy in turn (default: every one this host supports); the stored runs."""
+    support = support or host_support()
+    explicit = policies is not None
+    chosen = policies or [EvictionPolicy.from_label(label) for label in DEFAULT_POLICIES]
+    batch = uuid.uuid4().hex
+    runs = []
+    for policy in chosen:
+        if not support.allows(policy):
+            if not explicit:
+                continue  # the default list covers what this host can do
+            run = ValidationRun.objects.create(
+                batch=batch,
+                model=model,
+                model_name=model.name,
+                policy=policy.label,
+                error=f"{policy.process.value} is not available on this host",
+            )
+        else:
+            run = validate_policy(model, policy, batch, timeout)
+        runs.append(run)
+        if on_run is not None:
+            on_run(run)
+    return runs
