@@ -173,6 +173,19 @@ class DjangoGatewayBackend:
         return dead
 
     # --- internals ------------------------------------------------------------------------
+    def _timed_out(self, model: str) -> GatewayError:
+        """The 504 of a request whose model was not ready in time (and its log event)."""
+        timeout = self.request_timeout()
+        event(
+            log,
+            "request_timeout",
+            f"a request for {model} timed out after {timeout:g} s",
+            level=logging.WARNING,
+            model=model,
+            timeout_s=timeout,
+        )
+        return GatewayError.timed_out(model, timeout)
+
     def _admissible(self, model: str) -> bool:
         state = self.states.get(model)
         return state is not None and state[0] == EngineState.RUNNING
@@ -202,15 +215,7 @@ class DjangoGatewayBackend:
             changed = self._event
             remaining = slot.deadline - time.monotonic()
             if remaining <= 0:
-                event(
-                    log,
-                    "request_timeout",
-                    f"a request for {model} timed out waiting",
-                    level=logging.WARNING,
-                    model=model,
-                    timeout_s=self.request_timeout(),
-                )
-                raise GatewayError.timed_out(model, self.request_timeout())
+                raise self._timed_out(model)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(remaining, 1.0)):
                     await changed.wait()
@@ -283,15 +288,7 @@ class DjangoGatewayBackend:
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                event(
-                    log,
-                    "request_timeout",
-                    f"a request for {model} timed out waiting",
-                    level=logging.WARNING,
-                    model=model,
-                    timeout_s=self.request_timeout(),
-                )
-                raise GatewayError.timed_out(model, self.request_timeout())
+                raise self._timed_out(model)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(remaining, 1.0)):
                     await changed.wait()
