@@ -48,7 +48,9 @@ LLMUX_DIRS = {
 # prometheus_client's multiprocess mode: every process writes its counters and histograms
 # here, /metrics merges them (models_app.metrics). Set before the client is imported.
 LLMUX_DIRS["metrics"] = LLMUX_DIRS["run"] / "metrics"
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(LLMUX_DIRS["metrics"]))
+# Always this data directory's: a value inherited from a parent process (another llmux
+# with another data directory) would mix two installations' counters.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(LLMUX_DIRS["metrics"])
 try:
     for _path in LLMUX_DIRS.values():
         _path.mkdir(parents=True, exist_ok=True)
