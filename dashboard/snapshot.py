@@ -8,7 +8,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
-from llmux_site.core.processes import process_tree
+from llmux_site.core.processes import process_trees
 from models_app.models import (
     EngineState,
     ModelDefinition,
@@ -59,14 +59,14 @@ LIVE = (
 )
 
 
-def _engine_memory(pid: int | None, pgid: int | None) -> int | None:
-    """GPU bytes held by an engine's tree (vLLM keeps weights in child processes)."""
-    if pid is None:
-        return None
+def _engine_memory(roots: list[tuple[int, int]]) -> dict[int, int | None]:
+    """GPU bytes held by each engine's tree (vLLM keeps weights in child processes), from
+    one scan of /proc for all of them."""
     try:
-        return gpu_probe().used_by_pids(process_tree(pid, pgid or 0))
-    except Exception:
-        return None
+        probe = gpu_probe()
+        return {pid: probe.used_by_pids(tree) for pid, tree in process_trees(roots).items()}
+    except Exception:  # a probe error must not break the page
+        return {}
 
 
 def snapshot() -> dict[str, Any]:
@@ -84,6 +84,14 @@ def snapshot() -> dict[str, Any]:
     )
     names = [m.name for m in models]
     demand = group_demand(names, live_instances())
+    live = [
+        (m.runtime.pid, m.runtime.pgid or 0)
+        for m in models
+        if getattr(m, "runtime", None) is not None
+        and m.runtime.pid is not None
+        and m.runtime.state in LIVE
+    ]
+    memory = _engine_memory(live) if live else {}
     now = timezone.now()
     rows = []
     for model in models:
@@ -101,9 +109,7 @@ def snapshot() -> dict[str, Any]:
                 "in_flight": in_flight,
                 "queued": waiting,
                 "pid": runtime.pid if runtime else None,
-                "gpu_memory": _engine_memory(runtime.pid, runtime.pgid)
-                if runtime and state in LIVE
-                else None,
+                "gpu_memory": memory.get(runtime.pid) if runtime and runtime.pid else None,
                 "uptime_s": (now - activated).total_seconds() if activated else None,
                 "last_switch": model.last_switch.isoformat() if model.last_switch else None,
                 "last_switch_ms": model.last_switch_ms,

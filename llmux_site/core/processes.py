@@ -38,6 +38,7 @@ __all__ = [
     "is_alive",
     "live_process",
     "process_tree",
+    "process_trees",
     "read_log_tail",
     "reap_orphans",
     "reap_stray_children",
@@ -392,18 +393,28 @@ def process_tree(pid: int, pgid: int) -> list[int]:
     ``pgid`` 0 (or 1) leaves the group out. The caller checks first that ``pid`` is the
     process it means (its create time); this only walks the table.
     """
+    return process_trees([(pid, pgid)])[pid]
+
+
+def process_trees(roots: Sequence[tuple[int, int]]) -> dict[int, list[int]]:
+    """`process_tree` of several (pid, pgid) roots from one scan of /proc."""
     table = [(p, ppid, pgrp) for p, state, ppid, pgrp in _proc_table() if state not in (b"Z", b"X")]
     children: dict[int, list[int]] = {}
-    for p, ppid, _ in table:
+    groups: dict[int, set[int]] = {}
+    for p, ppid, pgrp in table:
         children.setdefault(ppid, []).append(p)
-    found = {p for p, _, pgrp in table if pgid > 1 and pgrp == pgid}
+        groups.setdefault(pgrp, set()).add(p)
     alive = {p for p, _, _ in table}
-    stack = [pid] if pid in alive else []
-    while stack:
-        current = stack.pop()
-        found.add(current)
-        stack.extend(c for c in children.get(current, ()) if c not in found)
-    return sorted(found)
+    trees: dict[int, list[int]] = {}
+    for pid, pgid in roots:
+        found = set(groups.get(pgid, ())) if pgid > 1 else set()
+        stack = [pid] if pid in alive else []
+        while stack:
+            current = stack.pop()
+            found.add(current)
+            stack.extend(c for c in children.get(current, ()) if c not in found)
+        trees[pid] = sorted(found)
+    return trees
 
 
 def group_members(pgid: int) -> list[int]:
