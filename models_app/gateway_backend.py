@@ -38,6 +38,7 @@ CLOSED_WITHOUT_FAILURE = (SwitchStatus.SUCCEEDED, SwitchStatus.SKIPPED)
 FAST_POLL = 0.1  # while requests wait or a drain is pending
 IDLE_POLL = 0.25
 REGISTRY_POLL = 1.0
+KEYS_POLL = 10.0  # the key table's fallback re-read (notices and first use come first)
 HEARTBEAT = 1.0
 OUTCOME_WAIT = 2.0  # how long a failed early start waits for its switch's reason
 
@@ -90,6 +91,8 @@ class DjangoGatewayBackend:
     early: dict[str, set[_Slot]] = field(default_factory=dict)  # slots awaiting their start
     _registry_stale: bool = False  # the bus said the registry changed
     keys: GatewayKeys | None = None  # API keys: reloaded with the registry, usage flushed
+    _keys_stale: bool = False
+    _keys_read_at: float = 0.0
     # Replaced on every notification, so a waiter that looked at the state and then waits
     # on the event it grabbed before looking can never miss a change (no lost wake-ups).
     _event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -375,6 +378,7 @@ class DjangoGatewayBackend:
         kind, payload = notify.parse(data)
         if kind == notify.REGISTRY:
             self._registry_stale = True
+            self._keys_stale = True
             self._wake.set()
             return
         if kind == notify.PROBING and isinstance(payload, dict):
@@ -431,8 +435,15 @@ class DjangoGatewayBackend:
         if self.registry is None or fingerprint != self.registry.fingerprint:
             self.registry = await self._run_db(selectors.gateway_registry)
         if self.keys is not None:
-            await self._run_db(self.keys.reload)
-            await self._run_db(self.keys.flush)
+            # Off the switch path: a key made elsewhere arrives with a registry notice (or
+            # at its first use, GatewayKeys.check), so the table is re-read only then or
+            # every KEYS_POLL; usage is written only when some was gathered.
+            now = time.monotonic()
+            if self._keys_stale or now - self._keys_read_at >= KEYS_POLL:
+                self._keys_stale, self._keys_read_at = False, now
+                await self._run_db(self.keys.reload)
+            if self.keys.pending():
+                await self._run_db(self.keys.flush)
 
     async def _refresh_states(self) -> None:
         changed = self._merge(await self._run_db(selectors.runtime_states))

@@ -132,6 +132,10 @@ class GatewayKeys:
             counts[1] += usage.get("prompt_tokens", 0)
             counts[2] += usage.get("completion_tokens", 0)
 
+    def pending(self) -> bool:
+        with self._lock:
+            return bool(self._pending)
+
     def flush(self) -> None:
         """Write the usage gathered since the last flush (one UPDATE per key)."""
         with self._lock:
