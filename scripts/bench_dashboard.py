@@ -118,6 +118,9 @@ def measure(runs: int) -> dict[str, list[float]]:
         "swap history, page 1": "/swaps/",
         "swap history, page 1000": "/swaps/?page=1000",
         "swap history, one model, failed": "/swaps/?model=model-007&outcome=failed",
+        "API status": "/api/status/",
+        "API swaps, newest 50": "/api/swaps/?limit=50",
+        "API swaps, one model, failed": "/api/swaps/?model=model-007&outcome=failed&limit=50",
     }
     figures: dict[str, list[float]] = {}
     for name, url in pages.items():
@@ -142,7 +145,7 @@ def report(args: argparse.Namespace, figures: dict[str, list[float]]) -> str:
         platform.processor(),
     )
     lines = [
-        "## Dashboard pages at scale",
+        "## Dashboard pages and API at scale",
         "",
         f"Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} CPUs ({cpu}), Python "
         f"{platform.python_version()}, embedded profile (SQLite). {args.models} models, "

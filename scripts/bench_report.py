@@ -43,8 +43,9 @@ was, and a figure measured while it was busy is a lower bound of what llmux does
   (`scripts/bench_checkpoint.py`) that says what each row includes.
 - **Scheduling policies**: llmux's profiles under fifo, cost_aware and time_slice with
   simulated switch costs (`scripts/bench_policies.py`).
-- **Dashboard**: server time of the overview and the swap history with 100 models and
-  100,000 swap events, through Django's full request handling (`scripts/bench_dashboard.py`).
+- **Dashboard and API at scale**: server time of the overview, the swap history and the
+  API's status and swaps with 100 models and 100,000 swap events, through Django's full
+  request handling (`scripts/bench_dashboard.py`).
 """
 
 
@@ -70,7 +71,7 @@ def main() -> None:
     switches = run("bench_switch.py", "--switches", "10" if args.quick else "30")
     # Its own "## Checkpoint throughput (CRIU against dd)" section, with its own date.
     checkpoint = run("bench_checkpoint.py", *(["--quick"] if args.quick else []))
-    # "## Dashboard pages at scale": 100 models, 100,000 swap events.
+    # "## Dashboard pages and API at scale": 100 models, 100,000 swap events.
     dashboard = run("bench_dashboard.py", *(["--runs", "5"] if args.quick else []))
     policies = run("bench_policies.py")
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
