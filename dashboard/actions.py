@@ -16,7 +16,7 @@ from django.db import transaction
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
 from checkpoints_app.services.housekeeping import delete_image
-from checkpoints_app.services.store import DbImageStore
+from checkpoints_app.services.operations import has_usable_image
 from llmux_site.core.config import ConfigError, config_document, parse_config
 from llmux_site.core.policy import EvictionPolicy, PolicyError, ProcessAction
 from models_app.models import (
@@ -32,7 +32,7 @@ from models_app.roles import can_act
 from models_app.services import audit, control
 from models_app.services.engines import eviction_policy
 from models_app.services.registry import apply_registry, export_registry
-from models_app.services.runtime import engine_target, runtime_for
+from models_app.services.runtime import runtime_for
 
 TRIGGER = SwapTrigger.DASHBOARD
 
@@ -116,7 +116,7 @@ def checkpoint(user: Any, data: Any) -> Outcome:
 
 def restore(user: Any, data: Any) -> Outcome:
     model = _model(data)
-    if DbImageStore().latest(engine_target(model, RegistryConfig.load())) is None:
+    if not has_usable_image(model):
         raise StateError(f"{model.name} has no usable checkpoint image")
     return _queued(
         control.force_switch(model, actor=user.get_username(), trigger=TRIGGER),

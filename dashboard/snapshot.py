@@ -50,15 +50,6 @@ def _gpus() -> list[dict[str, Any]]:
         return []
 
 
-LIVE = (
-    EngineState.STARTING,
-    EngineState.RUNNING,
-    EngineState.DRAINING,
-    EngineState.SLEEPING,
-    EngineState.SUSPENDED,
-)
-
-
 def _engine_memory(roots: list[tuple[int, int]]) -> dict[int, int | None]:
     """GPU bytes held by each engine's tree (vLLM keeps weights in child processes), from
     one scan of /proc for all of them."""
@@ -89,7 +80,7 @@ def snapshot() -> dict[str, Any]:
         for m in models
         if getattr(m, "runtime", None) is not None
         and m.runtime.pid is not None
-        and m.runtime.state in LIVE
+        and m.runtime.state in EngineState.with_process()
     ]
     memory = _engine_memory(live) if live else {}
     now = timezone.now()

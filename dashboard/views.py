@@ -23,6 +23,7 @@ from dashboard.charts import chart_data
 from dashboard.snapshot import snapshot
 from llmux_site.core.config import config_document
 from llmux_site.core.policy import ProcessAction, WeightsAction
+from llmux_site.core.processes import read_log_tail
 from models_app.models import (
     ApiKey,
     AuditEntry,
@@ -33,6 +34,7 @@ from models_app.models import (
     ValidationRun,
 )
 from models_app.roles import can_act, role_of
+from models_app.selectors import swap_history
 from models_app.services import api_keys, audit
 from models_app.services.engines import engine_log_path
 from models_app.services.registry import export_registry
@@ -60,17 +62,6 @@ def overview(request: HttpRequest) -> HttpResponse:
     )
 
 
-def tail(path: object, lines: int = LOG_LINES) -> list[str]:
-    try:
-        with open(str(path), "rb") as log:
-            log.seek(0, 2)
-            size = log.tell()
-            log.seek(max(0, size - 64 * 1024))
-            return log.read().decode(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return []
-
-
 @login_required
 def model_detail(request: HttpRequest, name: str) -> HttpResponse:
     model = get_object_or_404(ModelDefinition.objects.select_related("runtime"), name=name)
@@ -86,7 +77,7 @@ def model_detail(request: HttpRequest, name: str) -> HttpResponse:
             "swaps": SwapEvent.objects.filter(to_name=model.name)[:20],
             "images": CheckpointImage.objects.filter(model_name=model.name)[:20],
             "validations": ValidationRun.objects.filter(model_name=model.name)[:20],
-            "log_lines": tail(engine_log_path(model)),
+            "log_lines": read_log_tail(engine_log_path(model), lines=LOG_LINES).splitlines(),
         },
     )
 
@@ -97,22 +88,13 @@ def _when(text: str) -> datetime | None:
 
 @login_required
 def swaps(request: HttpRequest) -> HttpResponse:
-    rows = SwapEvent.objects.all()
     filters = {k: request.GET.get(k, "").strip() for k in ("model", "outcome", "trigger")}
-    since, until = _when(request.GET.get("since", "")), _when(request.GET.get("until", ""))
-    if filters["model"]:
-        rows = rows.filter(to_name=filters["model"]) | rows.filter(from_name=filters["model"])
-    if filters["outcome"]:
-        rows = rows.filter(outcome=filters["outcome"])
-    if filters["trigger"]:
-        rows = rows.filter(trigger=filters["trigger"])
-    if since:
-        rows = rows.filter(started_at__gte=since)
-    if until:
-        rows = rows.filter(started_at__lt=until)
-    page = Paginator(rows.order_by("-started_at", "-id"), HISTORY_PAGE).get_page(
-        request.GET.get("page")
+    rows = swap_history(
+        **filters,
+        since=_when(request.GET.get("since", "")),
+        until=_when(request.GET.get("until", "")),
     )
+    page = Paginator(rows, HISTORY_PAGE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     return render(

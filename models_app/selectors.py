@@ -4,54 +4,21 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from datetime import datetime
 
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Q, QuerySet
 
 from llmux_site.core.gpu import gpu_groups
 from llmux_site.gateway.backend import Route
 from models_app.models import (
     EngineRuntime,
-    EngineState,
     ModelAlias,
     ModelDefinition,
     RegistryConfig,
+    SwapEvent,
     SwitchRequest,
 )
 from models_app.services.engines import listen_address
-
-
-@dataclass(frozen=True)
-class RegistryRow:
-    model: ModelDefinition
-    aliases: list[str]
-    address: str
-    eviction: str
-    state: str
-    state_label: str
-
-
-def registry_rows(config: RegistryConfig) -> list[RegistryRow]:
-    """One row per model, with its runtime state (not_started when it never ran)."""
-    default = config.default_eviction()
-    rows = []
-    models = ModelDefinition.objects.prefetch_related("aliases").select_related("runtime")
-    for model in models:
-        runtime = getattr(model, "runtime", None)
-        state = EngineState(runtime.state) if runtime else EngineState.NOT_STARTED
-        eviction = model.eviction_override() or default
-        rows.append(
-            RegistryRow(
-                model=model,
-                aliases=[a.name for a in model.aliases.all()],
-                address=f"unix:{model.uds_path}"
-                if model.uds_path
-                else f"{model.host}:{model.port}",
-                eviction=eviction.label,
-                state=state.value,
-                state_label=state.label,
-            )
-        )
-    return rows
 
 
 @dataclass(frozen=True)
@@ -138,3 +105,27 @@ def _max_model_len(extra_args: list[str]) -> int | None:
         if flag == "--max-model-len" and value.isdigit():
             return int(value)
     return None
+
+
+def swap_history(
+    *,
+    model: str = "",
+    outcome: str = "",
+    trigger: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[SwapEvent]:
+    """Swaps newest first, filtered as the dashboard and the API offer (blank: any);
+    `model` matches either side of a switch."""
+    rows = SwapEvent.objects.all()
+    if model:
+        rows = rows.filter(Q(to_name=model) | Q(from_name=model))
+    if outcome:
+        rows = rows.filter(outcome=outcome)
+    if trigger:
+        rows = rows.filter(trigger=trigger)
+    if since:
+        rows = rows.filter(started_at__gte=since)
+    if until:
+        rows = rows.filter(started_at__lt=until)
+    return rows.order_by("-started_at", "-id")

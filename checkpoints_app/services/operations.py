@@ -90,13 +90,18 @@ def build_image(
     return image
 
 
+def has_usable_image(model: ModelDefinition) -> bool:
+    """Whether a bring-up of `model` would restore an image: a ready one made from its
+    current launch settings, or its checkpoint_path."""
+    return DbImageStore().latest(engine_target(model, RegistryConfig.load())) is not None
+
+
 def restore(model: ModelDefinition, *, timeout: float = 3600.0, actor: str = "") -> Finished:
     """Restore `model` from its newest usable image and leave it running."""
     state = runtime_for(model).state
     if state in (EngineState.RUNNING, EngineState.STARTING, EngineState.DRAINING):
         raise OperationError(f"{model.name} is {state}: there is nothing to restore")
-    target = engine_target(model, RegistryConfig.load())
-    if DbImageStore().latest(target) is None:
+    if not has_usable_image(model):
         raise OperationError(
             f"{model.name} has no usable checkpoint image (none ready, made from its current "
             "launch settings); build one with `manage.py llmux_checkpoint "

@@ -22,7 +22,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from checkpoints_app.models import CheckpointImage, ImageKind, ImageStatus
-from llmux_site.core.criu import DUMP_LOG, RESTORE_LOG, DumpResult, RestoreResult
+from llmux_site.core.criu import DUMP_LOG, RESTORE_LOG, DumpResult, RestoreResult, bytes_of
 from llmux_site.core.images import check_budget, fingerprint, is_image, read_meta
 from llmux_site.core.switching import EngineTarget
 from llmux_site.logs import event
@@ -265,7 +265,7 @@ class DbImageStore:
                 model_name=target.name,
                 status=ImageStatus.READY,
                 location=str(path),
-                bytes=sum(f.stat().st_size for f in path.iterdir() if f.is_file()),
+                bytes=bytes_of(path),
                 pid=meta.pid or None,
                 pgid=meta.pgid or None,
                 weights_state=meta.weights,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from llmux_site.core.processes import EngineProcess, exit_code, reap_orphans
+from llmux_site.core.processes import EngineProcess, exit_code, read_log_tail, reap_orphans
 
 __all__ = ["Criu", "CriuError", "DumpResult", "Progress", "RestoreResult", "bytes_of", "clean_shm"]
 
@@ -35,6 +35,7 @@ RESTORE = [*COMMON, "--restore-detached"]
 DUMP_LOG = "dump.log"
 RESTORE_LOG = "restore.log"
 PROGRESS_INTERVAL = 0.5
+LOG_TAIL_LINES = 20  # of CRIU's log, in an error
 
 # Bytes done so far of a dump (written) or restore (read).
 Progress = Callable[[int], None]
@@ -73,11 +74,8 @@ def clean_shm(shm: Path = Path("/dev/shm")) -> list[str]:  # noqa: S108 - the re
     return removed
 
 
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+def _log_tail(log: Path) -> str:
+    return read_log_tail(log, lines=LOG_TAIL_LINES)
 
 
 def bytes_of(directory: Path) -> int:
@@ -165,7 +163,7 @@ class Criu:
                 text=True,
             )
         except OSError as exc:
-            raise CriuError(f"criu {what} failed: {exc}", log_tail=_tail(log)) from exc
+            raise CriuError(f"criu {what} failed: {exc}", log_tail=_log_tail(log)) from exc
         deadline = time.monotonic() + self.timeout
         with child:
             while True:
@@ -178,14 +176,14 @@ class Criu:
                         child.communicate()
                         raise CriuError(
                             f"criu {what} took longer than {self.timeout:.0f} s and was killed",
-                            log_tail=_tail(log),
+                            log_tail=_log_tail(log),
                         ) from None
                     if progress is not None:
                         progress(child.pid)
         if child.returncode != 0:
             raise CriuError(
                 f"criu {what} exited with status {child.returncode}: {stderr.strip()}",
-                log_tail=_tail(log),
+                log_tail=_log_tail(log),
             )
 
     def dump(

@@ -566,9 +566,10 @@ async def bring_up(
         return kind, process
     if kind is BringUpKind.COLD_START and await _may_restore(target, process_actions):
         kind = BringUpKind.RESTORE
+    if kind in (BringUpKind.RESTORE, BringUpKind.COLD_START) and target.process is not None:
+        # An engine we cannot continue from, or a dead one's group, must not linger.
+        await _stop_group(target.process, stop_grace)
     if kind is BringUpKind.RESTORE:
-        if target.process is not None:  # an engine we could not continue from, or its group
-            await _stop_group(target.process, stop_grace)
         try:
             restored = await _restore_and_revive(
                 target,
@@ -584,8 +585,6 @@ async def bring_up(
                 on_fallback(f"{exc}; cold-started instead")
             kind, process = BringUpKind.COLD_START, None
     if kind is BringUpKind.COLD_START:
-        if target.process is not None:  # a stale or dead engine's group must not linger
-            await _stop_group(target.process, stop_grace)
         started = await cold_start(
             target, timeouts=timeouts, stop_grace=stop_grace, on_spawned=on_spawned
         )

@@ -26,6 +26,8 @@ from checkpoints_app.models import CheckpointImage, ImageStatus
 from dashboard import actions
 from dashboard.snapshot import snapshot
 from llmux_site.core.config import ConfigError, config_document, parse_config
+from llmux_site.core.policy import EvictionPolicy, PolicyError
+from models_app import selectors
 from models_app.api import serializers as s
 from models_app.api.permissions import AdminOnly, RolePermission
 from models_app.models import (
@@ -35,12 +37,11 @@ from models_app.models import (
     EngineState,
     ModelDefinition,
     Node,
-    SwapEvent,
     SwitchRequest,
     SwitchStatus,
     ValidationRun,
 )
-from models_app.services import api_keys, audit
+from models_app.services import api_keys, audit, control
 from models_app.services.registry import apply_registry, export_registry
 from models_app.services.runtime import runtime_for
 from models_app.services.switching import group_of
@@ -269,9 +270,6 @@ class Override(APIView):
 
     @extend_schema(request=s.OverrideSerializer, responses=s.MessageSerializer)
     def put(self, request: Request, name: str) -> Response:
-        from llmux_site.core.policy import EvictionPolicy, PolicyError
-        from models_app.services import control
-
         model = _model(name)
         body = s.OverrideSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -282,8 +280,6 @@ class Override(APIView):
             policy = EvictionPolicy.parse(weights, process) if weights else None
         except PolicyError as exc:
             raise ValidationError({"detail": str(exc)}) from None
-        if not RolePermission().has_permission(request, self):
-            raise PermissionDenied()
         control.set_eviction_override(model, policy)
         label = policy.label if policy else "cleared"
         audit.record(
@@ -313,15 +309,12 @@ class SwapList(ListAPIView):  # type: ignore[type-arg]
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self) -> Any:
-        rows = SwapEvent.objects.order_by("-started_at", "-id")
         params = self.request.query_params
-        if params.get("model"):
-            rows = rows.filter(to_name=params["model"]) | rows.filter(from_name=params["model"])
-        if params.get("outcome"):
-            rows = rows.filter(outcome=params["outcome"])
-        if params.get("trigger"):
-            rows = rows.filter(trigger=params["trigger"])
-        return rows
+        return selectors.swap_history(
+            model=params.get("model", ""),
+            outcome=params.get("outcome", ""),
+            trigger=params.get("trigger", ""),
+        )
 
 
 class ImageList(ListAPIView):  # type: ignore[type-arg]

@@ -46,6 +46,13 @@ def _criu(config: RegistryConfig) -> Criu | None:
     return Criu(binary, plugin_dir=config.cuda_plugin_dir or None)
 
 
+def capabilities() -> tuple[bool, bool]:
+    """(CUDA suspend, CRIU checkpoint): what `process_actions` would give this host, without
+    building them (no helper, no subreaper in a process that only asks)."""
+    config = RegistryConfig.load()
+    return _suspend_helper(config) is not None, _criu(config) is not None
+
+
 @cache
 def process_actions() -> ProcessActions | None:
     """The worker's process actions; None where the host can do none of them.

@@ -22,6 +22,7 @@ from llmux_site.core.processes import process_tree
 from models_app.models import ModelDefinition, SwapTrigger, ValidationRun
 from models_app.services import control
 from models_app.services.engines import listen_address
+from models_app.services.host_actions import capabilities
 from models_app.services.runtime import runtime_for
 from models_app.services.switch_ports import gpu_probe
 
@@ -54,13 +55,8 @@ class Support:
 
 
 def host_support() -> Support:
-    from models_app.services.host_actions import process_actions
-
-    actions = process_actions()
-    return Support(
-        cuda_suspend=getattr(actions, "suspend_helper", None) is not None,
-        checkpoint=getattr(actions, "criu", None) is not None,
-    )
+    cuda_suspend, checkpoint = capabilities()
+    return Support(cuda_suspend=cuda_suspend, checkpoint=checkpoint)
 
 
 def parse_policies(text: str | None) -> list[EvictionPolicy]:
