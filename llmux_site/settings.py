@@ -156,6 +156,11 @@ else:
             "transaction_mode": "IMMEDIATE",
             "timeout": 10,
         },
+        # Tests get a file too, not Django's default in-memory database: its shared cache
+        # locks whole tables and fails ("database table is locked") without waiting on
+        # busy_timeout, so a test whose server thread reads while it writes would flake on
+        # a lock production (a WAL file) never takes.
+        "TEST": {"NAME": str(DATA_DIR / "test-llmux.sqlite3")},
     }
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

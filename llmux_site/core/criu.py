@@ -20,7 +20,13 @@ from pathlib import Path
 
 import psutil
 
-from llmux_site.core.processes import EngineProcess, exit_code, read_log_tail, reap_orphans
+from llmux_site.core.processes import (
+    EngineProcess,
+    exit_code,
+    inherit_group,
+    read_log_tail,
+    reap_orphans,
+)
 
 __all__ = ["Criu", "CriuError", "DumpResult", "Progress", "RestoreResult", "bytes_of", "clean_shm"]
 
@@ -241,6 +247,7 @@ class Criu:
         if live is None:
             raise CriuError(f"criu restore said it restored pid {pid}, which is not running")
         process = EngineProcess(pid=pid, create_time=live.create_time(), pgid=os.getpgid(pid))
+        inherit_group(process.pgid)  # detached from criu, it is our child now: reap it when it ends
         return RestoreResult(process, time.monotonic() - started)
 
 

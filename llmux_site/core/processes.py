@@ -35,6 +35,7 @@ __all__ = [
     "attach",
     "exit_code",
     "group_members",
+    "inherit_group",
     "is_alive",
     "live_process",
     "process_tree",
@@ -438,22 +439,46 @@ def reap_orphans(pgid: int, *, leader: int) -> list[int]:
     return reaped
 
 
-def reap_stray_children() -> list[int]:
-    """Reap exited children that no Popen handle of ours waits for: engines we inherited
-    as a child subreaper (a restored engine is detached from criu and lands here).
+def inherit_group(pgid: int) -> None:
+    """Mark process group `pgid` as an engine this process inherits rather than spawned
+    (criu restores a tree detached from itself; as a subreaper we become its parent), so
+    `reap_stray_children` may reap its members once they exit."""
+    with _inherited_lock:
+        _inherited.add(pgid)
 
-    Only children outside our own process group: the helpers we run with `subprocess`
-    (criu itself, the CUDA helper) share our group and are reaped by their own handles.
+
+def reap_stray_children() -> list[int]:
+    """Reap exited members of the engines we inherited (see `inherit_group`): no Popen handle of
+    ours waits for them, so without this they would stay zombies holding their pids.
+
+    Only inherited groups: any other child (a helper run with `subprocess`, or a process a
+    library in this process started in a session of its own) is reaped by its own handle,
+    which would otherwise see ECHILD and report exit status 0 whatever the child returned.
     """
-    me, my_group = os.getpid(), os.getpgid(0)
+    me = os.getpid()
+    with _inherited_lock:
+        groups = set(_inherited)
+    if not groups:
+        return []
     reaped = []
+    present: set[int] = set()
     for pid, state, ppid, pgrp in _proc_table():
-        if state != b"Z" or ppid != me or pgrp == my_group or _children.has_pid(pid):
+        if pgrp not in groups:
+            continue
+        present.add(pgrp)
+        if state != b"Z" or ppid != me or _children.has_pid(pid):
             continue
         with contextlib.suppress(ChildProcessError):
             if os.waitpid(pid, os.WNOHANG)[0] == pid:
                 reaped.append(pid)
+    with _inherited_lock:
+        # A group with no process left is done; a later restore of its image inherits anew.
+        _inherited.difference_update(groups - present)
     return reaped
+
+
+_inherited: set[int] = set()
+_inherited_lock = threading.Lock()
 
 
 def start_reaper(interval: float = 1.0) -> None:

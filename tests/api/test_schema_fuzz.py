@@ -15,7 +15,9 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 from django.contrib.auth.models import User
+from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
@@ -33,7 +35,18 @@ CASES: Counter[str] = Counter()
 
 
 @pytest.fixture
-def admin_token(db: None) -> Iterator[str]:
+def keep_the_test_connection() -> Iterator[None]:
+    """As Django's test client does: the handler must not close the connection that holds
+    the test's transaction when a request starts or ends."""
+    for signal in (request_started, request_finished):
+        signal.disconnect(close_old_connections)
+    yield
+    for signal in (request_started, request_finished):
+        signal.connect(close_old_connections)
+
+
+@pytest.fixture
+def admin_token(db: None, keep_the_test_connection: None) -> Iterator[str]:
     admin = User.objects.create_superuser("fuzz-admin", password="fuzz-password-1")
     for name, port in (("alpha", 18101), ("beta", 18102)):
         ModelDefinition.objects.create(name=name, model_path=f"sim/{name}", port=port)

@@ -550,21 +550,28 @@ def test_spawn_engine_runs_a_generic_server_from_a_template(spawn_engine: Engine
     assert "http_engine listening" in engine.log_text()
 
 
-def test_a_subreaper_reaps_stray_children_but_not_its_own_helpers(subreaper: None) -> None:
+def test_a_subreaper_reaps_inherited_engines_but_no_child_with_a_handle(subreaper: None) -> None:
     """A restored engine is detached from criu and lands here: once it ends, its pid must
-    be free again (the next restore of the image needs exactly that pid)."""
-    from llmux_site.core.processes import reap_stray_children
+    be free again (the next restore of the image needs exactly that pid). A child that a
+    Popen handle waits for, in our group or a session of its own, keeps its exit status."""
+    from llmux_site.core.processes import inherit_group, reap_stray_children
 
     code = (
         "import subprocess, sys; p = subprocess.Popen(['sleep', '0.2'], "
         "start_new_session=True); print(p.pid)"
     )
     orphan = int(subprocess.check_output([sys.executable, "-c", code], text=True))
+    inherit_group(orphan)  # its own session: its pgid is its pid
     helper = subprocess.Popen(["true"])  # ours, in our process group
+    failing = subprocess.Popen(["sh", "-c", "exit 3"], start_new_session=True)
     deadline = time.monotonic() + 5
     reaped: list[int] = []
     while orphan not in reaped and time.monotonic() < deadline:
         time.sleep(0.05)
         reaped += reap_stray_children()
-    assert orphan in reaped and helper.pid not in reaped
+    time.sleep(0.1)
+    reaped += reap_stray_children()  # `failing` has long exited by now
+    assert orphan in reaped
+    assert helper.pid not in reaped and failing.pid not in reaped
     assert helper.wait(timeout=5) == 0  # its own handle still gets its exit status
+    assert failing.wait(timeout=5) == 3
