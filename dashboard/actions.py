@@ -129,7 +129,7 @@ def delete_image_action(user: Any, data: Any) -> Outcome:
         image = CheckpointImage.objects.get(pk=int(data.get("image", "")))
     except (ValueError, CheckpointImage.DoesNotExist):
         raise ActionError("no such image") from None
-    if image.status in (ImageStatus.WRITING, ImageStatus.DELETED):
+    if image.status in (ImageStatus.WRITING, ImageStatus.RESTORING, ImageStatus.DELETED):
         raise StateError(f"image {image.pk} is {image.status}: nothing to delete now")
     delete_image(image, reason=f"deleted by {user.get_username()}")
     return Outcome(f"image {image.pk} of {image.model_name} deleted")

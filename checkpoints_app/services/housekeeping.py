@@ -71,7 +71,13 @@ def collect_garbage() -> list[int]:
 
 
 def recover_images() -> list[int]:
-    """Images left `writing` by a writer that is gone (kill -9 during a dump): failed."""
+    """Images left `writing` by a writer that is gone (kill -9 during a dump): failed.
+    Images left `restoring` by one: ready again (a restore only reads the image)."""
+    for image in CheckpointImage.objects.filter(status=ImageStatus.RESTORING):
+        if not writer_alive(image.writer):
+            image.status = ImageStatus.READY
+            image.save(update_fields=["status"])
+            announce(image)
     failed = []
     for image in CheckpointImage.objects.filter(status=ImageStatus.WRITING):
         if writer_alive(image.writer):

@@ -251,7 +251,7 @@ class DbImageStore:
             return None
         path = Path(target.checkpoint_path)
         known = CheckpointImage.objects.filter(location=str(path)).first()
-        if known is not None and known.status != ImageStatus.READY:
+        if known is not None and known.status not in (ImageStatus.READY, ImageStatus.RESTORING):
             return None  # it failed to restore once: cold-start from now on
         meta = read_meta(path)
         if meta is None or not is_image(path):
@@ -278,9 +278,24 @@ class DbImageStore:
             )
         return path
 
+    def restoring(self, images_dir: Path) -> None:
+        image = _row(images_dir)
+        image.status = ImageStatus.RESTORING
+        image.writer = writer_identity()  # a restore whose worker died is undone by the sweep
+        image.progress_bytes, image.progress_total = 0, image.bytes
+        image.save(update_fields=["status", "writer", "progress_bytes", "progress_total"])
+        announce(image)
+
+    def restore_abandoned(self, images_dir: Path) -> None:
+        self._progress_at.pop(str(images_dir), None)
+        CheckpointImage.objects.filter(
+            location=str(images_dir), status=ImageStatus.RESTORING
+        ).update(status=ImageStatus.READY)
+
     def restored(self, target: EngineTarget, images_dir: Path, result: RestoreResult) -> None:
         self._progress_at.pop(str(images_dir), None)
         image = _row(images_dir)
+        image.status = ImageStatus.READY  # it may be restored again
         image.restored_count += 1
         image.last_restored_at = timezone.now()
         image.restore_ms = result.seconds * 1000

@@ -67,11 +67,18 @@ class ImageStore(Protocol):
         """The image to restore `target` from: its newest ready image made from the same
         launch spec (or the model's checkpoint_path), if any."""
 
+    def restoring(self, images_dir: Path) -> None:
+        """A restore from the image starts: nothing may delete it until one of `restored`,
+        `restore_failed` or `restore_abandoned` ends it."""
+
     def restored(self, target: EngineTarget, images_dir: Path, result: RestoreResult) -> None:
         """The image was restored (it stays, and may be restored again)."""
 
     def restore_failed(self, target: EngineTarget, images_dir: Path, error: str) -> None:
         """The restore failed: the image is kept, marked, and not tried again."""
+
+    def restore_abandoned(self, images_dir: Path) -> None:
+        """The restore was cancelled before it said how it ended: the image is intact."""
 
     def verified(self, target: EngineTarget, images_dir: Path) -> None:
         """The engine restored from this image passed its readiness probe."""
@@ -163,6 +170,7 @@ class HostProcessActions:
             raise LifecycleError(f"{target.name} has no ready checkpoint image")
         meta = read_meta(images_dir)
         mode = CudaMode(meta.cuda_mode) if meta else CudaMode.NONE
+        await asyncio.to_thread(images.restoring, images_dir)
         try:
             if meta is None:
                 raise CriuError(f"{images_dir} has no readable llmux-image.json")
@@ -178,6 +186,9 @@ class HostProcessActions:
                 await self._resume_restored(result.process)
         except Exception as exc:
             await asyncio.to_thread(images.restore_failed, target, images_dir, str(exc))
+            raise
+        except BaseException:  # cancelled: not the image's fault
+            await asyncio.shield(asyncio.to_thread(images.restore_abandoned, images_dir))
             raise
         await asyncio.to_thread(images.restored, target, images_dir, result)
         self._restored[target.name] = images_dir

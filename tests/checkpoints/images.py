@@ -54,8 +54,14 @@ class DirectoryImages:
         meta = read_meta(newest) if newest else None
         return newest if meta and meta.fingerprint == fingerprint(target) else None
 
+    def restoring(self, images_dir: Path) -> None:
+        self.events.append(("restoring", images_dir.name))
+
     def restored(self, target: EngineTarget, images_dir: Path, result: RestoreResult) -> None:
         self.events.append(("restored", images_dir.name))
+
+    def restore_abandoned(self, images_dir: Path) -> None:
+        self.events.append(("restore_abandoned", images_dir.name))
 
     def restore_failed(self, target: EngineTarget, images_dir: Path, error: str) -> None:
         (images_dir / "FAILED").write_text(error)

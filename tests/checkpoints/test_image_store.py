@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import override_settings
+from django.utils import timezone
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
 from checkpoints_app.services.housekeeping import collect_garbage, recover_images
-from checkpoints_app.services.store import DbImageStore
+from checkpoints_app.services.store import DbImageStore, writer_identity
 from llmux_site.core.criu import Criu
 from llmux_site.core.policy import EvictionPolicy
 from llmux_site.core.process_actions import HostProcessActions
@@ -79,9 +80,25 @@ def setup(sims: SimModels, criu: Criu, images_dir: Path) -> Setup:
     return Setup(sims, criu)
 
 
+class SeeingStore(DbImageStore):
+    """The database store, also noting the image's recorded status at each progress."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def progress(self, images_dir: Path, done: int, total: int) -> None:
+        self.seen.append(CheckpointImage.objects.get(location=str(images_dir)).status)
+        super().progress(images_dir, done, total)
+
+
 async def test_each_image_is_recorded_from_writing_to_verified(setup: Setup) -> None:
+    store = SeeingStore()
+    setup.actions.images = store
     await setup.models()
     await setup.a_checkpointed()
+    assert set(store.seen) == {ImageStatus.WRITING}
+    store.seen.clear()
     (image,) = await sync_to_async(images_of)("m/a")
     assert image.status == ImageStatus.READY and image.completed_at is not None
     assert image.bytes > 256 * 1024**2 and image.dump_ms and image.dump_ms > 0
@@ -95,6 +112,7 @@ async def test_each_image_is_recorded_from_writing_to_verified(setup: Setup) -> 
     await sync_to_async(image.refresh_from_db)()
     assert image.restored_count == 1 and image.restore_ms and image.verified_at is not None
     assert image.status == ImageStatus.READY  # keep_images (the default) keeps it
+    assert store.seen and set(store.seen) == {ImageStatus.RESTORING}  # while criu read it
 
 
 async def test_an_image_is_reused_when_the_record_forgot_it_and_dropped_once_superseded(
@@ -194,3 +212,45 @@ def test_an_image_whose_writer_died_is_failed_never_ready(images_dir: Path) -> N
     dead.refresh_from_db()
     assert dead.status == ImageStatus.FAILED and "ended before the dump finished" in dead.error
     assert not location.exists()
+
+
+def test_an_image_whose_restorer_died_is_ready_again(images_dir: Path) -> None:
+    location = images_dir / "m" / "intact"
+    location.mkdir(parents=True)
+    writer = f"{socket.gethostname()}:999999:1.0"  # this host, a process that is gone
+    image = CheckpointImage.objects.create(
+        model_name="m",
+        location=str(location),
+        writer=writer,
+        status=ImageStatus.RESTORING,
+        completed_at=timezone.now(),  # it was ready before the restore began
+    )
+    live = CheckpointImage.objects.create(
+        model_name="m",
+        location=str(images_dir / "m" / "busy"),
+        writer=writer_identity(),  # this test process: still restoring
+        status=ImageStatus.RESTORING,
+        completed_at=timezone.now(),
+    )
+    assert recover_images() == []  # nothing failed
+    image.refresh_from_db()
+    live.refresh_from_db()
+    assert image.status == ImageStatus.READY and location.exists()
+    assert live.status == ImageStatus.RESTORING
+
+
+def test_a_cancelled_restore_leaves_the_image_ready(images_dir: Path) -> None:
+    location = images_dir / "m" / "cancelled"
+    image = CheckpointImage.objects.create(
+        model_name="m",
+        location=str(location),
+        status=ImageStatus.READY,
+        completed_at=timezone.now(),
+    )
+    store = DbImageStore()
+    store.restoring(location)
+    image.refresh_from_db()
+    assert image.status == ImageStatus.RESTORING and image.writer == writer_identity()
+    store.restore_abandoned(location)
+    image.refresh_from_db()
+    assert image.status == ImageStatus.READY

@@ -138,6 +138,19 @@ def test_deleting_an_image_from_the_page(models: list[ModelDefinition], tmp_path
     assert image.status == ImageStatus.DELETED
 
 
+def test_an_image_being_restored_cannot_be_deleted(models: list[ModelDefinition]) -> None:
+    image = CheckpointImage.objects.create(
+        model_name="alpha", location="/nonexistent/llmux-restoring", status=ImageStatus.RESTORING
+    )
+    operator = client_for("operator")
+    page = operator.get("/checkpoints/").content.decode()
+    assert "image-restoring" in page and 'data-action="delete_image"' not in page
+    response = operator.post("/actions/delete_image/", {"image": str(image.pk)}, follow=True)
+    assert "is restoring" in response.content.decode()
+    image.refresh_from_db()
+    assert image.status == ImageStatus.RESTORING
+
+
 def test_an_admin_creates_a_key_on_the_page_and_sees_it_once(
     models: list[ModelDefinition],
 ) -> None:
