@@ -84,7 +84,12 @@ async def test_a_checkpointed_model_comes_back_with_its_pid_answer_and_weights(
     sims.track(restored)
     assert answer(a) == before
     assert http_request(a.address, "GET", "/sim/state").json()["weights_ok"] is True
-    assert images.events == [("dumped", "1"), ("restored", "1"), ("verified", "1")]
+    assert images.events == [
+        ("dumped", "1"),
+        ("restoring", "1"),
+        ("restored", "1"),
+        ("verified", "1"),
+    ]
     # Progress was reported on the way, while the image was written and read back.
     seen = [done for name, done, _ in images.progress_seen if name == "1"]
     size = images.size(a, "1")
