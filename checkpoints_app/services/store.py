@@ -286,12 +286,6 @@ class DbImageStore:
         image.save(update_fields=["status", "writer", "progress_bytes", "progress_total"])
         announce(image)
 
-    def restore_abandoned(self, images_dir: Path) -> None:
-        self._progress_at.pop(str(images_dir), None)
-        CheckpointImage.objects.filter(
-            location=str(images_dir), status=ImageStatus.RESTORING
-        ).update(status=ImageStatus.READY)
-
     def restored(self, target: EngineTarget, images_dir: Path, result: RestoreResult) -> None:
         self._progress_at.pop(str(images_dir), None)
         image = _row(images_dir)

@@ -13,9 +13,10 @@ decides; the choice is kept in the image, and its restore does the matching thin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from llmux_site.core.criu import Criu, CriuError, DumpResult, RestoreResult, bytes_of
 from llmux_site.core.cuda_helper import SuspendHelper
@@ -43,6 +44,8 @@ __all__ = ["HostProcessActions", "ImageStore"]
 
 RESTORED_STOP_GRACE = 5.0
 
+T = TypeVar("T")
+
 
 class ImageStore(Protocol):
     """Where a model's CRIU images live and how each one ended (the image records).
@@ -68,17 +71,14 @@ class ImageStore(Protocol):
         launch spec (or the model's checkpoint_path), if any."""
 
     def restoring(self, images_dir: Path) -> None:
-        """A restore from the image starts: nothing may delete it until one of `restored`,
-        `restore_failed` or `restore_abandoned` ends it."""
+        """A restore from the image starts: nothing may delete it until `restored` or
+        `restore_failed` ends it."""
 
     def restored(self, target: EngineTarget, images_dir: Path, result: RestoreResult) -> None:
         """The image was restored (it stays, and may be restored again)."""
 
     def restore_failed(self, target: EngineTarget, images_dir: Path, error: str) -> None:
         """The restore failed: the image is kept, marked, and not tried again."""
-
-    def restore_abandoned(self, images_dir: Path) -> None:
-        """The restore was cancelled before it said how it ended: the image is intact."""
 
     def verified(self, target: EngineTarget, images_dir: Path) -> None:
         """The engine restored from this image passed its readiness probe."""
@@ -142,6 +142,22 @@ class HostProcessActions:
             tool_version=criu.version,
             driver_version=self.driver_version or "",
         )
+        await _to_the_end(
+            self._dump(criu, images, target, process, images_dir, meta, mode, expected)
+        )
+
+    async def _dump(
+        self,
+        criu: Criu,
+        images: ImageStore,
+        target: EngineTarget,
+        process: EngineProcess,
+        images_dir: Path,
+        meta: ImageMeta,
+        mode: CudaMode,
+        expected: int,
+    ) -> None:
+        pids = engine_pids(process)
         try:
             if mode is CudaMode.SUSPEND:
                 await self._cuda("suspend", pids)
@@ -168,6 +184,15 @@ class HostProcessActions:
         images_dir = await asyncio.to_thread(images.latest, target)
         if images_dir is None:
             raise LifecycleError(f"{target.name} has no ready checkpoint image")
+        restored = await _to_the_end(
+            self._restore(criu, images, target, images_dir), undo=_stop_restored
+        )
+        self._restored[target.name] = images_dir
+        return restored
+
+    async def _restore(
+        self, criu: Criu, images: ImageStore, target: EngineTarget, images_dir: Path
+    ) -> Restored:
         meta = read_meta(images_dir)
         mode = CudaMode(meta.cuda_mode) if meta else CudaMode.NONE
         await asyncio.to_thread(images.restoring, images_dir)
@@ -187,11 +212,7 @@ class HostProcessActions:
         except Exception as exc:
             await asyncio.to_thread(images.restore_failed, target, images_dir, str(exc))
             raise
-        except BaseException:  # cancelled: not the image's fault
-            await asyncio.shield(asyncio.to_thread(images.restore_abandoned, images_dir))
-            raise
         await asyncio.to_thread(images.restored, target, images_dir, result)
-        self._restored[target.name] = images_dir
         return Restored(result.process, meta.weights_action)
 
     async def _resume_restored(self, process: EngineProcess) -> None:
@@ -212,3 +233,26 @@ class HostProcessActions:
         if self.criu is None or self.images is None:
             raise ProcessActionUnavailable(f"{action}: CRIU is not set up on this host")
         return self.criu, self.images
+
+
+async def _to_the_end(
+    work: Coroutine[Any, Any, T], undo: Callable[[T], Awaitable[None]] | None = None
+) -> T:
+    """Run `work` to its end even when the caller is cancelled (a switch that lost its
+    lease): criu cannot stop halfway, and an image left `writing` or an engine restored
+    behind the caller's back would be recorded by nobody. On cancellation `undo` gets the
+    result, then the cancellation goes on."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            result = await task
+            if undo is not None:
+                await undo(result)
+        raise
+
+
+async def _stop_restored(restored: Restored) -> None:
+    """An engine restored for a caller that is gone: nobody will record it, so stop it."""
+    await asyncio.to_thread(kill_now, restored.process, RESTORED_STOP_GRACE)

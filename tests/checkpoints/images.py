@@ -60,9 +60,6 @@ class DirectoryImages:
     def restored(self, target: EngineTarget, images_dir: Path, result: RestoreResult) -> None:
         self.events.append(("restored", images_dir.name))
 
-    def restore_abandoned(self, images_dir: Path) -> None:
-        self.events.append(("restore_abandoned", images_dir.name))
-
     def restore_failed(self, target: EngineTarget, images_dir: Path, error: str) -> None:
         (images_dir / "FAILED").write_text(error)
         self.events.append(("restore_failed", images_dir.name))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
 
@@ -94,6 +95,34 @@ async def test_a_checkpointed_model_comes_back_with_its_pid_answer_and_weights(
     seen = [done for name, done, _ in images.progress_seen if name == "1"]
     size = images.size(a, "1")
     assert len(seen) > 2 and 0 < min(seen) < size <= max(seen)
+
+
+async def test_a_cancelled_restore_runs_to_its_end_and_stops_the_engine_it_made(
+    sims: SimModels, images: DirectoryImages, criu: Criu
+) -> None:
+    """A switch that loses its lease is cancelled; criu cannot stop halfway, and an engine
+    restored behind the switch's back would hold the GPU unrecorded."""
+    ports = sims.ports()
+    actions = HostProcessActions(criu=criu, images=images)
+    policy = EvictionPolicy.from_label("offload+checkpoint")
+    a = sims.target("m/a", uds=True, eviction=policy, extra_args=WEIGHTS)
+    b = sims.target("m/b", uds=True)
+    ok(await switch(ports, actions, a), BringUpKind.COLD_START)
+    ok(await switch(ports, actions, b, a), BringUpKind.COLD_START)
+    sims.track(ports.last(b.name).process)  # type: ignore[arg-type]
+
+    restore = asyncio.ensure_future(actions.restore(ports.target(a)))
+    while ("restoring", "1") not in images.events:
+        await asyncio.sleep(0.001)
+    restore.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await restore
+    assert images.events[1:] == [("restoring", "1"), ("restored", "1")]  # not half done
+    assert simulator_pids(sims) == [ports.last(b.name).process.pid]  # type: ignore[union-attr]
+    # The image is intact: the next bring-up restores it.
+    ok(await switch(ports, actions, a, b), BringUpKind.RESTORE)
+    sims.track(ports.last(a.name).process)  # type: ignore[arg-type]
+    assert http_request(a.address, "GET", "/sim/state").json()["weights_ok"] is True
 
 
 async def test_an_image_without_the_weights_is_a_fraction_of_one_with_them(

@@ -237,20 +237,3 @@ def test_an_image_whose_restorer_died_is_ready_again(images_dir: Path) -> None:
     live.refresh_from_db()
     assert image.status == ImageStatus.READY and location.exists()
     assert live.status == ImageStatus.RESTORING
-
-
-def test_a_cancelled_restore_leaves_the_image_ready(images_dir: Path) -> None:
-    location = images_dir / "m" / "cancelled"
-    image = CheckpointImage.objects.create(
-        model_name="m",
-        location=str(location),
-        status=ImageStatus.READY,
-        completed_at=timezone.now(),
-    )
-    store = DbImageStore()
-    store.restoring(location)
-    image.refresh_from_db()
-    assert image.status == ImageStatus.RESTORING and image.writer == writer_identity()
-    store.restore_abandoned(location)
-    image.refresh_from_db()
-    assert image.status == ImageStatus.READY
