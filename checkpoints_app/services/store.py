@@ -59,7 +59,7 @@ def writer_alive(writer: str) -> bool:
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
         return abs(process.create_time() - float(created)) < 1.0
-    except (psutil.Error, ValueError):
+    except (psutil.Error, FileNotFoundError, ValueError):
         return False
 
 

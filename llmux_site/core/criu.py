@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 
 from llmux_site.core.processes import (
+    UNREADABLE,
     EngineProcess,
     exit_code,
     inherit_group,
@@ -105,12 +106,12 @@ def _bytes_read(pid: int) -> int:
     try:
         root = psutil.Process(pid)
         tree = [root, *root.children(recursive=True)]
-    except psutil.Error:
+    except UNREADABLE:
         return 0
     for process in tree:
         try:
             total += process.io_counters().read_chars
-        except (psutil.Error, AttributeError):
+        except (psutil.Error, FileNotFoundError, AttributeError):
             continue
     return total
 
@@ -256,5 +257,5 @@ def _running(pid: int) -> psutil.Process | None:
     try:
         process = psutil.Process(pid)
         return None if process.status() == psutil.STATUS_ZOMBIE else process
-    except psutil.Error:
+    except UNREADABLE:
         return None

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import psutil
 
+from llmux_site.core.processes import VANISHED
 from llmux_site.simulator.ledger import ledger_entries, read_ledger
 
 GIB = 1024**3
@@ -216,7 +217,7 @@ def process_tree(pid: int) -> list[int]:
     try:
         root = psutil.Process(pid)
         return [pid, *(child.pid for child in root.children(recursive=True))]
-    except psutil.NoSuchProcess:
+    except VANISHED:
         return []
 
 

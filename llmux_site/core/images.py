@@ -22,6 +22,7 @@ import psutil
 
 from llmux_site.core.lifecycle import ProcessActionUnavailable
 from llmux_site.core.policy import WeightsAction
+from llmux_site.core.processes import UNREADABLE
 from llmux_site.core.switching import EngineTarget
 
 __all__ = [
@@ -118,7 +119,7 @@ def expected_image_bytes(pids: Iterable[int], device_bytes: int = 0) -> int:
     for pid in pids:
         try:
             resident += psutil.Process(pid).memory_info().rss
-        except psutil.Error:
+        except UNREADABLE:
             continue
     payload = resident + max(device_bytes, 0)
     return int(payload * (1 + MARGIN_RATIO)) + MARGIN_BYTES

@@ -53,6 +53,12 @@ __all__ = [
 # psutil derives create_time from clock ticks since boot (10 ms granularity), so two
 # readings of the same process can differ by one tick after float rounding.
 CREATE_TIME_TOLERANCE = 0.01
+# psutil raises a bare FileNotFoundError instead of NoSuchProcess when /proc/PID/stat is
+# gone at one read and back at the next: the pid was reused, or a CRIU restore recreated
+# the task under its old pid, in between. Either way the process asked about is not there.
+VANISHED: tuple[type[Exception], ...] = (psutil.NoSuchProcess, FileNotFoundError)
+# Any reason psutil could not tell us about a process (gone, a zombie, not ours to read).
+UNREADABLE: tuple[type[Exception], ...] = (psutil.Error, FileNotFoundError)
 
 _LOG_MODE = 0o640
 _PR_SET_CHILD_SUBREAPER = 36
@@ -191,7 +197,7 @@ class _Children:
                 ):
                     return None
                 reaped, status = os.waitpid(pid, os.WNOHANG)
-            except (psutil.Error, ChildProcessError):
+            except (psutil.Error, OSError):  # OSError: ECHILD, or /proc read mid-reuse
                 return None
             if reaped != pid:
                 return None
@@ -303,7 +309,7 @@ def live_process(pid: int, create_time: float) -> psutil.Process | None:
             return None
         if process.status() == psutil.STATUS_ZOMBIE:
             return None
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
+    except UNREADABLE:
         return None
     return process
 
@@ -323,7 +329,7 @@ def adopt(
     try:
         argv = tuple(process.cmdline())
         actual_pgid = os.getpgid(pid)
-    except (psutil.Error, ProcessLookupError):
+    except (psutil.Error, OSError):  # OSError: getpgid of a gone pid, /proc mid-reuse
         return None
     # The live group is the truth: signalling a stale recorded pgid could hit a stranger.
     del pgid
@@ -340,7 +346,7 @@ def attach(pid: int, *, log_path: str | None = None) -> EngineProcess | None:
     """
     try:
         create_time = psutil.Process(pid).create_time()
-    except psutil.Error:
+    except UNREADABLE:
         return None
     return adopt(pid, create_time, pid, log_path=log_path)
 

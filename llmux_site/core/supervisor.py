@@ -24,6 +24,7 @@ import psutil
 
 from llmux_site.core.processes import (
     CREATE_TIME_TOLERANCE,
+    UNREADABLE,
     EngineExitedError,
     EngineProcess,
     ProcessSpec,
@@ -259,7 +260,7 @@ def _signal(proc: EngineProcess, sig: signal.Signals, snapshot: list[psutil.Proc
         # The leader is gone and its pgid is no longer provably ours: signal only the
         # members seen while it was; psutil refuses a pid whose create time changed.
         for member in snapshot:
-            with contextlib.suppress(psutil.Error):
+            with contextlib.suppress(*UNREADABLE):
                 member.send_signal(sig)
         return
     try:
@@ -276,7 +277,7 @@ def _signal(proc: EngineProcess, sig: signal.Signals, snapshot: list[psutil.Proc
 def _snapshot(pids: list[int]) -> list[psutil.Process]:
     processes = []
     for pid in pids:
-        with contextlib.suppress(psutil.Error):
+        with contextlib.suppress(*UNREADABLE):
             processes.append(psutil.Process(pid))
     return processes
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psutil
 
+from llmux_site.core.processes import UNREADABLE
+
 # psutil derives create_time from boot time plus clock ticks; two readers can disagree by a
 # tick or so, while a recycled pid differs by far more.
 CREATE_TIME_TOLERANCE_S = 0.5
@@ -74,7 +76,7 @@ def process_create_time(pid: int) -> float | None:
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
         return proc.create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
+    except UNREADABLE:
         return None
 
 

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from llmux_site.core import supervisor
 from llmux_site.core.engine_client import EngineClient, EngineError
+from llmux_site.core.processes import VANISHED
 from llmux_site.core.switching import EngineStatus
 from models_app.models import (
     EngineRuntime,
@@ -97,7 +98,7 @@ def holder_is_dead(holder: str) -> bool:
     # which held a dead worker's lease, and its half-done switch, until the lease expired.
     try:
         return psutil.Process(int(pid_text)).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
+    except VANISHED:
         return True
 
 

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from llmux_site.core.gpu import GpuProbe, detect_probe
+from llmux_site.core.gpu import GpuProbe, GpuProbeError, detect_probe
 from llmux_site.core.notify import Listener
 from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switching import (
@@ -318,7 +318,13 @@ class DbSwitchPorts:
             kinds = await self._pause()
 
     def gpu_memory(self) -> Mapping[int, int]:
-        return gpu_probe().used_by_device()
+        # A reading for the record: a probe that fails must not fail the switch (or leave
+        # its swap row open), so the row says "unknown" instead.
+        try:
+            return gpu_probe().used_by_device()
+        except GpuProbeError as exc:
+            log.warning("GPU memory not read: %s", exc)
+            return {}
 
     def engine_gpu_memory(self, pids: Sequence[int]) -> int | None:
         return gpu_probe().used_by_pids(pids)

@@ -33,7 +33,7 @@ from models_app.models import (
     SwitchRequest,
     SwitchStatus,
 )
-from models_app.services import host_actions, notify, scheduler
+from models_app.services import host_actions, notify, reconcile, scheduler
 from models_app.services.planning import SwitchState, build_plan, read_switch_state
 from models_app.services.switch_ports import DbSwitchPorts, finish_swap
 
@@ -201,9 +201,17 @@ def _drain_queue(group: str, holder: str, handled: int) -> int:
     session = LeaseSession(group, lease_failure(group))
     listener = notify.bus().listen_sync()
     linger_until = time.monotonic() + LINGER_SECS
-    renew_at = time.monotonic() + LEASE_TTL.total_seconds() / 3
+    renew_every = LEASE_TTL.total_seconds() / 3
+    renew_at = time.monotonic() + renew_every
     try:
         while True:
+            # Renewed between operations too, not only while waiting: a busy group runs
+            # them back to back for longer than the lease lives, and an expired lease
+            # lets a second worker claim it and run a switch beside ours.
+            if time.monotonic() >= renew_at:
+                if not renew_lease(group, holder):
+                    return handled
+                renew_at = time.monotonic() + renew_every
             ahead = session.read_ahead
             known = ahead.config if ahead is not None and ahead.is_fresh() else None
             request, look_again, config = scheduler.next_operation(group, known)
@@ -211,7 +219,6 @@ def _drain_queue(group: str, holder: str, handled: int) -> int:
                 run_request(request, holder, config, session)
                 handled += 1
                 linger_until = time.monotonic() + LINGER_SECS
-                renew_at = 0.0  # the run may have outlasted a renewal period
                 continue
             if look_again is not None:
                 # The policy waits (coalescing window, quantum): keep the lease, look again.
@@ -224,11 +231,6 @@ def _drain_queue(group: str, holder: str, handled: int) -> int:
             # lingering task, unless the policy waits on demand to change.
             kinds = None if look_again is not None else (notify.QUEUED, notify.WANTED)
             message = listener.wait(pause, only=kinds)
-            # Renew only as often as the lease needs (every message would be a write).
-            if time.monotonic() >= renew_at:
-                if not renew_lease(group, holder):
-                    return handled
-                renew_at = time.monotonic() + LEASE_TTL.total_seconds() / 3
             if session.on_message(message):
                 # Its request is being written now: wait for it rather than look early.
                 listener.wait(min(pause, 0.1), only=notify.QUEUED)
@@ -257,8 +259,10 @@ def run_request(
     switch = operation(plan, ports, process_actions=host_actions.process_actions())
     try:
         result = asyncio.run(_run_with_lease(switch, plan.group, holder))
+    except Exception as exc:  # whatever it was, the request must be closed
+        result = _broken(plan.group, holder, exc)
     finally:
-        ports.close()
+        _close_ports(ports)
     finish_swap(request, ports, result)
     if result.outcome is Outcome.FAILED:
         # Written now, not when the lease is released: the next operation of this
@@ -269,6 +273,27 @@ def run_request(
             session.last_failure_at = now
         return False
     return True
+
+
+def _broken(group: str, holder: str, exc: Exception) -> SwitchResult:
+    """The result of a switch that raised: a lost lease or a bug, not an engine's failure
+    (the switcher reports those). The request is closed as failed all the same, or every
+    later request for the model would join it and wait for good; and the engines it left
+    half done are repaired as after a worker's death, unless another worker has the group.
+    """
+    log.exception("the switch of group %s stopped: %s", group, exc)
+    if renew_lease(group, holder):
+        reconcile.roll_back_group(group, reconcile.ReconcileReport())
+    return SwitchResult(Outcome.FAILED, error=f"the switch stopped on an internal error: {exc}")
+
+
+def _close_ports(ports: DbSwitchPorts) -> None:
+    """Finish the writes issued behind the switch; one that failed is written again when
+    the swap row is closed, so its error is logged rather than raised."""
+    try:
+        ports.close()
+    except Exception:
+        log.exception("a write behind the switch failed; the swap row is closed anyway")
 
 
 async def _run_with_lease(

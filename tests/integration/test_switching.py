@@ -119,6 +119,7 @@ def test_cooldown_keeps_the_active_model_for_min_active_secs(llmux: Llmux) -> No
     client = llmux.client()
     ask(client, "alpha")
     ask(client, "beta")
+    llmux.swaps()  # waits for the swap row to be finished (after the client's answer)
     cooldown = llmux.query("SELECT cooldown_ms FROM models_app_swapevent WHERE to_name = 'beta'")[
         0
     ][0]
