@@ -454,22 +454,26 @@ async def test_streams_on_the_outgoing_model_finish_before_it_is_evicted(fuzz: F
         for outgoing, incoming in (("alpha", "beta"), ("beta", "gamma")):
             await traffic.chat(outgoing)
             mark = fuzz.mark()
-            all_started = Countdown(60)
-            # 2.5 s of decoding each: well in flight when the switch begins, even on a slow
-            # box where starting sixty streams and queueing the switch takes a second.
+            all_started = Countdown(10)
+            # 3.5 s of decoding each on the engine: well in flight when the switch begins,
+            # and well inside the 10 s drain timeout.
+            # Few of them: the engine sends faster than this client reads, and the socket
+            # buffers the rest, so the client's "started" lags the engine by the time it
+            # takes to read what came before. Sixty streams of 2.5 s once let that lag
+            # pass the streams' whole life on a slow box, and the drain found none.
             long_streams = [
                 asyncio.create_task(
-                    traffic.stream(outgoing, max_tokens=2500, started=all_started.count)
+                    traffic.stream(outgoing, max_tokens=3500, started=all_started.count)
                 )
-                for _ in range(60)
+                for _ in range(10)
             ]
             await asyncio.wait_for(all_started.done.wait(), timeout=60)
-            await asyncio.gather(*long_streams, *(traffic.stream(incoming) for _ in range(60)))
+            await asyncio.gather(*long_streams, *(traffic.stream(incoming) for _ in range(20)))
             (swap,) = [s for s in fuzz.swaps_since(mark) if s["to_name"] == incoming]
             assert swap["from_name"] == outgoing and swap["outcome"] == "succeeded", swap
             # The drain waited for the streams (no forced cut, which would break them).
             assert not swap["forced_drain"] and swap["drain_ms"] >= 100, swap
-    traffic.assert_all_succeeded(at_least=240)
+    traffic.assert_all_succeeded(at_least=62)
 
 
 async def test_100_and_100_concurrent_requests_for_two_models(fuzz: Fuzz) -> None:
