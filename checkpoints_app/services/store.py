@@ -24,6 +24,7 @@ from django.utils import timezone
 from checkpoints_app.models import CheckpointImage, ImageKind, ImageStatus
 from llmux_site.core.criu import DUMP_LOG, RESTORE_LOG, DumpResult, RestoreResult, bytes_of
 from llmux_site.core.images import check_budget, fingerprint, is_image, read_meta
+from llmux_site.core.processes import UNREADABLE
 from llmux_site.core.switching import EngineTarget
 from llmux_site.logs import event
 from models_app import metrics
@@ -59,7 +60,7 @@ def writer_alive(writer: str) -> bool:
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
         return abs(process.create_time() - float(created)) < 1.0
-    except (psutil.Error, FileNotFoundError, ValueError):
+    except (*UNREADABLE, ValueError):
         return False
 
 

@@ -111,7 +111,7 @@ def _bytes_read(pid: int) -> int:
     for process in tree:
         try:
             total += process.io_counters().read_chars
-        except (psutil.Error, FileNotFoundError, AttributeError):
+        except (*UNREADABLE, AttributeError):
             continue
     return total
 

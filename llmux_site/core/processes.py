@@ -56,9 +56,9 @@ CREATE_TIME_TOLERANCE = 0.01
 # psutil raises a bare FileNotFoundError instead of NoSuchProcess when /proc/PID/stat is
 # gone at one read and back at the next: the pid was reused, or a CRIU restore recreated
 # the task under its old pid, in between. Either way the process asked about is not there.
-VANISHED: tuple[type[Exception], ...] = (psutil.NoSuchProcess, FileNotFoundError)
+VANISHED = (psutil.NoSuchProcess, FileNotFoundError)
 # Any reason psutil could not tell us about a process (gone, a zombie, not ours to read).
-UNREADABLE: tuple[type[Exception], ...] = (psutil.Error, FileNotFoundError)
+UNREADABLE = (psutil.Error, FileNotFoundError)
 
 _LOG_MODE = 0o640
 _PR_SET_CHILD_SUBREAPER = 36
@@ -197,7 +197,7 @@ class _Children:
                 ):
                     return None
                 reaped, status = os.waitpid(pid, os.WNOHANG)
-            except (psutil.Error, OSError):  # OSError: ECHILD, or /proc read mid-reuse
+            except (*UNREADABLE, ChildProcessError):
                 return None
             if reaped != pid:
                 return None
@@ -329,7 +329,7 @@ def adopt(
     try:
         argv = tuple(process.cmdline())
         actual_pgid = os.getpgid(pid)
-    except (psutil.Error, OSError):  # OSError: getpgid of a gone pid, /proc mid-reuse
+    except (*UNREADABLE, ProcessLookupError):
         return None
     # The live group is the truth: signalling a stale recorded pgid could hit a stranger.
     del pgid
