@@ -12,7 +12,6 @@ import pytest
 from llmux_site.core import supervisor
 from llmux_site.core.criu import Criu
 from llmux_site.core.cuda_helper import InProcess
-from llmux_site.core.engine_client import CallTimeouts
 from llmux_site.core.images import read_meta
 from llmux_site.core.policy import EvictionPolicy
 from llmux_site.core.process_actions import HostProcessActions
@@ -31,8 +30,8 @@ from tests.checkpoints.test_criu import answer
 from tests.core.switch_ports import InMemoryPorts, SimModels
 from tests.core.test_cuda_suspend import stand_in
 from tests.simulator.harness import http_request
+from tests.timeouts import ROOMY
 
-QUICK = CallTimeouts(health=1, control=2, sleep=5, wake=5, rpc=10, inference=5, probe=5)
 WEIGHTS = ["--sim-weights-bytes", "256MiB"]  # the acceptance line's size
 
 
@@ -56,7 +55,7 @@ async def switch(
         settle_timeout=0.1,
         memory_tolerance_bytes=64 * 1024,
     )
-    return await run_switch(plan, ports, timeouts=QUICK, process_actions=actions)
+    return await run_switch(plan, ports, timeouts=ROOMY, process_actions=actions)
 
 
 def ok(result: SwitchResult, bringup: BringUpKind) -> None:

@@ -9,13 +9,12 @@ import pytest
 
 from llmux_site.core import lifecycle, supervisor
 from llmux_site.core.criu import Criu, CriuError
-from llmux_site.core.engine_client import CallTimeouts
 from llmux_site.core.switching import EngineTarget
 from tests.core.switch_ports import SimModels
 from tests.simulator.harness import http_request
+from tests.timeouts import ROOMY
 
 REPO = Path(__file__).resolve().parents[2]
-QUICK = CallTimeouts(health=1, control=1, sleep=2, wake=2, rpc=2, inference=2, probe=2)
 
 
 def answer(target: EngineTarget) -> str:
@@ -29,7 +28,7 @@ async def test_a_dumped_engine_comes_back_with_its_pid_answer_and_weights(
     sims: SimModels, criu: Criu, short_tmp_dir: Path
 ) -> None:
     target = sims.target("m/criu", uds=True, extra_args=["--sim-weights-bytes", "16MiB"])
-    process = sims.track(await lifecycle.cold_start(target, timeouts=QUICK))
+    process = sims.track(await lifecycle.cold_start(target, timeouts=ROOMY))
     before = answer(target)
 
     dumped = await asyncio.to_thread(criu.dump, process, short_tmp_dir / "image")
@@ -41,7 +40,7 @@ async def test_a_dumped_engine_comes_back_with_its_pid_answer_and_weights(
     back = sims.track(restored.process)
     assert back.pid == process.pid  # CRIU restores the pids it dumped
     assert (dumped.images_dir / "restore.log").is_file()
-    await lifecycle.readiness(target, back, timeouts=QUICK)
+    await lifecycle.readiness(target, back, timeouts=ROOMY)
     assert answer(target) == before
     state = http_request(target.address, "GET", "/sim/state").json()
     assert state["weights_ok"] is True
@@ -51,7 +50,7 @@ async def test_a_failed_restore_says_why_and_keeps_the_image(
     sims: SimModels, criu: Criu, short_tmp_dir: Path
 ) -> None:
     target = sims.target("m/broken", uds=True)
-    process = sims.track(await lifecycle.cold_start(target, timeouts=QUICK))
+    process = sims.track(await lifecycle.cold_start(target, timeouts=ROOMY))
     dumped = await asyncio.to_thread(criu.dump, process, short_tmp_dir / "image")
     core = next(dumped.images_dir.glob("core-*.img"))
     core.write_bytes(b"\0" * 64)  # a corrupted image

@@ -9,21 +9,21 @@ import signal
 import pytest
 
 from llmux_site.core import lifecycle, supervisor
-from llmux_site.core.engine_client import CallTimeouts, EngineClient
+from llmux_site.core.engine_client import EngineClient
 from llmux_site.core.lifecycle import BringUpError, ReadinessError
 from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
 from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switching import BringUpKind, EngineStatus, EngineTarget
 from tests.core.switch_ports import DISCARD, OFFLOAD, STOP, InMemoryPorts, SimModels
 from tests.simulator.harness import http_request
+from tests.timeouts import ROOMY, hanging
 
-QUICK = CallTimeouts(health=1, control=1, sleep=1, wake=2, rpc=2, inference=2, probe=1)
 GRACE = 2.0
 
 
 async def started(models: SimModels, target: EngineTarget) -> EngineTarget:
     """`target` cold-started and recorded as running."""
-    process = models.track(await lifecycle.cold_start(target, timeouts=QUICK))
+    process = models.track(await lifecycle.cold_start(target, timeouts=ROOMY))
     return dataclasses.replace(target, status=EngineStatus.RUNNING, process=process)
 
 
@@ -34,7 +34,7 @@ async def evicted(models: SimModels, ports: InMemoryPorts, target: EngineTarget)
         target.process,
         memory_probe=ports.engine_gpu_memory,
         stop_grace=GRACE,
-        timeouts=QUICK,
+        timeouts=ROOMY,
     )
     assert not outcome.escalated, outcome.error
     return dataclasses.replace(
@@ -87,7 +87,7 @@ async def test_cold_start_reports_the_identity_before_the_engine_is_healthy(
         async with EngineClient(target.address, retries=0) as client:
             seen.append((process, await client.health()))
 
-    process = await lifecycle.cold_start(target, timeouts=QUICK, on_spawned=on_spawned)
+    process = await lifecycle.cold_start(target, timeouts=ROOMY, on_spawned=on_spawned)
 
     assert seen == [(process, False)]
     async with EngineClient(target.address) as client:
@@ -104,7 +104,7 @@ async def test_cold_start_of_a_crashing_engine_raises_with_the_log_tail(
         spawned.append(models.track(process))
 
     with pytest.raises(BringUpError) as raised:
-        await lifecycle.cold_start(target, timeouts=QUICK, on_spawned=on_spawned)
+        await lifecycle.cold_start(target, timeouts=ROOMY, on_spawned=on_spawned)
 
     assert "crash" in raised.value.log_tail
     assert "cold start of m/crash failed" in str(raised.value)
@@ -121,7 +121,7 @@ async def test_cold_start_past_the_startup_timeout_stops_the_group(models: SimMo
         spawned.append(models.track(process))
 
     with pytest.raises(BringUpError, match=r"not healthy after 0\.5 s"):
-        await lifecycle.cold_start(target, timeouts=QUICK, on_spawned=on_spawned)
+        await lifecycle.cold_start(target, timeouts=ROOMY, on_spawned=on_spawned)
     assert gone(spawned[0])
 
 
@@ -143,9 +143,9 @@ async def test_offload_frees_the_gpu_and_wake_brings_the_same_process_back(
         OFFLOAD,
     )
     assert held and ports.engine_gpu_memory([running.process.pid]) == 0
-    kind, process = await lifecycle.bring_up(sleeping, timeouts=QUICK)
+    kind, process = await lifecycle.bring_up(sleeping, timeouts=ROOMY)
     assert (kind, process) == (BringUpKind.WAKE, running.process)
-    await lifecycle.readiness(sleeping, process, timeouts=QUICK)
+    await lifecycle.readiness(sleeping, process, timeouts=ROOMY)
     assert ports.engine_gpu_memory([process.pid]) == held
 
 
@@ -180,7 +180,7 @@ async def test_a_failed_sleep_escalates_to_stop(
         running.process,
         memory_probe=ports.engine_gpu_memory,
         stop_grace=GRACE,
-        timeouts=QUICK,
+        timeouts=hanging(sleep=1),
     )
 
     assert outcome.escalated and outcome.evicted == lifecycle.STOPPED_POLICY
@@ -217,7 +217,7 @@ async def test_process_actions_suspend_and_resume_around_the_weights(
         running.process,
         memory_probe=ports.engine_gpu_memory,
         stop_grace=GRACE,
-        timeouts=QUICK,
+        timeouts=ROOMY,
         process_actions=actions,
     )
     assert (outcome.status, outcome.process, outcome.escalated) == (
@@ -226,11 +226,11 @@ async def test_process_actions_suspend_and_resume_around_the_weights(
         False,
     )
     suspended = dataclasses.replace(running, status=outcome.status, evicted=outcome.evicted)
-    kind, process = await lifecycle.bring_up(suspended, timeouts=QUICK, process_actions=actions)
+    kind, process = await lifecycle.bring_up(suspended, timeouts=ROOMY, process_actions=actions)
 
     assert (kind, process) == (BringUpKind.RESUME, running.process)
     assert actions.calls == ["suspend", "resume"]
-    await lifecycle.readiness(suspended, process, timeouts=QUICK)
+    await lifecycle.readiness(suspended, process, timeouts=ROOMY)
 
 
 async def test_evicting_a_dead_engine_reports_it_stopped(
@@ -262,11 +262,11 @@ async def test_a_dead_sleeping_engine_is_cold_started_not_woken(
     os.killpg(sleeping.process.pgid, signal.SIGKILL)
     await supervisor.wait_exit(sleeping.process)
 
-    kind, process = await lifecycle.bring_up(sleeping, timeouts=QUICK)
+    kind, process = await lifecycle.bring_up(sleeping, timeouts=ROOMY)
     models.track(process)
 
     assert kind is BringUpKind.COLD_START and process.pid != sleeping.process.pid
-    await lifecycle.readiness(sleeping, process, timeouts=QUICK)
+    await lifecycle.readiness(sleeping, process, timeouts=ROOMY)
 
 
 async def test_level_two_wake_reloads_the_weights(models: SimModels, ports: InMemoryPorts) -> None:
@@ -275,7 +275,7 @@ async def test_level_two_wake_reloads_the_weights(models: SimModels, ports: InMe
         before = await client.probe(running.served_name)
     sleeping = await evicted(models, ports, running)
 
-    kind, _ = await lifecycle.bring_up(sleeping, timeouts=QUICK)
+    kind, _ = await lifecycle.bring_up(sleeping, timeouts=ROOMY)
 
     assert kind is BringUpKind.WAKE
     async with EngineClient(running.address) as client:
@@ -290,7 +290,7 @@ async def test_a_resume_without_process_actions_fails_clearly(models: SimModels)
     target = dataclasses.replace(running, status=EngineStatus.SUSPENDED, evicted=STOP)
 
     with pytest.raises(BringUpError, match="cuda_suspend is not available on this host"):
-        await lifecycle.bring_up(target, timeouts=QUICK)
+        await lifecycle.bring_up(target, timeouts=ROOMY)
     assert gone(running.process)
 
 
@@ -302,7 +302,7 @@ async def test_a_restore_without_process_actions_cold_starts_and_says_why(
     )
     heard: list[str] = []
 
-    kind, process = await lifecycle.bring_up(checkpointed, timeouts=QUICK, on_fallback=heard.append)
+    kind, process = await lifecycle.bring_up(checkpointed, timeouts=ROOMY, on_fallback=heard.append)
     models.track(process)
     assert kind is BringUpKind.COLD_START and supervisor.is_alive(process)
     assert len(heard) == 1 and "checkpoint is not available on this host" in heard[0]
@@ -315,7 +315,7 @@ async def test_a_failed_wake_stops_the_engine(models: SimModels, ports: InMemory
     assert sleeping.process is not None
 
     with pytest.raises(BringUpError, match=r"wake of m/w failed: .*HTTP 500"):
-        await lifecycle.bring_up(sleeping, timeouts=QUICK)
+        await lifecycle.bring_up(sleeping, timeouts=ROOMY)
     assert gone(sleeping.process)
 
 
@@ -329,7 +329,9 @@ async def test_a_decode_stall_fails_readiness_and_stops_the_engine(models: SimMo
         heard.append("healthy")
 
     with pytest.raises(ReadinessError, match="EngineTimeout"):
-        await lifecycle.readiness(running, running.process, timeouts=QUICK, on_healthy=healthy)
+        await lifecycle.readiness(
+            running, running.process, timeouts=hanging(probe=1), on_healthy=healthy
+        )
     assert gone(running.process)
     assert heard == ["healthy"]  # /health answered: the stall is the probe's
 
@@ -348,14 +350,14 @@ async def test_readiness_says_healthy_before_the_probe_and_not_when_health_fails
     async def healthy() -> None:
         order.append(f"healthy after {completions(running)} completions")
 
-    await lifecycle.readiness(running, running.process, timeouts=QUICK, on_healthy=healthy)
+    await lifecycle.readiness(running, running.process, timeouts=ROOMY, on_healthy=healthy)
     assert order == ["healthy after 0 completions"]
     assert completions(running) == 1  # then the one-token probe
 
     order.clear()
     http_request(running.address, "POST", "/sim/faults", {"faults": ["health=fail"]})
     with pytest.raises(ReadinessError):
-        await lifecycle.readiness(running, running.process, timeouts=QUICK, on_healthy=healthy)
+        await lifecycle.readiness(running, running.process, timeouts=ROOMY, on_healthy=healthy)
     assert order == []
     assert gone(running.process)
 
@@ -381,13 +383,13 @@ async def test_a_tensor_parallel_engine_suspends_nccl_around_a_cuda_suspend(
         running.process,
         memory_probe=ports.engine_gpu_memory,
         stop_grace=GRACE,
-        timeouts=QUICK,
+        timeouts=ROOMY,
         process_actions=actions,
     )
     assert outcome.status is EngineStatus.SUSPENDED and seen == [True]
     suspended = dataclasses.replace(
         running, status=outcome.status, process=outcome.process, evicted=outcome.evicted
     )
-    kind, _ = await lifecycle.bring_up(suspended, timeouts=QUICK, process_actions=actions)
+    kind, _ = await lifecycle.bring_up(suspended, timeouts=ROOMY, process_actions=actions)
     assert kind is BringUpKind.RESUME and actions.calls == ["suspend", "resume"]
     assert http_request(target.address, "GET", "/sim/state").json()["nccl_suspended"] is False

@@ -27,8 +27,8 @@ from llmux_site.core.switching import (
 )
 from tests.core.switch_ports import DISCARD, OFFLOAD, InMemoryPorts, SimModels
 from tests.simulator.harness import http_request
+from tests.timeouts import ROOMY, hanging
 
-QUICK = CallTimeouts(health=1, control=1, sleep=1, wake=2, rpc=2, inference=2, probe=1)
 GRACE = 2.0
 PROMPT = "tell me about the weights"
 ALL_PHASES = [
@@ -47,6 +47,7 @@ async def switch(
     ports: InMemoryPorts,
     incoming: EngineTarget,
     outgoing: EngineTarget | None = None,
+    timeouts: CallTimeouts = ROOMY,
     **options: Any,
 ) -> SwitchResult:
     """Switch to `incoming` (someone waits for it), both read back from the ports' records."""
@@ -61,7 +62,7 @@ async def switch(
         settle_timeout=0.1,
         **options,
     )
-    return await run_switch(plan, ports, timeouts=QUICK)
+    return await run_switch(plan, ports, timeouts=timeouts)
 
 
 async def complete(target: EngineTarget, prompt: str = PROMPT, max_tokens: int = 8) -> str:
@@ -207,7 +208,7 @@ async def test_a_failed_eviction_escalates_to_stop_and_the_switch_succeeds(
     await switch(ports, a)
     a_process = process_of(ports, a)
 
-    result = await switch(ports, b, a)
+    result = await switch(ports, b, a, timeouts=hanging(sleep=1))
 
     assert (result.outcome, result.bringup, result.escalated) == (
         Outcome.SUCCEEDED,
@@ -279,7 +280,7 @@ async def test_a_stale_switch_is_skipped_after_the_backoff(
     a = models.target("m/a")
     plan = SwitchPlan(group="gpu0", incoming=a, outgoing=None, backoff_until=ports.now() + 0.3)
 
-    result = await run_switch(plan, ports, timeouts=QUICK)
+    result = await run_switch(plan, ports, timeouts=ROOMY)
 
     assert result.outcome is Outcome.SKIPPED
     assert ports.phase_names() == [Phase.BACKOFF, Phase.CHECK]
@@ -334,7 +335,7 @@ async def test_a_decode_stall_fails_readiness(models: SimModels, ports: InMemory
     a, b = models.target("m/a"), models.target("m/b", "decode=stall")
     await switch(ports, a)
 
-    result = await switch(ports, b, a)
+    result = await switch(ports, b, a, timeouts=hanging(probe=1))
 
     assert result.outcome is Outcome.FAILED and "readiness of m/b failed" in result.error
     assert Phase.READINESS in result.durations_ms

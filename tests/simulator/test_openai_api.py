@@ -177,7 +177,7 @@ async def test_a_stream_arrives_token_by_token_at_the_configured_rate(sim: SimLa
 async def test_a_chat_stream_starts_with_the_role_once_the_first_token_is_due(
     sim: SimLauncher,
 ) -> None:
-    engine = sim.start("--sim-response-delay-ms", "300")
+    engine = sim.start("--sim-response-delay-ms", "1000")
     body = {**CHAT, "stream": True}
     url = engine.address.base_url() + "/v1/chat/completions"
     async with aiohttp.ClientSession() as session:
@@ -188,7 +188,7 @@ async def test_a_chat_stream_starts_with_the_role_once_the_first_token_is_due(
             first_at = time.monotonic() - started
             await response.read()
     # As vLLM: headers at once, the first event (the role) with the first token only.
-    assert headers_at < 0.3 <= first_at
+    assert headers_at < 1.0 <= first_at
     delta = json.loads(first[len(b"data: ") :])["choices"][0]["delta"]
     assert delta == {"role": "assistant", "content": ""}
 
