@@ -25,10 +25,10 @@ from llmux_site.gateway.app import GatewayApp  # noqa: E402
 from llmux_site.gateway.tuning import tune_web_process  # noqa: E402
 from models_app import metrics  # noqa: E402
 from models_app.gateway_backend import DjangoGatewayBackend  # noqa: E402
-from models_app.services.api_keys import GatewayKeys  # noqa: E402
+from models_app.services.api_keys import GatewayKeys, rate_window  # noqa: E402
 
 tune_web_process()
-keys = GatewayKeys.create(required=settings.LLMUX_API_KEYS_REQUIRED)
+keys = GatewayKeys.create(required=settings.LLMUX_API_KEYS_REQUIRED, window=rate_window())
 backend = DjangoGatewayBackend.create(keys=keys)
 gateway = GatewayApp(
     backend,

@@ -85,3 +85,29 @@ print(type(layer).__name__, asyncio.run(roundtrip()))
     result = run_manage(["shell", "--no-imports", "-c", code], production_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["Redis", "True", "RedisPubSubChannelLayer", "7"]
+
+
+def test_key_rate_limits_are_counted_in_redis_across_web_processes(
+    production_env: dict[str, str],
+) -> None:
+    # Two `manage.py shell` processes stand for two web processes: the second one finds
+    # the first one's two requests already counted against the key's limit of 2.
+    key_id = uuid.uuid4().int % 10**12  # no other run shares this key's window
+    code = f"""
+import asyncio
+from models_app.services.api_keys import rate_window
+async def admit():
+    window = rate_window()
+    waits = [await window.admit({key_id}, 2) for _ in range({{n}})]
+    await window.close()
+    return waits
+print(type(rate_window()).__name__, asyncio.run(admit()))
+"""
+    first = run_manage(["shell", "--no-imports", "-c", code.format(n=2)], production_env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == ["RedisWindow", "[None,", "None]"]
+    second = run_manage(["shell", "--no-imports", "-c", code.format(n=1)], production_env)
+    assert second.returncode == 0, second.stderr
+    name, waits = second.stdout.split(maxsplit=1)
+    wait = float(waits.strip("[]\n"))
+    assert name == "RedisWindow" and 50 < wait <= 60

@@ -1,9 +1,11 @@
 """Gateway API keys: who may call which model, how often, and what they used. Pure.
 
 A key is `llmux-<prefix>-<secret>`; only its SHA-256 is stored, found by its prefix. The
-`KeyCheck` answers on the hot path from memory (the backend refreshes it); the usage a
-request consumed is read from the engine's own `usage` object in its answer (the last
-JSON body, or the stream's usage chunk) and handed to a `UsageSink`, which batches writes.
+`KeyCheck` answers on the hot path from memory (the backend refreshes it); a key's
+requests-per-minute limit is counted by a `RateWindow` (`LocalWindow` in one process,
+`RedisWindow` across processes); the usage a request consumed is read from the engine's
+own `usage` object in its answer (the last JSON body, or the stream's usage chunk) and
+handed to a `UsageSink`, which batches writes.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ __all__ = [
     "KeyCheck",
     "KeyRecord",
     "KeyTable",
+    "LocalWindow",
+    "RateWindow",
     "UsageMeter",
     "UsageSink",
     "hash_secret",
+    "rate_limited",
     "split_key",
 ]
 
@@ -50,6 +55,7 @@ def split_key(key: str) -> tuple[str, str] | None:
 @dataclass(frozen=True, slots=True)
 class Grant:
     key_id: int
+    rpm: int | None = None  # the key's requests-per-minute limit, admitted by a RateWindow
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +79,48 @@ class KeyCheck(Protocol):
         GatewayError (401 no/bad/expired key, 403 out of scope, 429 over its rate)."""
 
 
+class RateWindow(Protocol):
+    async def admit(self, key_id: int, rpm: int) -> float | None:
+        """Count one request of the key: None when it fits in the last WINDOW seconds'
+        `rpm`, else (counting nothing) the seconds until the oldest one leaves it."""
+
+
+@dataclass
+class LocalWindow:
+    """A sliding minute per key in this process's memory (one web process)."""
+
+    clock: Callable[[], float] = time.monotonic
+    window: float = WINDOW
+    _recent: dict[int, deque[float]] = field(default_factory=dict)
+
+    async def admit(self, key_id: int, rpm: int) -> float | None:
+        now = self.clock()
+        recent = self._recent.setdefault(key_id, deque())
+        while recent and recent[0] <= now - self.window:
+            recent.popleft()
+        if len(recent) >= rpm:
+            return recent[0] + self.window - now
+        recent.append(now)
+        return None
+
+
+def rate_limited(rpm: int, wait: float) -> GatewayError:
+    """The 429 of a key over its rate; Retry-After rounds up to whole seconds."""
+    retry = max(1, int(wait) + 1)
+    error = GatewayError(
+        429, f"Rate limit reached: {rpm} requests per minute for this key. Retry after {retry} s."
+    )
+    error.headers = [(b"retry-after", str(retry).encode())]
+    return error
+
+
 @dataclass
 class KeyTable:
-    """The keys in memory, and each key's recent request times (per web process)."""
+    """The keys in memory: who a request is, and whether its key may use the model."""
 
     required: bool
     records: Mapping[str, KeyRecord] = field(default_factory=dict)  # prefix -> record
     clock: Callable[[], float] = time.time
-    _recent: dict[int, deque[float]] = field(default_factory=dict)
 
     def known(self, authorization: str | None) -> bool:
         """Whether the key's prefix is in the table (an unknown one may be brand new)."""
@@ -88,6 +128,8 @@ class KeyTable:
         return parts is not None and parts[0] in self.records
 
     def check(self, authorization: str | None, model: str, public: str) -> Grant | None:
+        """The grant (its rate not yet counted), or None when anonymous is fine; raises
+        GatewayError 401 (no, bad or expired key) or 403 (model out of the key's scope)."""
         token = _bearer(authorization)
         if token is None:
             if not self.required:
@@ -105,30 +147,11 @@ class KeyTable:
             if not self.required:
                 return None  # OpenAI clients always send some key: not ours, not needed
             raise _unauthorized("Incorrect API key provided.")
-        now = self.clock()
-        if record.expires_at is not None and now >= record.expires_at:
+        if record.expires_at is not None and self.clock() >= record.expires_at:
             raise _unauthorized("This API key has expired.")
         if record.scopes and model not in record.scopes and public not in record.scopes:
             raise GatewayError(403, f"This API key may not use the model `{model}`.", param="model")
-        if record.rpm is not None:
-            self._admit(record, now)
-        return Grant(record.key_id)
-
-    def _admit(self, record: KeyRecord, now: float) -> None:
-        assert record.rpm is not None
-        recent = self._recent.setdefault(record.key_id, deque())
-        while recent and recent[0] <= now - WINDOW:
-            recent.popleft()
-        if len(recent) >= record.rpm:
-            retry = max(1, int(recent[0] + WINDOW - now) + 1)
-            error = GatewayError(
-                429,
-                f"Rate limit reached: {record.rpm} requests per minute "
-                f"for this key. Retry after {retry} s.",
-            )
-            error.headers = [(b"retry-after", str(retry).encode())]
-            raise error
-        recent.append(now)
+        return Grant(record.key_id, record.rpm)
 
 
 def _bearer(authorization: str | None) -> str | None:

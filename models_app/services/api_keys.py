@@ -11,11 +11,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import DatabaseError, connections, transaction
 from django.db.models import Count, F, Max
 from django.utils import timezone
 
-from llmux_site.gateway.keys import Grant, KeyRecord, KeyTable, hash_secret
+from llmux_site.gateway.keys import (
+    Grant,
+    KeyRecord,
+    KeyTable,
+    LocalWindow,
+    RateWindow,
+    hash_secret,
+    rate_limited,
+)
 from models_app.models import ApiKey
 from models_app.services import notify
 
@@ -60,6 +69,17 @@ def revoke_key(key: ApiKey) -> None:
     notify.registry_changed()
 
 
+def rate_window() -> RateWindow:
+    """Where keys' requests per minute are counted: in Redis when the cluster has one
+    (every web process shares the count), else in this process (the embedded profile
+    runs one web process)."""
+    if settings.REDIS_URL:
+        from llmux_site.gateway.redis_window import RedisWindow
+
+        return RedisWindow(settings.REDIS_URL, namespace=settings.Q_CLUSTER["name"])
+    return LocalWindow()
+
+
 def keys_fingerprint() -> tuple[Any, ...]:
     found = ApiKey.objects.aggregate(n=Count("id"), at=Max("updated_at"))
     return (found["n"], found["at"])
@@ -86,14 +106,15 @@ class GatewayKeys:
     """The web process's key table, and the usage it has not written yet."""
 
     table: KeyTable
+    window: RateWindow = field(default_factory=LocalWindow)
     fingerprint: tuple[Any, ...] = ()
     _pending: dict[int, list[int]] = field(default_factory=dict)  # key -> [n, prompt, compl.]
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _missed_at: float = float("-inf")
 
     @classmethod
-    def create(cls, *, required: bool) -> GatewayKeys:
-        keys = cls(KeyTable(required=required))
+    def create(cls, *, required: bool, window: RateWindow | None = None) -> GatewayKeys:
+        keys = cls(KeyTable(required=required), window or LocalWindow())
         try:
             keys.reload()
         except DatabaseError:  # not migrated yet: the refresher loads it once it can
@@ -108,7 +129,12 @@ class GatewayKeys:
             if now - self._missed_at >= MISS_RELOAD_EVERY:
                 self._missed_at = now
                 await asyncio.to_thread(self._reload_quietly)
-        return self.table.check(authorization, model, public)
+        grant = self.table.check(authorization, model, public)
+        if grant is not None and grant.rpm is not None:
+            wait = await self.window.admit(grant.key_id, grant.rpm)
+            if wait is not None:
+                raise rate_limited(grant.rpm, wait)
+        return grant
 
     def _reload_quietly(self) -> None:
         try:

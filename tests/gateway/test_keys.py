@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from llmux_site.gateway.errors import GatewayError
-from llmux_site.gateway.keys import Grant, KeyRecord, KeyTable, UsageMeter, hash_secret
+from llmux_site.gateway.keys import (
+    Grant,
+    KeyRecord,
+    KeyTable,
+    LocalWindow,
+    UsageMeter,
+    hash_secret,
+    rate_limited,
+)
 
 
 def table(now: list[float], **record: Any) -> KeyTable:
@@ -44,7 +52,7 @@ def test_a_key_is_checked_by_its_prefix_and_secret() -> None:
     assert optional.check("Bearer llmux-abcd-s3cret", "a", "a") == Grant(7)
 
 
-def test_scopes_expiry_and_rate() -> None:
+def test_scopes_and_expiry() -> None:
     now = [1000.0]
     scoped = table(now, scopes=frozenset({"a", "alias-of-b"}))
     assert scoped.check("Bearer llmux-abcd-s3cret", "a", "a")
@@ -52,14 +60,30 @@ def test_scopes_expiry_and_rate() -> None:
     assert status(lambda: scoped.check("Bearer llmux-abcd-s3cret", "c", "c")) == 403
     expired = table(now, expires_at=999.0)
     assert status(lambda: expired.check("Bearer llmux-abcd-s3cret", "a", "a")) == 401
-    limited = table(now, rpm=2)
-    for _ in range(2):
-        limited.check("Bearer llmux-abcd-s3cret", "a", "a")
-    with pytest.raises(GatewayError) as caught:
-        limited.check("Bearer llmux-abcd-s3cret", "a", "a")
-    assert caught.value.status == 429 and (b"retry-after", b"61") in caught.value.headers
-    now[0] += 60.5  # the window moved past both earlier requests
-    assert limited.check("Bearer llmux-abcd-s3cret", "a", "a")
+    # A key's limit travels with its grant: the table checks who, a RateWindow how often.
+    assert table(now, rpm=2).check("Bearer llmux-abcd-s3cret", "a", "a") == Grant(7, rpm=2)
+
+
+def test_the_local_window_slides_over_the_last_minute_per_key() -> None:
+    now = [1000.0]
+    window = LocalWindow(clock=lambda: now[0])
+
+    async def admit(key_id: int = 7) -> float | None:
+        return await window.admit(key_id, 2)
+
+    async def go() -> None:
+        assert [await admit(), await admit()] == [None, None]
+        now[0] += 0.5
+        assert await admit() == 59.5  # the first request leaves the minute in 59.5 s
+        assert await admit(key_id=8) is None  # another key has its own minute
+        now[0] += 59.5  # the window moved past both earlier requests
+        assert [await admit(), await admit(), await admit()] == [None, None, 60.0]
+
+    asyncio.run(go())
+    error = rate_limited(2, 59.5)
+    assert error.status == 429 and (b"retry-after", b"60") in error.headers
+    assert "2 requests per minute" in error.message
+    assert (b"retry-after", b"1") in rate_limited(2, 0.0).headers
 
 
 def run_meter(start: dict[str, Any], chunks: list[bytes]) -> dict[str, int] | None:
