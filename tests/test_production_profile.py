@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.test_settings import run_manage
+from tests.test_settings import REPO, run_manage
 
 PG = "postgres://postgres@127.0.0.1:5432"
 REDIS = "redis://127.0.0.1:6379/0"
@@ -111,3 +113,40 @@ print(type(rate_window()).__name__, asyncio.run(admit()))
     name, waits = second.stdout.split(maxsplit=1)
     wait = float(waits.strip("[]\n"))
     assert name == "RedisWindow" and 50 < wait <= 60
+
+
+def test_bus_hints_reach_a_process_on_another_host_through_redis(
+    production_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Two data directories stand for two hosts: their buses share no socket directory,
+    # so what the second hears came through the cluster's Redis channel.
+    listen = """
+from models_app.services import notify
+listener = notify.bus().listen_sync()
+assert notify.bus().relay.wait_subscribed(20)
+print("subscribed", flush=True)
+print(listener.wait(30, only=notify.QUEUED))
+"""
+    other_host = production_env | {"LLMUX_DATA_DIR": str(tmp_path / "other-host")}
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")} | other_host
+    listening = subprocess.Popen(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", listen],
+        cwd=REPO,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listening.stdout is not None
+        assert listening.stdout.readline().strip() == "subscribed", listening.stderr
+        publish = "from models_app.services import notify; notify.publish(notify.QUEUED)"
+        sent = run_manage(["shell", "--no-imports", "-c", publish], production_env)
+        assert sent.returncode == 0, sent.stderr
+        out, err = listening.communicate(timeout=60)
+        assert listening.returncode == 0, err
+        assert out.strip() == "b'queued'"
+    finally:
+        if listening.poll() is None:
+            listening.kill()
+            listening.wait()

@@ -4,6 +4,7 @@ Web processes wait for engine state changes and workers wait for drain acknowled
 Both are in the database (the truth); this bus only says "look now", so a waiter reacts in
 microseconds instead of at its next poll. Messages are best-effort hints: a lost one costs
 one poll interval, never correctness, which is why polling stays as the fallback.
+A `Relay` (notify_relay.RedisRelay) carries the same messages to and from other hosts.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 SUFFIX = ".sock"
 MAX_MESSAGE = 65536  # a datagram larger than this is cut (and its payload ignored)
@@ -24,15 +26,29 @@ MAX_MESSAGE = 65536  # a datagram larger than this is cut (and its payload ignor
 STALE = {errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK}
 
 
+class Relay(Protocol):
+    """Carries messages between hosts: the bus sends each one and attaches its sockets."""
+
+    def send(self, message: bytes) -> None: ...
+
+    def attach(self, path: Path) -> None: ...
+
+    def detach(self, path: Path) -> None: ...
+
+
 class LocalBus:
     """Publish a short message to every listener in `directory`; listen for them."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], relay: Relay | None = None) -> None:
         self.directory = Path(directory)
+        self.relay = relay
         self._sender: socket.socket | None = None
 
     def publish(self, message: bytes) -> int:
-        """Send `message` to every listener; returns how many got it. Never blocks."""
+        """Send `message` to every listener (and to the relay); returns how many listeners
+        of this host got it. Never blocks."""
+        if self.relay is not None:
+            self.relay.send(message)
         if self._sender is None:
             self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self._sender.setblocking(False)
@@ -54,7 +70,7 @@ class LocalBus:
 
     def listen_sync(self) -> SyncListener:
         """A listener for synchronous code (a worker task waiting for new work)."""
-        return SyncListener(self.directory)
+        return SyncListener(self.directory, self.relay)
 
     async def listen(self, on_message: Callable[[bytes], None]) -> Listener:
         """Bind a fresh socket in the directory; `on_message` runs on the event loop."""
@@ -74,17 +90,22 @@ class LocalBus:
                 on_message(data)
 
         loop.add_reader(sock.fileno(), readable)
-        return Listener(sock, path, loop)
+        if self.relay is not None:
+            self.relay.attach(path)
+        return Listener(sock, path, loop, self.relay)
 
 
 class SyncListener:
     """A listening socket for synchronous code: `wait(timeout)` for the next message."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, relay: Relay | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(self.path))
+        self.relay = relay
+        if relay is not None:
+            relay.attach(self.path)
 
     def wait(
         self, timeout: float, *, only: bytes | tuple[bytes, ...] | None = None
@@ -104,6 +125,8 @@ class SyncListener:
                 return None
 
     def close(self) -> None:
+        if self.relay is not None:
+            self.relay.detach(self.path)
         self.sock.close()
         with contextlib.suppress(OSError):
             self.path.unlink()
@@ -112,12 +135,21 @@ class SyncListener:
 class Listener:
     """A bound listening socket; close it to stop (the socket file is removed)."""
 
-    def __init__(self, sock: socket.socket, path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        path: Path,
+        loop: asyncio.AbstractEventLoop,
+        relay: Relay | None = None,
+    ) -> None:
         self.sock = sock
         self.path = path
         self.loop = loop
+        self.relay = relay
 
     def close(self) -> None:
+        if self.relay is not None:
+            self.relay.detach(self.path)
         with contextlib.suppress(Exception):
             self.loop.remove_reader(self.sock.fileno())
         self.sock.close()

@@ -5,6 +5,7 @@ a database read: `runtime {"a": ["running", null]}` carries the committed state 
 drain token when it changed) of the engines a transaction wrote; `drained [instance,
 model, token]` is a web process's drain acknowledgement, sent before its row is written.
 A payload is a shortcut, never the only copy: everything it says is in the database.
+With Redis, the messages reach the cluster's other hosts too (core/notify_relay.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,14 @@ SWAP = b"swap"  # a swap row opened, moved to another phase or finished (the das
 
 @cache
 def bus() -> LocalBus:
-    return LocalBus(settings.LLMUX_DIRS["run"] / "notify")
+    """This host's bus; with Redis, relayed to and from the cluster's other hosts."""
+    directory = settings.LLMUX_DIRS["run"] / "notify"
+    if not settings.REDIS_URL:
+        return LocalBus(directory)
+    from llmux_site.core.notify_relay import RedisRelay, origin_of
+
+    channel = f"{settings.Q_CLUSTER['name']}:notify"
+    return LocalBus(directory, RedisRelay(settings.REDIS_URL, channel, origin_of(directory)))
 
 
 def message(kind: bytes, payload: Any = None) -> bytes:
