@@ -90,10 +90,11 @@ async def test_a_checkpointed_model_comes_back_with_its_pid_answer_and_weights(
         ("restored", "1"),
         ("verified", "1"),
     ]
-    # Progress was reported on the way, while the image was written and read back.
+    # Progress was reported on the way, while the image was written and read back (a
+    # slow box may sample before the first byte: 0 is a fair report then).
     seen = [done for name, done, _ in images.progress_seen if name == "1"]
     size = images.size(a, "1")
-    assert len(seen) > 2 and 0 < min(seen) < size <= max(seen)
+    assert any(0 < done < size for done in seen) and max(seen) >= size, seen
 
 
 async def test_a_cancelled_restore_runs_to_its_end_and_stops_the_engine_it_made(
