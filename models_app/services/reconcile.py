@@ -29,7 +29,7 @@ from models_app.models import (
     SwitchStatus,
 )
 from models_app.services.engines import listen_address
-from models_app.services.runtime import current_process, record_engine_status
+from models_app.services.runtime import current_process, record_death, record_engine_status
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +62,17 @@ def reconcile() -> ReconcileReport:
     return report
 
 
-def check_runtime(runtime: EngineRuntime, report: ReconcileReport) -> None:
+def check_runtime(runtime: EngineRuntime, report: ReconcileReport) -> bool:
+    """Whether the engine's recorded process lives; a dead one is recorded failed."""
     process = current_process(runtime)
-    alive = process is not None and supervisor.is_alive(process)
-    if not alive:
+    if process is not None and supervisor.is_alive(process):
+        return True
+    if record_death(runtime, f"engine process {runtime.pid} exited"):
         log.warning("engine of %s (pid %s) is gone", runtime.model.name, runtime.pid)
-        record_engine_status(
-            runtime.model,
-            EngineStatus.FAILED,
-            process=None,
-            evicted=None,
-            error=f"engine process {runtime.pid} exited",
-        )
         report.died.append(runtime.model.name)
+    else:  # a switch stopped it on purpose and recorded so after this row was read
+        log.debug("engine of %s (pid %s) stopped by a switch", runtime.model.name, runtime.pid)
+    return False
 
 
 def engine_unreachable(model_name: str) -> bool:
@@ -82,9 +80,9 @@ def engine_unreachable(model_name: str) -> bool:
     runtime = EngineRuntime.objects.select_related("model").filter(model__name=model_name).first()
     if runtime is None or runtime.state not in PROCESS_STATES:
         return runtime is not None
-    report = ReconcileReport()
-    check_runtime(runtime, report)
-    return bool(report.died)
+    # Gone either way when its process is: recorded failed here, or already recorded
+    # otherwise by a switch that wrote the row meanwhile. Acquiring again brings it up.
+    return not check_runtime(runtime, ReconcileReport())
 
 
 def holder_is_dead(holder: str) -> bool:

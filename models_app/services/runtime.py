@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 from django.db import connection, models, transaction
 from django.utils import timezone
@@ -78,18 +78,61 @@ def begin_drain(
         return token
 
 
+def record_death(runtime: EngineRuntime, error: str) -> bool:
+    """Record `runtime`'s engine failed, unless its row changed since it was read.
+
+    The check that found the process gone read the row first: a switch that stopped the
+    engine on purpose meanwhile wrote `stopped` (a new version), and that is the truth,
+    not a death. Returns whether the failure was recorded.
+    """
+    change = EngineChange(runtime.model.name, EngineStatus.FAILED, None, None, error)
+    with transaction.atomic(savepoint=False):
+        written = _write_status(runtime.model, change, "", expect_version=runtime.version)
+        if written is None:
+            return False
+        version, token = written
+        notify.after_commit(
+            notify.RUNTIME, {runtime.model.name: [EngineStatus.FAILED.value, token, version]}
+        )
+    return True
+
+
+@overload
 def _write_status(
     model: ModelDefinition,
     change: EngineChange,
     group: str,
     *,
     new_token: int | None = None,
-) -> tuple[int, int]:
+    expect_version: None = None,
+) -> tuple[int, int]: ...
+
+
+@overload
+def _write_status(
+    model: ModelDefinition,
+    change: EngineChange,
+    group: str,
+    *,
+    new_token: int | None = None,
+    expect_version: int,
+) -> tuple[int, int] | None: ...
+
+
+def _write_status(
+    model: ModelDefinition,
+    change: EngineChange,
+    group: str,
+    *,
+    new_token: int | None = None,
+    expect_version: int | None = None,
+) -> tuple[int, int] | None:
     """One UPDATE of the engine's row; its new (version, drain token).
 
     Raw SQL with RETURNING (PostgreSQL, SQLite >= 3.35): the ORM's update() can neither
     return the new version nor skip its query compilation, and this runs three times on
-    every switch. The row is created first if the engine never had one.
+    every switch. The row is created first if the engine never had one. With
+    `expect_version`, only a row still at that version is written (else None).
     """
     status, process, evicted = change.status, change.process, change.evicted
     now = connection.ops.adapt_datetimefield_value(timezone.now())
@@ -116,10 +159,12 @@ def _write_status(
         values["drain_token"] = new_token
     elif status is EngineStatus.DRAINING:
         raised.append("drain_token")
-    sql, params = _update_sql(values, raised, model.pk)
+    sql, params = _update_sql(values, raised, model.pk, expect_version)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
+        if row is None and expect_version is not None:
+            return None  # someone wrote the row since it was read
         if row is None:  # first write for this engine
             runtime_for(model)
             cursor.execute(sql, params)
@@ -127,7 +172,9 @@ def _write_status(
     return int(row[0]), int(row[1])
 
 
-def _update_sql(values: dict[str, Any], raised: list[str], pk: int) -> tuple[str, list[Any]]:
+def _update_sql(
+    values: dict[str, Any], raised: list[str], pk: int, expect_version: int | None = None
+) -> tuple[str, list[Any]]:
     meta = EngineRuntime._meta
     quote = connection.ops.quote_name
 
@@ -139,11 +186,14 @@ def _update_sql(values: dict[str, Any], raised: list[str], pk: int) -> tuple[str
     assignments = [f"{column(name)} = %s" for name in values]
     assignments += [f"{column(name)} = {column(name)} + 1" for name in raised]
     # Identifiers come from the model's own metadata; every value is a parameter.
+    where, params = f"{column('model')} = %s", [*values.values(), pk]
+    if expect_version is not None:
+        where, params = f"{where} AND {column('version')} = %s", [*params, expect_version]
     sql = (
         f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608
-        f"WHERE {column('model')} = %s RETURNING {column('version')}, {column('drain_token')}"
+        f"WHERE {where} RETURNING {column('version')}, {column('drain_token')}"
     )
-    return sql, [*values.values(), pk]
+    return sql, params
 
 
 def current_process(runtime: EngineRuntime) -> EngineProcess | None:
