@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,3 +39,19 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
         return json.dumps(document, default=str)
+
+
+class Throttle:
+    """Lets a repeated message through at most once every `every` seconds (an outage
+    that fails every request should not write a line per request)."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self._last = float("-inf")
+
+    def ready(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.every:
+            return False
+        self._last = now
+        return True

@@ -32,6 +32,8 @@ from pathlib import Path
 import redis
 from redis.exceptions import RedisError
 
+from llmux_site.logs import Throttle
+
 log = logging.getLogger("llmux.notify")
 
 SEPARATOR = b"\0"
@@ -55,7 +57,7 @@ class RedisRelay:
         self.url = url
         self.channel = channel
         self.origin = origin
-        self._warned_at = float("-inf")
+        self._warnings = Throttle(WARN_EVERY)
         self._reset()
         # A forked child (django-q forks its workers) inherits this object but neither its
         # threads nor its listeners, and maybe a lock some thread held: start afresh.
@@ -167,9 +169,7 @@ class RedisRelay:
                 sender.sendto(message, path)
 
     def _warn(self, what: str, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now - self._warned_at >= WARN_EVERY:
-            self._warned_at = now
+        if self._warnings.ready():
             log.warning(
                 "notify: Redis %s failed (%s); other hosts see changes at their next poll",
                 what,

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from llmux_site.gateway.keys import WINDOW
+from llmux_site.logs import Throttle
 
 log = logging.getLogger("llmux.gateway")
 
@@ -50,7 +51,7 @@ class RedisWindow:
         self._script = self._redis.register_script(_ADMIT)
         self._namespace = namespace
         self._window_ms = int(window * 1000)
-        self._warned_at = float("-inf")
+        self._warnings = Throttle(WARN_EVERY)
 
     async def admit(self, key_id: int, rpm: int) -> float | None:
         member = f"{time.time_ns()}-{secrets.token_hex(4)}"
@@ -59,9 +60,7 @@ class RedisWindow:
                 keys=[f"{self._namespace}:rpm:{key_id}"], args=[rpm, self._window_ms, member]
             )
         except (RedisError, OSError) as exc:
-            now = time.monotonic()
-            if now - self._warned_at >= WARN_EVERY:
-                self._warned_at = now
+            if self._warnings.ready():
                 log.warning("gateway: rate limits not enforced, Redis did not answer: %s", exc)
             return None
         return None if int(wait_ms) < 0 else int(wait_ms) / 1000

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, overload
+from typing import Any
 
 from django.db import connection, models, transaction
 from django.utils import timezone
@@ -87,8 +87,9 @@ def record_death(runtime: EngineRuntime, error: str) -> bool:
     """
     change = EngineChange(runtime.model.name, EngineStatus.FAILED, None, None, error)
     with transaction.atomic(savepoint=False):
-        written = _write_status(runtime.model, change, "", expect_version=runtime.version)
-        if written is None:
+        sql, params = _status_sql(runtime.model, change, "", expect_version=runtime.version)
+        written = _update_row(sql, params)
+        if written is None:  # someone wrote the row since it was read
             return False
         version, token = written
         notify.after_commit(
@@ -97,43 +98,45 @@ def record_death(runtime: EngineRuntime, error: str) -> bool:
     return True
 
 
-@overload
 def _write_status(
     model: ModelDefinition,
     change: EngineChange,
     group: str,
     *,
     new_token: int | None = None,
-    expect_version: None = None,
-) -> tuple[int, int]: ...
+) -> tuple[int, int]:
+    """One UPDATE of the engine's row; its new (version, drain token).
+
+    Raw SQL with RETURNING (PostgreSQL, SQLite >= 3.35): the ORM's update() can neither
+    return the new version nor skip its query compilation, and this runs three times on
+    every switch. The row is created first if the engine never had one.
+    """
+    sql, params = _status_sql(model, change, group, new_token=new_token)
+    written = _update_row(sql, params)
+    if written is None:  # first write for this engine
+        runtime_for(model)
+        written = _update_row(sql, params)
+    assert written is not None
+    return written
 
 
-@overload
-def _write_status(
-    model: ModelDefinition,
-    change: EngineChange,
-    group: str,
-    *,
-    new_token: int | None = None,
-    expect_version: int,
-) -> tuple[int, int] | None: ...
+def _update_row(sql: str, params: list[Any]) -> tuple[int, int] | None:
+    """Run one of `_status_sql`'s UPDATEs: (version, drain token), or None if no row matched."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return None if row is None else (int(row[0]), int(row[1]))
 
 
-def _write_status(
+def _status_sql(
     model: ModelDefinition,
     change: EngineChange,
     group: str,
     *,
     new_token: int | None = None,
     expect_version: int | None = None,
-) -> tuple[int, int] | None:
-    """One UPDATE of the engine's row; its new (version, drain token).
-
-    Raw SQL with RETURNING (PostgreSQL, SQLite >= 3.35): the ORM's update() can neither
-    return the new version nor skip its query compilation, and this runs three times on
-    every switch. The row is created first if the engine never had one. With
-    `expect_version`, only a row still at that version is written (else None).
-    """
+) -> tuple[str, list[Any]]:
+    """The UPDATE that records `change`; with `expect_version`, only of a row at that version."""
     status, process, evicted = change.status, change.process, change.evicted
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     values: dict[str, Any] = {
@@ -159,17 +162,7 @@ def _write_status(
         values["drain_token"] = new_token
     elif status is EngineStatus.DRAINING:
         raised.append("drain_token")
-    sql, params = _update_sql(values, raised, model.pk, expect_version)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-        if row is None and expect_version is not None:
-            return None  # someone wrote the row since it was read
-        if row is None:  # first write for this engine
-            runtime_for(model)
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
-    return int(row[0]), int(row[1])
+    return _update_sql(values, raised, model.pk, expect_version)
 
 
 def _update_sql(
