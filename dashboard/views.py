@@ -135,6 +135,9 @@ def checkpoints(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def audit_log(request: HttpRequest) -> HttpResponse:
+    """The audit log (admins): who did what from where is not for every viewer."""
+    if role_of(request.user) != "admin":
+        return HttpResponseForbidden("only administrators read the audit log")
     page = Paginator(AuditEntry.objects.all(), HISTORY_PAGE).get_page(request.GET.get("page"))
     return render(request, "dashboard/audit.html", {**_common(request), "page": page})
 

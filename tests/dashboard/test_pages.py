@@ -14,7 +14,7 @@ from models_app.roles import OPERATOR_GROUP
 
 pytestmark = pytest.mark.django_db
 
-PAGES = ["/", "/models/alpha/", "/swaps/", "/checkpoints/", "/playground/", "/audit/", "/charts/"]
+PAGES = ["/", "/models/alpha/", "/swaps/", "/checkpoints/", "/playground/", "/charts/"]
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def client_for(role: str) -> Client:
 
 
 def test_every_page_needs_a_login(models: list[ModelDefinition]) -> None:
-    for page in PAGES:
+    for page in [*PAGES, "/audit/"]:
         response = Client().get(page)
         assert response.status_code == 302 and response["Location"].startswith("/login/")
 
@@ -49,6 +49,18 @@ def test_every_page_renders_for_every_role(role: str, models: list[ModelDefiniti
         body = response.content.decode()
         has_controls = 'data-action="' in body
         assert has_controls == (role != "viewer" and page in ("/", "/models/alpha/")), page
+
+
+@pytest.mark.parametrize("role", ["operator", "viewer"])
+def test_only_admins_read_the_audit_log(role: str, models: list[ModelDefinition]) -> None:
+    AuditEntry.objects.create(actor_name="someone", action="create_key", remote_addr="10.9.8.7")
+    client = client_for(role)
+    refused = client.get("/audit/")
+    assert refused.status_code == 403 and b"10.9.8.7" not in refused.content
+    assert 'href="/audit/"' not in client.get("/").content.decode()  # no link to it either
+    admin = client_for("admin")
+    assert b"10.9.8.7" in admin.get("/audit/").content
+    assert 'href="/audit/"' in admin.get("/").content.decode()
 
 
 def test_a_viewers_forged_action_is_refused_and_audited(models: list[ModelDefinition]) -> None:
