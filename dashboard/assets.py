@@ -44,7 +44,9 @@ class PackageAssetFinder(BaseFinder):
     ) -> str | list[str]:
         found = asset_path(path) if path in ASSETS else None
         if found is None:
-            return [] if find_all else ""
+            # [] either way, as Django's finders answer: finders.find() keeps a falsy
+            # non-list as [""], which then passes for a match and crashes the serve view.
+            return []
         return [str(found)] if find_all else str(found)
 
     def list(self, ignore_patterns: Any) -> Iterator[tuple[str, FileSystemStorage]]:

@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
+from functools import wraps
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count, Sum
-from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseForbidden,
+    JsonResponse,
+    QueryDict,
+)
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
 from checkpoints_app.services.store import used_bytes
-from dashboard import actions
+from dashboard import actions, params
 from dashboard.charts import chart_data
 from dashboard.snapshot import snapshot
 from llmux_site.core.config import config_document
@@ -41,6 +50,7 @@ from models_app.services.registry import export_registry
 
 HISTORY_PAGE = 50
 LOG_LINES = 200
+KEY_DAYS_MAX = 36_500  # a key's lifetime: a century is "never" without overflowing a date
 
 
 def _common(request: HttpRequest) -> dict[str, object]:
@@ -82,18 +92,34 @@ def model_detail(request: HttpRequest, name: str) -> HttpResponse:
     )
 
 
-def _when(text: str) -> datetime | None:
-    return parse_datetime(text) if text else None
+def _bad_parameter_is_400(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A malformed parameter is the client's mistake: 400 with the parser's message."""
+
+    @wraps(view)
+    def checked(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except params.BadParameter as exc:
+            return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
+
+    return checked
+
+
+def _swap_filters(query: QueryDict) -> dict[str, Any]:
+    return {
+        "model": params.text("model", query.get("model", ""), max_length=128),
+        "outcome": params.choice("outcome", query.get("outcome", ""), SwapOutcome.values),
+        "trigger": params.choice("trigger", query.get("trigger", ""), SwapTrigger.values),
+        "since": params.when("since", query.get("since", "").strip()),
+        "until": params.when("until", query.get("until", "").strip()),
+    }
 
 
 @login_required
+@_bad_parameter_is_400
 def swaps(request: HttpRequest) -> HttpResponse:
-    filters = {k: request.GET.get(k, "").strip() for k in ("model", "outcome", "trigger")}
-    rows = swap_history(
-        **filters,
-        since=_when(request.GET.get("since", "")),
-        until=_when(request.GET.get("until", "")),
-    )
+    filters = _swap_filters(request.GET)
+    rows = swap_history(**filters)
     page = Paginator(rows, HISTORY_PAGE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
@@ -148,11 +174,9 @@ def charts(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def charts_data(request: HttpRequest) -> JsonResponse:
-    try:
-        hours = min(max(float(request.GET.get("hours", "24")), 0.1), 24 * 30)
-    except ValueError:
-        hours = 24.0
+@_bad_parameter_is_400
+def charts_data(request: HttpRequest) -> HttpResponse:
+    hours = params.number("hours", request.GET.get("hours", "24"), low=0.1, high=24 * 30)
     return JsonResponse(chart_data(hours))
 
 
@@ -161,40 +185,49 @@ def keys(request: HttpRequest) -> HttpResponse:
     """Gateway API keys (admins): the list, a form, and a new key shown this once."""
     if role_of(request.user) != "admin":
         return HttpResponseForbidden("only administrators manage API keys")
-    created = None
+    created, status = None, 200
     if request.method == "POST":
-        created = _key_action(request)
+        try:
+            created = _key_action(request)
+        except params.BadParameter as exc:
+            messages.error(request, str(exc))
+            status = 400
     return render(
         request,
         "dashboard/keys.html",
         {**_common(request), "keys": ApiKey.objects.all(), "created": created},
+        status=status,
     )
 
 
 def _key_action(request: HttpRequest) -> str | None:
     remote = request.META.get("REMOTE_ADDR", "")
-    if "revoke" in request.POST:
-        key = ApiKey.objects.filter(pk=request.POST.get("revoke", "")).first()
-        if key is not None:
-            api_keys.revoke_key(key)
-            audit.record(
-                request.user, "revoke_key", f"{key.name} ({key.prefix})", remote_addr=remote
-            )
-            messages.success(request, f"key {key.name} revoked")
+    form = request.POST
+    if "revoke" in form:
+        key = ApiKey.objects.filter(pk=params.whole("revoke", form["revoke"])).first()
+        if key is None:
+            raise params.BadParameter("revoke: no such key")
+        api_keys.revoke_key(key)
+        audit.record(request.user, "revoke_key", f"{key.name} ({key.prefix})", remote_addr=remote)
+        messages.success(request, f"key {key.name} revoked")
         return None
-    name = request.POST.get("name", "").strip()
-    scopes = [s.strip() for s in request.POST.get("scopes", "").split(",") if s.strip()]
-    try:
-        rpm = int(request.POST["rpm"]) if request.POST.get("rpm") else None
-        days = float(request.POST["days"]) if request.POST.get("days") else None
-        if not name or (rpm is not None and rpm < 1) or (days is not None and days <= 0):
-            raise ValueError
-    except ValueError:
-        messages.error(request, "a name is required; rpm and days must be positive numbers")
-        return None
+    name = params.text("name", form.get("name", ""), max_length=128)
+    if not name:
+        raise params.BadParameter("name: required")
+    scopes = [params.text("scopes", s, max_length=128) for s in form.get("scopes", "").split(",")]
+    rpm = params.whole("rpm", form["rpm"]) if form.get("rpm") else None
+    days = (
+        params.number("days", form["days"], low=0.01, high=KEY_DAYS_MAX)
+        if form.get("days")
+        else None
+    )
     expires = timezone.now() + timedelta(days=days) if days else None
     made = api_keys.create_key(
-        name, scopes=scopes, rpm_limit=rpm, expires_at=expires, created_by=request.user
+        name,
+        scopes=[s for s in scopes if s],
+        rpm_limit=rpm,
+        expires_at=expires,
+        created_by=request.user,
     )
     audit.record(request.user, "create_key", f"{name} ({made.key.prefix})", remote_addr=remote)
     return made.plaintext

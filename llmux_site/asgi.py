@@ -18,11 +18,11 @@ django_app = get_asgi_application()
 
 # Imported after Django is set up: the backend reads the registry through the ORM.
 from django.conf import settings  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from dashboard.routing import websocket_application  # noqa: E402
 from llmux_site.gateway.app import GatewayApp  # noqa: E402
 from llmux_site.gateway.tuning import tune_web_process  # noqa: E402
+from llmux_site.pages import static_pages  # noqa: E402
 from models_app import metrics  # noqa: E402
 from models_app.gateway_backend import DjangoGatewayBackend  # noqa: E402
 from models_app.services.api_keys import GatewayKeys, rate_window  # noqa: E402
@@ -37,9 +37,7 @@ gateway = GatewayApp(
     on_usage=keys.record,
     on_request=lambda model, status, ttfb: metrics.observe_request(model, status, ttfb, None),
 )
-# Static assets come from the finders directly (no collectstatic step), which keeps the
-# embedded profile a single command.
-pages = ASGIStaticFilesHandler(django_app)
+pages = static_pages(django_app)
 websockets = websocket_application()  # the dashboard's live status
 
 GATEWAY_PREFIX = "/v1/"

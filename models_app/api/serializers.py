@@ -6,10 +6,20 @@ from rest_framework import serializers
 
 from checkpoints_app.models import CheckpointImage
 from llmux_site.core.policy import ProcessAction, WeightsAction
-from models_app.models import ApiKey, AuditEntry, Node, SwapEvent, SwitchRequest, ValidationRun
+from models_app.models import (
+    ApiKey,
+    AuditEntry,
+    Node,
+    SwapEvent,
+    SwapOutcome,
+    SwapTrigger,
+    SwitchRequest,
+    ValidationRun,
+)
 
 WEIGHTS = [w.value for w in WeightsAction]
 PROCESSES = [p.value for p in ProcessAction]
+INT_COLUMN_MAX = 2**31 - 1  # a PositiveIntegerField on PostgreSQL holds no more
 
 
 class StrictCharField(serializers.CharField):
@@ -161,7 +171,9 @@ class KeyCreateSerializer(StrictSerializer):
         default=list,
         help_text="model names or aliases this key may use; empty: every model",
     )
-    rpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    rpm_limit = serializers.IntegerField(
+        min_value=1, max_value=INT_COLUMN_MAX, required=False, allow_null=True
+    )
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
 
 
@@ -176,6 +188,18 @@ class KeyCreatedSerializer(KeySerializer):
 
     class Meta(KeySerializer.Meta):
         exclude = ["secret_hash", "created_by"]
+
+
+class SwapFilterSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """The swap history's query filters (blank: any); a value outside them is a 400."""
+
+    model = serializers.CharField(max_length=128, required=False, allow_blank=True)
+    outcome = serializers.ChoiceField(choices=SwapOutcome.values, required=False, allow_blank=True)
+    trigger = serializers.ChoiceField(choices=SwapTrigger.values, required=False, allow_blank=True)
+
+
+class ValidationFilterSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    model = serializers.CharField(max_length=128, required=False, allow_blank=True)
 
 
 class ValidationSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]

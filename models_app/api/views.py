@@ -298,23 +298,14 @@ class SwapList(ListAPIView):  # type: ignore[type-arg]
     permission_classes = PERMISSIONS
     serializer_class = s.SwapSerializer
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("model", str),
-            OpenApiParameter("outcome", str),
-            OpenApiParameter("trigger", str),
-        ]
-    )
+    @extend_schema(parameters=[s.SwapFilterSerializer])
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self) -> Any:
-        params = self.request.query_params
-        return selectors.swap_history(
-            model=params.get("model", ""),
-            outcome=params.get("outcome", ""),
-            trigger=params.get("trigger", ""),
-        )
+        filters = s.SwapFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return selectors.swap_history(**filters.validated_data)
 
 
 class ImageList(ListAPIView):  # type: ignore[type-arg]
@@ -364,13 +355,15 @@ class ValidationList(ListAPIView):  # type: ignore[type-arg]
     permission_classes = PERMISSIONS
     serializer_class = s.ValidationSerializer
 
-    @extend_schema(parameters=[OpenApiParameter("model", str)])
+    @extend_schema(parameters=[s.ValidationFilterSerializer])
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self) -> Any:
+        filters = s.ValidationFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
         rows = ValidationRun.objects.order_by("-created_at", "-id")
-        model = self.request.query_params.get("model")
+        model = filters.validated_data.get("model")
         return rows.filter(model_name=model) if model else rows
 
 
