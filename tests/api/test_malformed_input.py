@@ -55,3 +55,8 @@ def test_the_largest_limit_a_column_holds_is_accepted(admin: APIClient) -> None:
 def test_it_rejects_a_malformed_filter(admin: APIClient, path: str) -> None:
     response = admin.get(path)
     assert response.status_code == 400, response.content
+
+
+def test_it_rejects_a_nul_byte_in_a_path_with_a_json_400(admin: APIClient) -> None:
+    response = admin.get("/api/models/a%00b/")
+    assert response.status_code == 400 and "NUL" in response.json()["detail"]

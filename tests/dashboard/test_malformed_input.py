@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from models_app.models import ApiKey, SwapEvent
+from models_app.models import ApiKey, AuditEntry, SwapEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -71,3 +71,21 @@ def test_it_rejects_a_malformed_key_form_with_a_400(
     response = admin.post("/keys/", form)
     assert response.status_code == 400 and says in response.content.decode(), response.content
     assert ApiKey.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "form"),
+    [
+        ("get", "/models/a%00b/", None),
+        ("get", "/swaps/?model=a%00b", None),
+        ("post", "/actions/switch/", {"model": "a\x00b"}),
+        ("post", "/actions/evict/", {"model": "alpha", "weights": "\x00", "process": "stop"}),
+    ],
+)
+def test_it_rejects_a_nul_byte_anywhere_with_a_400(
+    admin: Client, method: str, path: str, form: dict[str, str] | None
+) -> None:
+    """PostgreSQL refuses NUL in any string, so a lookup with one was a 500 there."""
+    response = admin.get(path) if method == "get" else admin.post(path, form)
+    assert response.status_code == 400 and b"NUL" in response.content, response.content
+    assert not AuditEntry.objects.exists()  # refused before any view ran
