@@ -44,8 +44,10 @@ def session_cookie() -> str:
     return client.cookies["sessionid"].value
 
 
-def communicator(cookie: str | None, origin: str = "http://127.0.0.1") -> WebsocketCommunicator:
-    headers = [(b"origin", origin.encode()), (b"host", b"127.0.0.1")]
+def communicator(
+    cookie: str | None, origin: str = "http://127.0.0.1", host: str = "127.0.0.1"
+) -> WebsocketCommunicator:
+    headers = [(b"origin", origin.encode()), (b"host", host.encode())]
     if cookie:
         headers.append((b"cookie", f"sessionid={cookie}".encode()))
     return WebsocketCommunicator(websocket_application(), "/ws/status/", headers=headers)
@@ -87,3 +89,32 @@ async def test_a_socket_without_a_session_or_from_another_site_is_refused(layer:
     foreign = communicator(cookie, origin="https://evil.example")
     connected, _ = await foreign.connect()
     assert not connected
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "accepted"),
+    [
+        ("http://127.0.0.1:8000", "127.0.0.1:8000", True),
+        ("http://localhost:8000", "localhost:8000", True),
+        ("http://127.0.0.1", "127.0.0.1:80", True),  # the scheme's default port
+        ("http://localhost:9999", "localhost:8000", False),  # another site on the host
+        ("http://127.0.0.1:8000", "localhost:8000", False),
+        ("https://127.0.0.1:8000", "127.0.0.1:8000", False),  # the socket is ws, not wss
+        ("http://127.0.0.1:8000", "evil.example:8000", False),  # a Host not allowed
+        ("null", "127.0.0.1:8000", False),
+        ("https://dash.example", "127.0.0.1:8000", True),  # in CSRF_TRUSTED_ORIGINS
+        ("https://dash.example:8443", "127.0.0.1:8000", False),
+        ("https://eu.ops.example", "127.0.0.1:8000", True),  # https://*.ops.example
+        ("https://ops.example.evil", "127.0.0.1:8000", False),
+    ],
+)
+async def test_a_socket_is_accepted_only_from_the_page_of_its_own_origin(
+    origin: str, host: str, accepted: bool
+) -> None:
+    cookie = await sync_to_async(session_cookie)()
+    trusted = ["https://dash.example", "https://*.ops.example"]
+    with override_settings(CSRF_TRUSTED_ORIGINS=trusted):
+        socket = communicator(cookie, origin=origin, host=host)
+        connected, _ = await socket.connect()
+    assert connected == accepted
+    await socket.disconnect()
