@@ -8,11 +8,21 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+# Named after the openai package's exception class for the status where it has one
+# (AuthenticationError, RateLimitError, ...), else after the status's own phrase.
 ERROR_TYPES: Final[dict[int, str]] = {
     400: "BadRequestError",
+    401: "AuthenticationError",
+    403: "PermissionDeniedError",
     404: "NotFoundError",
     405: "MethodNotAllowedError",
+    408: "RequestTimeoutError",
+    409: "ConflictError",
     413: "RequestEntityTooLargeError",
+    415: "UnsupportedMediaTypeError",
+    422: "UnprocessableEntityError",
+    429: "RateLimitError",
+    431: "RequestHeaderFieldsTooLargeError",
     500: "InternalServerError",
     502: "BadGatewayError",
     503: "ServiceUnavailableError",

@@ -12,6 +12,7 @@ from typing import Any
 import openai
 import pytest
 
+from llmux_site.gateway.errors import GatewayError
 from tests.gateway.conftest import (
     MAX_BODY,
     REQUEST_TIMEOUT,
@@ -183,3 +184,34 @@ def test_it_puts_engine_errors_that_are_not_openai_shaped_into_that_shape(
     assert assert_openai_error(plain, 500)["message"] == "Internal Server Error"
     assert detail_status == 404
     assert assert_openai_error(detail, 404)["message"] == "Not Found"
+
+
+# Every status the gateway or its web server answers, with the class the openai package
+# raises for it where it has one (the error's `type` names that class, as vLLM does).
+STATUS_TYPES = {
+    400: "BadRequestError",
+    401: "AuthenticationError",
+    403: "PermissionDeniedError",
+    404: "NotFoundError",
+    405: "MethodNotAllowedError",
+    408: "RequestTimeoutError",
+    409: "ConflictError",
+    413: "RequestEntityTooLargeError",
+    415: "UnsupportedMediaTypeError",
+    422: "UnprocessableEntityError",
+    429: "RateLimitError",
+    431: "RequestHeaderFieldsTooLargeError",
+    500: "InternalServerError",
+    502: "BadGatewayError",
+    503: "ServiceUnavailableError",
+    504: "GatewayTimeoutError",
+}
+
+
+@pytest.mark.parametrize(("status", "expected"), sorted(STATUS_TYPES.items()))
+def test_each_status_has_its_own_error_type(status: int, expected: str) -> None:
+    error = json.loads(GatewayError(status, "why").body())["error"]
+
+    assert error["type"] == expected
+    if status < 500 and status not in (405, 408, 413, 415, 431):
+        assert expected in dir(openai)  # the client's own exception class for it
