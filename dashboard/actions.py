@@ -28,14 +28,11 @@ from models_app.models import (
     SwapTrigger,
     SwitchRequest,
 )
-from models_app.roles import can_act
+from models_app.roles import can_act, role_of
 from models_app.services import audit, control
 from models_app.services.engines import eviction_policy
 from models_app.services.registry import apply_registry, export_registry
 from models_app.services.runtime import runtime_for
-
-TRIGGER = SwapTrigger.DASHBOARD
-
 
 class ActionError(Exception):
     """The action cannot be done as asked; the message is shown to the operator."""
@@ -71,36 +68,36 @@ def _policy(data: Any) -> EvictionPolicy:
         raise ActionError(str(exc)) from None
 
 
-def switch_to(user: Any, data: Any) -> Outcome:
+def switch_to(user: Any, data: Any, trigger: str) -> Outcome:
     model = _model(data)
     return _queued(
-        control.force_switch(model, actor=user.get_username(), trigger=TRIGGER),
+        control.force_switch(model, actor=user.get_username(), trigger=trigger),
         f"switch to {model.name}",
     )
 
 
-def evict(user: Any, data: Any) -> Outcome:
+def evict(user: Any, data: Any, trigger: str) -> Outcome:
     model = _model(data)
     policy = _policy(data)
-    request = control.evict(model, policy, actor=user.get_username(), trigger=TRIGGER)
+    request = control.evict(model, policy, actor=user.get_username(), trigger=trigger)
     return _queued(request, f"evict {model.name} by {policy.label}")
 
 
-def wake(user: Any, data: Any) -> Outcome:
+def wake(user: Any, data: Any, trigger: str) -> Outcome:
     model = _model(data)
     return _queued(
-        control.wake(model, actor=user.get_username(), trigger=TRIGGER), f"wake {model.name}"
+        control.wake(model, actor=user.get_username(), trigger=trigger), f"wake {model.name}"
     )
 
 
-def stop(user: Any, data: Any) -> Outcome:
+def stop(user: Any, data: Any, trigger: str) -> Outcome:
     model = _model(data)
     return _queued(
-        control.stop(model, actor=user.get_username(), trigger=TRIGGER), f"stop {model.name}"
+        control.stop(model, actor=user.get_username(), trigger=trigger), f"stop {model.name}"
     )
 
 
-def checkpoint(user: Any, data: Any) -> Outcome:
+def checkpoint(user: Any, data: Any, trigger: str) -> Outcome:
     """Evict a running model by checkpoint (its own weights action, or the one chosen)."""
     model = _model(data)
     state = runtime_for(model).state
@@ -110,21 +107,21 @@ def checkpoint(user: Any, data: Any) -> Outcome:
         eviction_policy(model, RegistryConfig.load()).weights.value
     )
     policy = _policy({"weights": weights, "process": ProcessAction.CHECKPOINT.value})
-    request = control.evict(model, policy, actor=user.get_username(), trigger=TRIGGER)
+    request = control.evict(model, policy, actor=user.get_username(), trigger=trigger)
     return _queued(request, f"checkpoint {model.name} ({policy.label})")
 
 
-def restore(user: Any, data: Any) -> Outcome:
+def restore(user: Any, data: Any, trigger: str) -> Outcome:
     model = _model(data)
     if not has_usable_image(model):
         raise StateError(f"{model.name} has no usable checkpoint image")
     return _queued(
-        control.force_switch(model, actor=user.get_username(), trigger=TRIGGER),
+        control.force_switch(model, actor=user.get_username(), trigger=trigger),
         f"restore {model.name}",
     )
 
 
-def delete_image_action(user: Any, data: Any) -> Outcome:
+def delete_image_action(user: Any, data: Any, trigger: str) -> Outcome:
     try:
         image = CheckpointImage.objects.get(pk=int(data.get("image", "")))
     except (ValueError, CheckpointImage.DoesNotExist):
@@ -135,19 +132,19 @@ def delete_image_action(user: Any, data: Any) -> Outcome:
     return Outcome(f"image {image.pk} of {image.model_name} deleted")
 
 
-def pin(user: Any, data: Any) -> Outcome:
+def pin(user: Any, data: Any, trigger: str) -> Outcome:
     model = _model(data)
     return _queued(
-        control.pin(model, actor=user.get_username(), trigger=TRIGGER), f"pin {model.name}"
+        control.pin(model, actor=user.get_username(), trigger=trigger), f"pin {model.name}"
     )
 
 
-def unpin(user: Any, data: Any) -> Outcome:
+def unpin(user: Any, data: Any, trigger: str) -> Outcome:
     control.unpin(actor=user.get_username())
     return Outcome("unpinned: mode auto")
 
 
-def set_mode(user: Any, data: Any) -> Outcome:
+def set_mode(user: Any, data: Any, trigger: str) -> Outcome:
     mode = str(data.get("mode", ""))
     if mode not in Mode.values:
         raise ActionError(f"unknown mode {mode!r}; expected auto or manual")
@@ -155,7 +152,7 @@ def set_mode(user: Any, data: Any) -> Outcome:
     return Outcome(f"mode {mode}")
 
 
-def edit_model(user: Any, data: Any) -> Outcome:
+def edit_model(user: Any, data: Any, trigger: str) -> Outcome:
     """Replace one model's definition, validated exactly like `llmux_import`."""
     model = _model(data)
     try:
@@ -166,14 +163,16 @@ def edit_model(user: Any, data: Any) -> Outcome:
     document["models"][model.name] = entry
     try:
         with transaction.atomic():
-            report = apply_registry(parse_config(document))
+            restricted = role_of(user) != "admin"
+            report = apply_registry(parse_config(document), restricted=restricted)
     except ConfigError as exc:
         raise ActionError(str(exc)) from None
     changed = [o for o in report.models if o.name == model.name and o.changes]
     return Outcome(f"{model.name} saved" + ("" if changed else " (no change)"))
 
 
-ACTIONS: dict[str, Callable[[Any, Any], Outcome]] = {
+# Each takes the user, the submitted data and the SwapTrigger its operations carry.
+ACTIONS: dict[str, Callable[[Any, Any, str], Outcome]] = {
     "switch": switch_to,
     "evict": evict,
     "wake": wake,
@@ -192,7 +191,8 @@ def perform(
     user: Any, name: str, data: Any, remote_addr: str = "", source: str = "dashboard"
 ) -> Outcome:
     """Carry out action `name`; raises PermissionError for viewers, ActionError on bad
-    input. Audited either way."""
+    input. Audited either way; the operations it queues carry `source` (dashboard or
+    api) as their trigger."""
     target = str(data.get("model") or data.get("image") or data.get("mode") or "")
 
     def audited(result: str, detail: str) -> None:
@@ -213,7 +213,7 @@ def perform(
     if action is None:
         raise ActionError(f"unknown action {name!r}")
     try:
-        outcome = action(user, data)
+        outcome = action(user, data, SwapTrigger(source))
     except ActionError as exc:
         audited(AuditResult.FAILED, str(exc))
         raise

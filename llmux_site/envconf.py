@@ -132,3 +132,19 @@ def env_url(
     except ValueError:
         raise ImproperlyConfigured(f"{name}: URL has an invalid port") from None
     return value
+
+
+def env_ports(name: str, default: str, environ: Mapping[str, str] | None = None) -> frozenset[int]:
+    """Ports from `22,80,1-1023,5432` (single ports and inclusive ranges)."""
+    value = _raw(name, environ)
+    ports: set[int] = set()
+    for item in (default if value is None else value).split(","):
+        low, _, high = item.strip().partition("-")
+        try:
+            first, last = int(low), int(high or low)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item.strip()!r} is not a port or range") from None
+        if not 1 <= first <= last <= 65535:
+            raise ImproperlyConfigured(f"{name}: {item.strip()!r} is not within 1-65535")
+        ports.update(range(first, last + 1))
+    return frozenset(ports)

@@ -158,12 +158,15 @@ def daphne_endpoint(host: str, port: int) -> str:
     return f"tcp:port={port}:interface={interface}:backlog={LISTEN_BACKLOG}"
 
 
-def child_env(host: str = "127.0.0.1") -> dict[str, str]:
+def child_env(host: str = "127.0.0.1", port: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "llmux_site.settings")
     env["PYTHONUNBUFFERED"] = "1"
-    # The web process decides whether /v1/ needs an API key by the address it serves on.
+    # The web process decides whether /v1/ needs an API key by the address it serves on,
+    # and refuses a model definition that would take llmux's own port.
     env["LLMUX_BIND_HOST"] = host
+    if port is not None:
+        env["LLMUX_BIND_PORT"] = str(port)
     return env
 
 

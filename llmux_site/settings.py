@@ -23,6 +23,7 @@ from llmux_site.envconf import (
     env_list,
     env_optional,
     env_path,
+    env_ports,
     env_size,
     env_str,
     env_url,
@@ -195,6 +196,16 @@ LLMUX_CUDA_CHECKPOINT_BIN = env_optional("LLMUX_CUDA_CHECKPOINT_BIN")
 # Gateway API keys: `auto` requires one on /v1/ whenever the web process serves beyond
 # loopback (LLMUX_BIND_HOST, set by `llmux serve --host`), `on` always, `off` never.
 LLMUX_BIND_HOST = env_str("LLMUX_BIND_HOST", "127.0.0.1")
+# The port `llmux serve` listens on (it tells its children), so no engine may take it.
+LLMUX_BIND_PORT = env_int("LLMUX_BIND_PORT", 0, minimum=0, maximum=65535) or None
+# Ports no engine may listen on, whoever defines the model: the privileged range and the
+# usual local services, whose protocols the gateway must never be pointed at (a request
+# forwarded to Redis or PostgreSQL is a command to them). llmux's own ports, the
+# database's and Redis's are added to these (models_app.services.engine_rules).
+LLMUX_DENIED_PORTS = env_ports(
+    "LLMUX_DENIED_PORTS",
+    "1-1023,1883,2379,2380,3306,4222,5432,5672,6379,9092,11211,15672,27017",
+)
 LLMUX_REQUIRE_API_KEY = env_choice("LLMUX_REQUIRE_API_KEY", "auto", ("auto", "on", "off"))
 
 

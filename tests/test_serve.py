@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -159,6 +160,28 @@ def test_it_refuses_a_port_that_is_already_taken(tmp_path: Path) -> None:
         )
     assert result.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_it_refuses_a_model_on_its_own_port(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "llmux.json"
+    config.write_text(
+        json.dumps(
+            {"vllm_command": "llmux-sim", "models": {"loop": {"model_path": "m", "port": port}}}
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
+    env["LLMUX_DATA_DIR"] = str(tmp_path / "data")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "llmux", "serve", "--port", str(port), "--config", config],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert f"model loop listens on port {port}, llmux's own port" in result.stderr
 
 
 @pytest.mark.timeout(300)  # two full starts and stops; slow when the machine is loaded

@@ -39,6 +39,8 @@ def run_manage(args: list[str], env: dict[str, str]) -> subprocess.CompletedProc
         ("LLMUX_ALLOWED_HOSTS", "a,,b", "LLMUX_ALLOWED_HOSTS: empty item"),
         ("LLMUX_SECRET_KEY", "short", "LLMUX_SECRET_KEY: must be at least 32 characters"),
         ("LLMUX_CUDA_SUSPEND", "maybe", "LLMUX_CUDA_SUSPEND: expected one of auto, driver, off"),
+        ("LLMUX_DENIED_PORTS", "22,ssh", "LLMUX_DENIED_PORTS: 'ssh' is not a port or range"),
+        ("LLMUX_DENIED_PORTS", "0-80", "LLMUX_DENIED_PORTS: '0-80' is not within 1-65535"),
     ],
 )
 def test_it_refuses_to_start_with_a_bad_value_naming_the_variable(

@@ -41,6 +41,7 @@ from models_app.models import (
     SwitchStatus,
     ValidationRun,
 )
+from models_app.roles import role_of
 from models_app.services import api_keys, audit, control
 from models_app.services.registry import apply_registry, export_registry
 from models_app.services.runtime import runtime_for
@@ -72,7 +73,8 @@ def _apply(request: Request, action: str, name: str, change: Any) -> None:
     prune = change(document["models"])
     try:
         with transaction.atomic():
-            apply_registry(parse_config(document), prune=prune)
+            restricted = role_of(request.user) != "admin"
+            apply_registry(parse_config(document), prune=prune, restricted=restricted)
     except ConfigError as exc:
         audit.record(
             request.user,

@@ -34,7 +34,7 @@ from models_app.models import (
     ModelDefinition,
     RegistryConfig,
 )
-from models_app.services import notify, paths
+from models_app.services import engine_rules, notify, paths
 
 # Config key -> ModelDefinition field. `eviction` (two fields) and `aliases` (rows) are
 # handled on their own.
@@ -173,21 +173,27 @@ class _ModelPlan:
 
 
 def apply_registry(
-    spec: RegistrySpec, *, dry_run: bool = False, prune: bool = False
+    spec: RegistrySpec, *, dry_run: bool = False, prune: bool = False, restricted: bool = False
 ) -> ImportReport:
-    """Make the registry match `spec` in one transaction; on any error nothing is written."""
+    """Make the registry match `spec` in one transaction; on any error nothing is written.
+    `restricted`: a non-administrator's change, refused what only an administrator decides."""
     with transaction.atomic():
         existing = {
             m.name: m
             for m in ModelDefinition.objects.select_for_update().prefetch_related("aliases")
         }
+        before = export_registry() if restricted else None
         absent = sorted(set(existing) - {m.name for m in spec.models})
         errors = _database_conflicts(spec, existing, absent if not prune else [])
         if prune:
             errors += _unprunable(absent)
         plans = [_plan_model(model, existing.get(model.name)) for model in spec.models]
         settings, settings_changes, warnings = _plan_settings(spec)
-        errors += _field_errors(plans, settings)
+        errors += _field_errors(plans, settings) + engine_rules.port_errors(spec.models)
+        if before is not None:
+            changed = [plan.spec for plan in plans if plan.action != "unchanged"]
+            keys = [change.key for change in settings_changes]
+            errors += engine_rules.restricted_errors(spec, changed, before, keys)
         if errors:
             raise ConfigError(errors)
         warnings += _running_engine_warnings(plans)

@@ -24,11 +24,14 @@ READS = [
     "/api/nodes/",
     "/api/validations/",
 ]
-NEW = {"name": "gamma", "definition": {"model_path": "sim/gamma", "port": 18003}}
+NEW = {
+    "name": "gamma",
+    "definition": {"engine": "simulator", "model_path": "sim/gamma", "port": 18003},
+}
 # (method, path, body, status for an operator or admin)
 WRITES: list[tuple[str, str, dict[str, Any] | None, int]] = [
     ("post", "/api/models/", NEW, 201),
-    ("patch", "/api/models/alpha/", {"definition": {"extra_args": ["--x"]}}, 200),
+    ("patch", "/api/models/alpha/", {"definition": {"extra_args": ["--enforce-eager"]}}, 200),
     ("post", "/api/models/alpha/actions/switch/", None, 202),
     ("post", "/api/models/beta/actions/evict/", {"weights": "offload", "process": "stop"}, 202),
     ("put", "/api/models/beta/override/", {"weights": "discard", "process": "stop"}, 200),
@@ -177,3 +180,55 @@ def test_deeply_nested_json_is_a_400(depth: int, registry: None) -> None:
     body = '{"mode": ' + "[" * depth + "]" * depth + "}"
     response = client("admin").generic("POST", "/api/mode/", body, content_type="application/json")
     assert response.status_code == 400 and "nested deeper" in response.json()["detail"]
+
+
+# Every write endpoint, as a refusal records it: (method, path, audited action, target).
+REFUSED_WRITES = [
+    ("post", "/api/models/", "create_model", ""),
+    ("patch", "/api/models/alpha/", "edit", "alpha"),
+    ("post", "/api/models/alpha/actions/switch/", "switch", "alpha"),
+    ("put", "/api/models/beta/override/", "override", "beta"),
+    ("post", "/api/mode/", "mode", ""),
+    ("post", "/api/unpin/", "unpin", ""),
+    ("delete", "/api/images/1/", "delete_image", "1"),
+    ("post", "/api/images/1/restore/", "restore", "1"),
+    ("delete", "/api/models/beta/", "delete_model", "beta"),
+    ("post", "/api/keys/", "create_key", ""),
+    ("delete", "/api/keys/7/", "revoke_key", "7"),
+]
+
+
+@pytest.mark.parametrize("role", [None, "viewer"])
+def test_every_refused_write_is_audited_as_refused_from_the_api(
+    role: str | None, registry: None
+) -> None:
+    api = client(role)
+    for method, path, _, _ in REFUSED_WRITES:
+        assert getattr(api, method)(path, {}, format="json").status_code in (401, 403), path
+    entries = list(
+        AuditEntry.objects.order_by("id").values_list(
+            "actor_name", "action", "target", "source", "result"
+        )
+    )
+    assert entries == [
+        (role or "", action, target, "api", "refused") for _, _, action, target in REFUSED_WRITES
+    ]
+    assert api.get("/api/status/").status_code in (200, 401, 403)  # reads are not audited
+    assert AuditEntry.objects.count() == len(REFUSED_WRITES)
+
+
+def test_an_operators_refused_key_write_and_a_bad_token_are_audited(registry: None) -> None:
+    assert client("operator").post("/api/keys/", {"name": "k"}, format="json").status_code == 403
+    forged = APIClient()
+    forged.credentials(HTTP_AUTHORIZATION="Token not-a-token")
+    assert forged.post("/api/mode/", {"mode": "manual"}, format="json").status_code in (401, 403)
+    entries = list(AuditEntry.objects.order_by("id").values_list("actor_name", "action", "result"))
+    assert entries == [("operator", "create_key", "refused"), ("", "mode", "refused")]
+
+
+def test_operations_started_through_the_api_carry_the_api_trigger(registry: None) -> None:
+    api = client("operator")
+    assert api.post("/api/models/alpha/actions/switch/", format="json").status_code == 202
+    body = {"weights": "offload", "process": "stop"}
+    assert api.post("/api/models/beta/actions/evict/", body, format="json").status_code == 202
+    assert set(SwitchRequest.objects.values_list("trigger", flat=True)) == {"api"}

@@ -431,7 +431,7 @@ def test_it_rejects_a_model_named_like_an_alias_kept_in_the_database() -> None:
     apply_registry(parse_config(data))
 
     with pytest.raises(ConfigError) as caught:
-        apply_registry(parse_config({"models": {"mistral": {"model_path": "x", "port": 9}}}))
+        apply_registry(parse_config({"models": {"mistral": {"model_path": "x", "port": 19009}}}))
 
     assert [e.path for e in caught.value.errors] == ["models.mistral"]
 

@@ -75,6 +75,9 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         self.prepare_database()
         self.load_registry(config)
+        taken = ModelDefinition.objects.filter(port=port).first()
+        if taken is not None:
+            raise CommandError(f"model {taken.name} listens on port {port}, llmux's own port")
         # Metrics start from zero with the processes that write them (Prometheus sees a
         # counter reset, as for any restart); files of earlier processes would linger.
         for stale in Path(settings.LLMUX_DIRS["metrics"]).glob("*.db"):
@@ -107,7 +110,7 @@ class Command(BaseCommand):
             children=serve.child_processes(host, port),
         )
         try:
-            code = runner.run(serve.child_env(host))
+            code = runner.run(serve.child_env(host, port))
         except serve.ServeError as exc:
             raise CommandError(str(exc)) from None
         finally:
