@@ -71,9 +71,13 @@ async def sequential(url: str, model: str, count: int) -> dict[str, float]:
     }
 
 
-async def concurrent(url: str, model: str, clients: int, seconds: float) -> dict[str, float]:
+async def concurrent(
+    url: str, model: str, clients: int, seconds: float, api_key: str | None = None
+) -> dict[str, float]:
     body = json.dumps({"model": model, **CHAT_BODY}).encode()
     headers = {"Content-Type": "application/json"}
+    if api_key is not None:
+        headers["Authorization"] = f"Bearer {api_key}"
     latencies: list[float] = []
     errors = total = 0
     connector = aiohttp.TCPConnector(limit=0)
