@@ -34,6 +34,7 @@ from models_app.services.engines import eviction_policy
 from models_app.services.registry import apply_registry, export_registry
 from models_app.services.runtime import runtime_for
 
+
 class ActionError(Exception):
     """The action cannot be done as asked; the message is shown to the operator."""
 

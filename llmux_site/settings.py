@@ -261,6 +261,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "models_app.api.pagination.StrictLimitOffset",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Refused writes (401, 403) are audited here: DRF refuses them before any view runs.
+    "EXCEPTION_HANDLER": "models_app.api.refusals.audit_refusals",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "llmux",

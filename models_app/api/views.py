@@ -15,7 +15,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, permission_classes
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.generics import ListAPIView, RetrieveAPIView
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
@@ -30,6 +30,7 @@ from llmux_site.core.policy import EvictionPolicy, PolicyError
 from models_app import selectors
 from models_app.api import serializers as s
 from models_app.api.permissions import AdminOnly, RolePermission
+from models_app.api.refusals import AuditedRefusal
 from models_app.models import (
     ApiKey,
     AuditEntry,
@@ -202,7 +203,7 @@ def _perform(request: Request, name: str, data: dict[str, Any]) -> Response:
     try:
         outcome = actions.perform(request.user, name, data, _remote(request), source="api")
     except PermissionError as exc:
-        raise PermissionDenied(str(exc)) from None
+        raise AuditedRefusal(str(exc)) from None
     except actions.StateError as exc:
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     except actions.ActionError as exc:
