@@ -20,6 +20,9 @@ from types import FrameType
 
 STOP_GRACE_SECS = 20.0
 ASGI_APP = "llmux_site.asgi:application"
+# daphne with request limits enforced before a body is read (LLMUX_MAX_BODY_BYTES, the
+# header and body deadlines); it takes daphne's own options.
+WEB_SERVER = "llmux_site.webserver"
 # Twisted listens with a backlog of 50 unless told otherwise. A burst of more new client
 # connections than that while the reactor is busy overflows the accept queue, and the
 # kernel resets some of them ("connection reset by peer" for ~10 % of 300 clients that
@@ -146,7 +149,7 @@ def child_processes(host: str, port: int) -> list[ChildProcess]:
         ChildProcess(
             "web",
             # -v 0: no access-log line per request on the hot path.
-            [python, "-m", "daphne", "-v", "0", "-e", daphne_endpoint(host, port), ASGI_APP],
+            [python, "-m", WEB_SERVER, "-v", "0", "-e", daphne_endpoint(host, port), ASGI_APP],
         ),
         ChildProcess("worker", [python, "-m", "django", "llmux", "worker"]),
     ]

@@ -28,6 +28,7 @@ from llmux_site.envconf import (
     env_str,
     env_url,
 )
+from llmux_site.webserver.limits import ServerLimits
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -309,7 +310,12 @@ if LLMUX_TLS:
     # turns them off (and accepts the two warnings).
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("LLMUX_HSTS_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env_bool("LLMUX_HSTS_PRELOAD", True)
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("LLMUX_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024)
+# The web server (llmux_site.webserver) enforces these before a body is read; Django's
+# own body limit is the same number. Read by the one function the server uses too.
+LLMUX_SERVER_LIMITS = ServerLimits.from_environment()
+DATA_UPLOAD_MAX_MEMORY_SIZE = LLMUX_SERVER_LIMITS.max_body_bytes
+LLMUX_HEADER_TIMEOUT_SECS = LLMUX_SERVER_LIMITS.header_timeout
+LLMUX_BODY_TIMEOUT_SECS = LLMUX_SERVER_LIMITS.body_timeout
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"

@@ -38,6 +38,8 @@ from tests.plugins.process_guard import allow_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.gateway.asgi_app:application"
+# The web server llmux runs: daphne with its request limits (llmux_site.webserver).
+WEB_SERVER = ("-m", "llmux_site.webserver")
 FAST_ENGINE = ("--sim-startup-seconds", "0", "--sim-weights-bytes", "256KiB")
 REQUEST_TIMEOUT = 1.5
 MAX_BODY = 64 * 1024
@@ -77,8 +79,10 @@ class Gateway:
             self.process.wait()
 
 
-def launch_gateway(config: Mapping[str, Any], log_dir: Path) -> Gateway:
-    """Start daphne on a free port with ``config`` and wait until it answers."""
+def launch_gateway(
+    config: Mapping[str, Any], log_dir: Path, env: Mapping[str, str] | None = None
+) -> Gateway:
+    """Start daphne on a free port with ``config`` (and ``env``) and wait until it answers."""
     port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"daphne-{port}.log"
@@ -86,8 +90,10 @@ def launch_gateway(config: Mapping[str, Any], log_dir: Path) -> Gateway:
         **os.environ,
         "LLMUX_GATEWAY_CONFIG": json.dumps(config),
         "LLMUX_GATEWAY_MAX_BODY_BYTES": str(MAX_BODY),
+        "LLMUX_MAX_BODY_BYTES": str(MAX_BODY),
+        **(env or {}),
     }
-    argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0", APP]
+    argv = [sys.executable, *WEB_SERVER, "-b", "127.0.0.1", "-p", str(port), "-v", "0", APP]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             argv,
@@ -197,14 +203,19 @@ def short_dir() -> Iterator[Path]:
 
 @dataclass
 class GatewayLauncher:
-    """``start_gateway(models, request_timeout=…)`` → a Gateway stopped after the test."""
+    """``start_gateway(models, request_timeout=…, env=…)`` → a Gateway stopped after the test."""
 
     log_dir: Path
     started: list[Gateway] = field(default_factory=list)
 
-    def __call__(self, models: list[dict[str, Any]], request_timeout: float = 5.0) -> Gateway:
+    def __call__(
+        self,
+        models: list[dict[str, Any]],
+        request_timeout: float = 5.0,
+        env: Mapping[str, str] | None = None,
+    ) -> Gateway:
         gateway = launch_gateway(
-            {"models": models, "request_timeout": request_timeout}, self.log_dir
+            {"models": models, "request_timeout": request_timeout}, self.log_dir, env
         )
         self.started.append(gateway)
         return gateway
