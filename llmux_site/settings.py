@@ -319,6 +319,14 @@ LLMUX_BODY_TIMEOUT_SECS = LLMUX_SERVER_LIMITS.body_timeout
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
+# Failed logins (dashboard and admin): after this many for one account, or from one
+# address, within the window, every attempt is refused until the window ends
+# (models_app.services.login_throttle; counted in the cache, shared through Redis).
+LLMUX_LOGIN_MAX_FAILURES = env_int("LLMUX_LOGIN_MAX_FAILURES", 5, minimum=1)
+LLMUX_LOGIN_MAX_FAILURES_PER_ADDRESS = env_int(
+    "LLMUX_LOGIN_MAX_FAILURES_PER_ADDRESS", 20, minimum=1
+)
+LLMUX_LOGIN_WINDOW_SECS = env_int("LLMUX_LOGIN_WINDOW_SECS", 900, minimum=1)
 
 # --- i18n, static -----------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
