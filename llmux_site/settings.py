@@ -28,6 +28,7 @@ from llmux_site.envconf import (
     env_str,
     env_url,
 )
+from llmux_site.private_files import PRIVATE_UMASK, make_private
 from llmux_site.webserver.limits import ServerLimits
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -53,6 +54,9 @@ LLMUX_DIRS["metrics"] = LLMUX_DIRS["run"] / "metrics"
 # Always this data directory's: a value inherited from a parent process (another llmux
 # with another data directory) would mix two installations' counters.
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(LLMUX_DIRS["metrics"])
+# Everything llmux creates (database and its WAL, keys, logs, sockets, images; engines
+# inherit it) is its user's alone: set before the first file is made.
+os.umask(PRIVATE_UMASK)
 try:
     for _path in LLMUX_DIRS.values():
         _path.mkdir(parents=True, exist_ok=True)
@@ -166,6 +170,13 @@ else:
         "TEST": {"NAME": str(DATA_DIR / "test-llmux.sqlite3")},
     }
 DATABASES = {"default": _db}
+# An existing data directory (and a SQLite file kept elsewhere) made under a looser umask.
+_db_files = (
+    []
+    if "sqlite" not in _db["ENGINE"]
+    else [Path(f"{_db['NAME']}{x}") for x in ("", "-wal", "-shm")]
+)
+make_private(DATA_DIR, LLMUX_DIRS.values(), _db_files)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- caches, channels, task queue -----------------------------------------------------------
