@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
+from django.forms import ModelForm
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 
 from .models import (
+    ApiToken,
     EngineRuntime,
     ModelAlias,
     ModelDefinition,
@@ -15,6 +18,7 @@ from .models import (
     RegistryConfig,
     SwapEvent,
 )
+from .services import api_tokens
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -79,3 +83,36 @@ class SwapEventAdmin(ReadOnlyAdmin):
 @admin.register(Node)
 class NodeAdmin(ReadOnlyAdmin):
     list_display = ("name", "cluster", "heartbeat_at")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Management API tokens: made here (shown once) or deleted, never edited or shown
+    again; only their hash is stored."""
+
+    list_display = ("user", "name", "prefix", "created_at")
+    list_filter = ("user",)
+    fields = ("user", "name")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:  # type: ignore[type-arg]
+        made = api_tokens.create_token(obj.user, name=obj.name)
+        obj.pk = made.token.pk
+        obj.refresh_from_db()
+        obj.plaintext = made.plaintext  # for response_add, this request only
+
+    def response_add(
+        self, request: HttpRequest, obj: Any, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        """The new token on a page of its own, this once (never in a message, which
+        would keep it in a cookie or the session table)."""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "New API token",
+            "token": obj,
+            "plaintext": obj.plaintext,
+        }
+        return TemplateResponse(request, "admin/models_app/apitoken/created.html", context)

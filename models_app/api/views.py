@@ -433,17 +433,17 @@ class KeyDetail(APIView):
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus text format: for loopback scrapers, or any logged-in user or token."""
     from prometheus_client import CONTENT_TYPE_LATEST
-    from rest_framework.authentication import TokenAuthentication
 
     from llmux_site.core.addresses import is_loopback_host
     from models_app import metrics
+    from models_app.api.authentication import HashedTokenAuthentication
 
     allowed = is_loopback_host(request.META.get("REMOTE_ADDR", "")) or (
         request.user.is_authenticated
     )
     if not allowed:
         try:
-            allowed = TokenAuthentication().authenticate(Request(request)) is not None
+            allowed = HashedTokenAuthentication().authenticate(Request(request)) is not None
         except Exception:
             allowed = False
     if not allowed:

@@ -24,12 +24,14 @@ from .definitions import ModelAlias, ModelDefinition, Node, RegistryConfig
 from .keys import ApiKey
 from .runtime import EngineRuntime
 from .swaps import PHASES, SwapEvent
+from .tokens import ApiToken
 from .validation import ValidationRun
 
 __all__ = [
     "OPEN_SWITCH_STATUSES",
     "PHASES",
     "ApiKey",
+    "ApiToken",
     "AuditEntry",
     "AuditResult",
     "BringUp",

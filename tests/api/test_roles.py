@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
 from models_app.models import AuditEntry, ModelDefinition, SwitchRequest
+from models_app.services import api_tokens
 
 pytestmark = pytest.mark.django_db
 
@@ -59,7 +59,8 @@ def client(role: str | None, *, token: bool = False) -> APIClient:
     if role in ("operator", "viewer"):
         user.groups.add(Group.objects.get_or_create(name=role)[0])
     if token:
-        api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        token = api_tokens.create_token(user).plaintext  # hashed in the database
+        api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     else:
         api.force_authenticate(user)
     return api

@@ -20,10 +20,10 @@ from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, settings
-from rest_framework.authtoken.models import Token
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
 from models_app.models import ModelDefinition
+from models_app.services import api_tokens
 
 EXAMPLES_PER_OPERATION = 60
 MINIMUM_CASES = 1000
@@ -53,7 +53,7 @@ def admin_token(db: None, keep_the_test_connection: None) -> Iterator[str]:
     CheckpointImage.objects.create(
         pk=1, model_name="alpha", location="/nonexistent/fuzz", status=ImageStatus.CORRUPT
     )
-    yield Token.objects.create(user=admin).key
+    yield api_tokens.create_token(admin).plaintext
 
 
 @schema.parametrize()
