@@ -33,6 +33,7 @@ from dashboard.snapshot import snapshot
 from llmux_site.core.config import config_document
 from llmux_site.core.policy import ProcessAction, WeightsAction
 from llmux_site.core.processes import read_log_tail
+from llmux_site.middleware import allow_inline_styles
 from models_app.models import (
     ApiKey,
     AuditEntry,
@@ -169,6 +170,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@allow_inline_styles  # plotly.js styles its elements
 def charts(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/charts.html", _common(request))
 

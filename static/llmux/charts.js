@@ -58,3 +58,6 @@ const llmuxCharts = (() => {
 
   return { page };
 })();
+
+// Started here, not by an inline script (the Content-Security-Policy allows none).
+llmuxCharts.page(document.getElementById("chart-window").dataset.url);

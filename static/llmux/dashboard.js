@@ -209,3 +209,11 @@ const llmux = (() => {
 
   return { overview, followLog, playground, connect };
 })();
+
+// Each page names its part in <body data-page>: no inline script starts it, as the
+// Content-Security-Policy (script-src 'self') allows none.
+({
+  overview: () => llmux.overview(),
+  model: () => llmux.followLog(document.getElementById("log")),
+  playground: () => llmux.playground(document.getElementById("playground")),
+}[document.body.dataset.page] || (() => {}))();

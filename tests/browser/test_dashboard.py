@@ -220,3 +220,20 @@ def test_every_page_has_a_screenshot_and_no_console_errors(site: Site, width: in
     page.goto(f"{site.origin}/login/")
     page.screenshot(path=str(OUTPUT / f"login-{width}.png"))
     assert site.console_errors == []
+
+
+def test_the_admin_and_the_api_docs_work_under_the_content_security_policy(site: Site) -> None:
+    page = site.page("admin")
+    for path in (
+        "/admin/",
+        "/admin/models_app/modeldefinition/",
+        "/admin/models_app/modeldefinition/add/",
+        "/admin/models_app/apitoken/add/",
+        "/admin/auth/user/",
+    ):
+        page.goto(f"{site.origin}{path}")
+        page.wait_for_load_state("networkidle")
+        assert page.locator("#content").count() == 1, path
+    page.goto(f"{site.origin}/api/docs/")
+    expect(page.locator(".swagger-ui .info .title")).to_be_visible(timeout=10000)
+    assert site.console_errors == []
