@@ -23,7 +23,7 @@ from django.http import (
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
 from checkpoints_app.services.store import used_bytes
@@ -64,6 +64,7 @@ def _common(request: HttpRequest) -> dict[str, object]:
 
 
 @login_required
+@require_safe  # a page to read: GET and HEAD only
 def overview(request: HttpRequest) -> HttpResponse:
     state = snapshot()
     return render(
@@ -74,6 +75,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_safe  # a page to read: GET and HEAD only
 def model_detail(request: HttpRequest, name: str) -> HttpResponse:
     model = get_object_or_404(ModelDefinition.objects.select_related("runtime"), name=name)
     entry = config_document(export_registry())["models"].get(model.name, {})
@@ -117,6 +119,7 @@ def _swap_filters(query: QueryDict) -> dict[str, Any]:
 
 
 @login_required
+@require_safe  # a page to read: GET and HEAD only
 @_bad_parameter_is_400
 def swaps(request: HttpRequest) -> HttpResponse:
     filters = _swap_filters(request.GET)
@@ -142,6 +145,7 @@ def swaps(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_safe  # a page to read: GET and HEAD only
 def checkpoints(request: HttpRequest) -> HttpResponse:
     from django.conf import settings
 
@@ -161,6 +165,7 @@ def checkpoints(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_safe  # a page to read: GET and HEAD only
 def audit_log(request: HttpRequest) -> HttpResponse:
     """The audit log (admins): who did what from where is not for every viewer."""
     if role_of(request.user) != "admin":
@@ -170,12 +175,14 @@ def audit_log(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_safe  # a page to read: GET and HEAD only
 @allow_inline_styles  # plotly.js styles its elements
 def charts(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/charts.html", _common(request))
 
 
 @login_required
+@require_safe  # a page to read: GET and HEAD only
 @_bad_parameter_is_400
 def charts_data(request: HttpRequest) -> HttpResponse:
     hours = params.number("hours", request.GET.get("hours", "24"), low=0.1, high=24 * 30)
@@ -183,6 +190,7 @@ def charts_data(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_http_methods(["GET", "HEAD", "POST"])
 def keys(request: HttpRequest) -> HttpResponse:
     """Gateway API keys (admins): the list, a form, and a new key shown this once."""
     if role_of(request.user) != "admin":
@@ -236,6 +244,7 @@ def _key_action(request: HttpRequest) -> str | None:
 
 
 @login_required
+@require_safe  # a page to read: GET and HEAD only
 def playground(request: HttpRequest) -> HttpResponse:
     names = ModelDefinition.objects.filter(enabled=True).values_list("name", flat=True)
     return render(request, "dashboard/playground.html", {**_common(request), "models": names})
