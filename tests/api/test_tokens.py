@@ -72,3 +72,12 @@ def test_an_admin_creates_a_token_in_the_admin_and_sees_it_once() -> None:
     listing = browser.get("/admin/models_app/apitoken/").content.decode()
     assert token.prefix in listing and plaintext not in listing
     assert plaintext.encode() not in database_bytes()
+
+
+def test_metrics_beyond_loopback_take_a_hashed_token() -> None:
+    User.objects.create_user("scraper", password="scraper-password-1")
+    token = new_token("scraper")
+    remote = Client(REMOTE_ADDR="10.1.2.3")
+    assert remote.get("/metrics").status_code == 401
+    assert remote.get("/metrics", HTTP_AUTHORIZATION=f"Token {token}x").status_code == 401
+    assert remote.get("/metrics", HTTP_AUTHORIZATION=f"Token {token}").status_code == 200
