@@ -70,12 +70,16 @@ def call(api: APIClient, method: str, path: str, body: dict[str, Any] | None) ->
     return getattr(api, method)(path, body, format="json")
 
 
+@pytest.mark.parametrize("token", [False, True], ids=["session", "token"])
 @pytest.mark.parametrize("role", ["admin", "operator", "viewer"])
-def test_every_role_reads_everything_but_the_audit(role: str, registry: None) -> None:
-    api = client(role)
+def test_every_role_reads_everything_but_the_audit_and_the_keys(
+    role: str, token: bool, registry: None
+) -> None:
+    api = client(role, token=token)  # a token acts with its user's role
     for path in READS:
         assert api.get(path).status_code == 200, path
-    assert api.get("/api/audit/").status_code == (200 if role == "admin" else 403)
+    for path in ("/api/audit/", "/api/keys/"):
+        assert api.get(path).status_code == (200 if role == "admin" else 403), path
 
 
 def test_anonymous_gets_nothing(registry: None) -> None:
