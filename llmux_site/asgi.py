@@ -28,7 +28,12 @@ from models_app.gateway_backend import DjangoGatewayBackend  # noqa: E402
 from models_app.services.api_keys import GatewayKeys, rate_window  # noqa: E402
 
 tune_web_process()
-keys = GatewayKeys.create(required=settings.LLMUX_API_KEYS_REQUIRED, window=rate_window())
+keys = GatewayKeys.create(
+    required=settings.LLMUX_API_KEYS_REQUIRED,
+    # `auto` on loopback: callers a trusted proxy forwards from beyond loopback need one.
+    required_remote=settings.LLMUX_REQUIRE_API_KEY == "auto",
+    window=rate_window(),
+)
 backend = DjangoGatewayBackend.create(keys=keys)
 gateway = GatewayApp(
     backend,
@@ -36,6 +41,9 @@ gateway = GatewayApp(
     keys=keys,
     on_usage=keys.record,
     on_request=lambda model, status, ttfb: metrics.observe_request(model, status, ttfb, None),
+    # The hosts Django answers for pages (with its DEBUG fallback when none are set).
+    allowed_hosts=settings.ALLOWED_HOSTS
+    or ([".localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else []),
 )
 pages = static_pages(django_app)
 websockets = websocket_application()  # the dashboard's live status

@@ -436,7 +436,7 @@ class DjangoGatewayBackend:
             self.registry = await self._run_db(selectors.gateway_registry)
         if self.keys is not None:
             # Off the switch path: a key made elsewhere arrives with a registry notice (or
-            # at its first use, GatewayKeys.check), so the table is re-read only then or
+            # at its first use, GatewayKeys.identify), so the table is re-read only then or
             # every KEYS_POLL; usage is written only when some was gathered.
             now = time.monotonic()
             if self._keys_stale or now - self._keys_read_at >= KEYS_POLL:

@@ -1,7 +1,8 @@
 """The OpenAI-compatible gateway as a plain ASGI3 application: the request hot path.
 
-No Django, no ORM, no middleware: a request for an active model costs one dict lookup to
-dispatch, one JSON parse, the backend's ``resolve``/``acquire`` and one forwarded request.
+No Django, no ORM, no middleware: a request for an active model costs one pass over its
+headers (Host, Content-Type, key), one dict lookup to dispatch, one JSON parse, the
+backend's ``resolve``/``acquire`` and one forwarded request.
 """
 
 from __future__ import annotations
@@ -11,14 +12,22 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final
-from urllib.parse import quote
 
 from llmux_site.gateway.backend import GatewayBackend
 from llmux_site.gateway.checks import check_fields, parse_body, reencode
 from llmux_site.gateway.errors import EngineUnreachableError, GatewayError
-from llmux_site.gateway.keys import Grant, KeyCheck, UsageMeter, UsageSink
+from llmux_site.gateway.hosts import AllowedHosts
+from llmux_site.gateway.keys import (
+    Grant,
+    KeyCheck,
+    KeyRecord,
+    UsageMeter,
+    UsageSink,
+    may_use,
+    out_of_scope,
+)
 from llmux_site.gateway.proxy import (
     FORWARDED_REQUEST_HEADERS,
     Send,
@@ -31,13 +40,23 @@ logger = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
-Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+# A route's handler; the last argument is the caller's key (None: anonymous).
+Handler = Callable[[Scope, Receive, Send, KeyRecord | None], Awaitable[None]]
 
 DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
-# The endpoints vLLM serves with POST; other POST /v1/* paths are passed through as well.
-POST_ENDPOINTS: Final = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+# The only paths forwarded to engines: vLLM's inference routes, each naming its `model` in
+# a JSON body. vLLM serves others beside them (loading and unloading LoRA adapters, sleep,
+# wake, collective RPC, ...) that act on the engine itself; no client may reach those.
+INFERENCE_ENDPOINTS: Final = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+    "/v1/rerank",
+    "/v1/score",
+)
 MODELS_PATH: Final = "/v1/models"
-PREFIX: Final = "/v1/"
+JSON_TYPE: Final = b"application/json"
 
 
 class ClientGone(Exception):
@@ -108,26 +127,34 @@ class GatewayApp:
         keys: KeyCheck | None = None,
         on_usage: UsageSink | None = None,
         on_request: RequestObserver | None = None,
+        allowed_hosts: Iterable[str] | None = None,
     ) -> None:
         self.backend = backend
         self.max_body_bytes = max_body_bytes
         self.keys = keys  # None: no API keys at all (the standalone gateway)
         self.on_usage = on_usage
         self.on_request = on_request  # (public model, status, seconds to the first byte)
+        # Django's ALLOWED_HOSTS, passed in (this package imports no Django); None: any.
+        self.hosts = None if allowed_hosts is None else AllowedHosts(allowed_hosts)
         self.upstreams = UpstreamPool()
         self._routes: dict[tuple[str, str], Handler] = {
             ("GET", MODELS_PATH): self._list_models,
-            **{("POST", path): self._forward for path in POST_ENDPOINTS},
+            **{("POST", path): self._forward for path in INFERENCE_ENDPOINTS},
         }
         self._known_paths = frozenset(path for _method, path in self._routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            try:
+                record = await self._screen(scope)
+            except GatewayError as exc:
+                await send_error(send, exc)
+                return
             handler = self._routes.get((scope["method"], scope["path"]))
             if handler is None:
                 handler = self._fallback(scope)
-            await handler(scope, receive, send)
+            await handler(scope, receive, send, record)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:
@@ -137,16 +164,39 @@ class GatewayApp:
         """Close every upstream session (lifespan shutdown calls this)."""
         await self.upstreams.aclose()
 
+    async def _screen(self, scope: Scope) -> KeyRecord | None:
+        """Refuse a foreign Host (400) and a POST that is not JSON (415), then identify the
+        caller (401): before any route, body or model name is looked at."""
+        host = content_type = authorization = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"authorization":
+                authorization = value
+        if self.hosts is not None:
+            named = _request_host(scope, host)
+            if not self.hosts.allows(named):
+                raise GatewayError(400, f"Invalid Host header: {named[:200]!r}.")
+        if scope["method"] == "POST" and content_type != JSON_TYPE and not _is_json(content_type):
+            raise GatewayError(
+                415, "The request body must be JSON: send `Content-Type: application/json`."
+            )
+        if self.keys is None:
+            return None
+        client = scope.get("client")
+        return await self.keys.identify(
+            None if authorization is None else authorization.decode("latin-1"),
+            client[0] if client else None,
+        )
+
     def _fallback(self, scope: Scope) -> Handler:
         path: str = scope["path"]
-        method: str = scope["method"]
-        if path.startswith(PREFIX):
-            if method == "POST" and path != MODELS_PATH:
-                return self._forward
-            if method == "GET" and path.startswith(MODELS_PATH + "/"):
-                return self._retrieve_model
-            if path in self._known_paths:
-                return _method_not_allowed
+        if scope["method"] == "GET" and path.startswith(MODELS_PATH + "/"):
+            return self._retrieve_model
+        if path in self._known_paths:
+            return _method_not_allowed
         return _not_found
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -159,12 +209,22 @@ class GatewayApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _list_models(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _list_models(
+        self, scope: Scope, receive: Receive, send: Send, record: KeyRecord | None
+    ) -> None:
         data = await self.backend.list_models()
+        if record is not None and record.scopes:
+            resolve = self.backend.resolve
+            data = [entry for entry in data if may_use(record, entry["id"], resolve)]
         await send_json(send, 200, {"object": "list", "data": data})
 
-    async def _retrieve_model(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _retrieve_model(
+        self, scope: Scope, receive: Receive, send: Send, record: KeyRecord | None
+    ) -> None:
         name = scope["path"][len(MODELS_PATH) + 1 :]
+        if not may_use(record, name, self.backend.resolve):
+            await send_error(send, out_of_scope(name))
+            return
         public = self.backend.resolve(name)
         for entry in await self.backend.list_models() if public is not None else ():
             if entry.get("id") == public:
@@ -172,21 +232,16 @@ class GatewayApp:
                 return
         await send_error(send, GatewayError(404, f"The model `{name}` does not exist."))
 
-    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, record: KeyRecord | None
+    ) -> None:
         """Read and check the body, take a slot on the model, relay to its engine."""
         try:
-            headers, length = _request_headers(scope)
-            if length is not None and length > self.max_body_bytes:
-                raise _too_large(self.max_body_bytes)
-            body = await self._read_body(receive)
-            payload, model = parse_body(body)
-            check_fields(scope["path"], payload)
-            public = self.backend.resolve(model)
-            if public is None:
-                raise GatewayError(404, f"The model `{model}` does not exist.", param="model")
+            headers, body, payload, public = await self._read_request(scope, receive, record)
             grant = None
-            if self.keys is not None:
-                grant = await self.keys.check(_authorization(scope), model, public)
+            if record is not None and self.keys is not None:
+                # Counted last: a request refused for any other reason uses none of its rate.
+                grant = await self.keys.admit(record)
         except GatewayError as exc:
             await send_error(send, exc)
             return
@@ -217,6 +272,25 @@ class GatewayApp:
             watch.stop()
             if tap is not None and self.on_request is not None:
                 self.on_request(public, tap.status or 499, tap.first_byte_after())
+
+    async def _read_request(
+        self, scope: Scope, receive: Receive, record: KeyRecord | None
+    ) -> tuple[list[tuple[str, str]] | None, bytes, dict[str, Any], str]:
+        """Headers to forward, body, payload and public model of a request the key may make."""
+        headers, length = _request_headers(scope)
+        if length is not None and length > self.max_body_bytes:
+            raise _too_large(self.max_body_bytes)
+        body = await self._read_body(receive)
+        payload, model = parse_body(body)
+        check_fields(scope["path"], payload)
+        # The scope first: to a scoped key, a name it may not use is refused the same way
+        # whether a model has it or not, so keys cannot probe which models exist.
+        if not may_use(record, model, self.backend.resolve):
+            raise out_of_scope(model)
+        public = self.backend.resolve(model)
+        if public is None:
+            raise GatewayError(404, f"The model `{model}` does not exist.", param="model")
+        return headers, body, payload, public
 
     async def _admit_and_relay(
         self,
@@ -259,8 +333,9 @@ class GatewayApp:
                 payload = {**payload, "model": route.served_name}
                 body = reencode(payload)
             upstream = self.upstreams.get(route.upstream)
-            raw_path = scope.get("raw_path") or quote(scope["path"]).encode()
-            url = upstream.url(raw_path, scope["query_string"])
+            # The route's own path, not the client's spelling of it: only what the
+            # allow-list names is ever sent to the engine.
+            url = upstream.url(scope["path"].encode(), scope["query_string"])
             try:
                 out = meter.wrap(send) if meter is not None else send
                 await relay(upstream, scope["method"], url, headers, body, out, slot.confirmed)
@@ -299,11 +374,22 @@ class GatewayApp:
         return b"".join(chunks)
 
 
-def _authorization(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            return str(value.decode("latin-1"))
-    return None
+def _is_json(content_type: bytes | None) -> bool:
+    """Whether a Content-Type is JSON's, parameters (charset) and case aside."""
+    if content_type is None:
+        return False
+    return content_type.partition(b";")[0].strip().lower() == JSON_TYPE
+
+
+def _request_host(scope: Scope, header: bytes | None) -> str:
+    """The host a request names: its Host header, else the server's address and port
+    (unless the scheme's default), as Django's ``HttpRequest.get_host`` builds it."""
+    if header is not None:
+        return header.decode("latin-1")
+    server = scope.get("server")
+    name, port = (str(server[0]), str(server[1])) if server else ("unknown", "0")
+    default = "443" if scope.get("scheme") == "https" else "80"
+    return name if port == default else f"{name}:{port}"
 
 
 def _request_headers(scope: Scope) -> tuple[list[tuple[str, str]] | None, int | None]:
@@ -345,11 +431,13 @@ async def send_error(send: Send, error: GatewayError) -> None:
     await send_bytes(send, error.status, error.body(), error.headers)
 
 
-async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+async def _not_found(scope: Scope, receive: Receive, send: Send, _record: KeyRecord | None) -> None:
     await send_error(send, GatewayError(404, f"Not found: {scope['method']} {scope['path']}"))
 
 
-async def _method_not_allowed(scope: Scope, receive: Receive, send: Send) -> None:
+async def _method_not_allowed(
+    scope: Scope, receive: Receive, send: Send, _record: KeyRecord | None
+) -> None:
     await send_error(
         send, GatewayError(405, f"Method {scope['method']} is not allowed on {scope['path']}.")
     )

@@ -1,7 +1,9 @@
 """Gateway API keys: who may call which model, how often, and what they used. Pure.
 
 A key is `llmux-<prefix>-<secret>`; only its SHA-256 is stored, found by its prefix. The
-`KeyCheck` answers on the hot path from memory (the backend refreshes it); a key's
+`KeyCheck` answers on the hot path from memory (the backend refreshes it): first who the
+caller is (before any model is looked up, so names cannot be probed without a key), then,
+once the model is known, whether the key's scopes allow it (`may_use`). A key's
 requests-per-minute limit is counted by a `RateWindow` (`LocalWindow` in one process,
 `RedisWindow` across processes); the usage a request consumed is read from the engine's
 own `usage` object in its answer (the last JSON body, or the stream's usage chunk) and
@@ -17,8 +19,10 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol
 
+from llmux_site.core.addresses import is_loopback_host
 from llmux_site.gateway.errors import GatewayError
 
 __all__ = [
@@ -31,6 +35,8 @@ __all__ = [
     "UsageMeter",
     "UsageSink",
     "hash_secret",
+    "may_use",
+    "out_of_scope",
     "rate_limited",
     "split_key",
 ]
@@ -74,9 +80,24 @@ UsageSink = Callable[[Grant, str, dict[str, int]], None]
 
 
 class KeyCheck(Protocol):
-    async def check(self, authorization: str | None, model: str, public: str) -> Grant | None:
-        """The grant of this request, or None when keys are not required; raises
-        GatewayError (401 no/bad/expired key, 403 out of scope, 429 over its rate)."""
+    async def identify(self, authorization: str | None, client: str | None) -> KeyRecord | None:
+        """The caller's key, or None when it needs none (``client``: its address, None
+        over a Unix socket); raises GatewayError 401 (no, bad or expired key)."""
+
+    async def admit(self, record: KeyRecord) -> Grant:
+        """Count one request of the key; raises GatewayError 429 when over its rate."""
+
+
+def may_use(record: KeyRecord | None, name: str, resolve: Callable[[str], str | None]) -> bool:
+    """Whether the key may use the model ``name`` names (anonymous callers may use any).
+
+    A scope names a model or one of its aliases and grants that model by any of its
+    names; a name no scope resolves to is refused whether a model has it or not.
+    """
+    if record is None or not record.scopes or name in record.scopes:
+        return True
+    public = resolve(name)
+    return public is not None and any(resolve(scope) == public for scope in record.scopes)
 
 
 class RateWindow(Protocol):
@@ -118,40 +139,55 @@ def rate_limited(rpm: int, wait: float) -> GatewayError:
 class KeyTable:
     """The keys in memory: who a request is, and whether its key may use the model."""
 
-    required: bool
+    required: bool  # of every caller
     records: Mapping[str, KeyRecord] = field(default_factory=dict)  # prefix -> record
     clock: Callable[[], float] = time.time
+    # Of callers beyond loopback only: `auto` on a loopback address, where such callers
+    # come through a trusted reverse proxy (their address is the forwarded one).
+    required_remote: bool = False
 
-    def known(self, authorization: str | None) -> bool:
-        """Whether the key's prefix is in the table (an unknown one may be brand new)."""
-        parts = split_key(_bearer(authorization) or "")
-        return parts is not None and parts[0] in self.records
-
-    def check(self, authorization: str | None, model: str, public: str) -> Grant | None:
-        """The grant (its rate not yet counted), or None when anonymous is fine; raises
-        GatewayError 401 (no, bad or expired key) or 403 (model out of the key's scope)."""
+    def identify(self, authorization: str | None, client: str | None = None) -> KeyRecord | None:
+        """The caller's record, or None when it may be anonymous; raises GatewayError 401
+        (no, bad or expired key) when a key is required of ``client`` (None: a local socket)."""
         token = _bearer(authorization)
-        if token is None:
-            if not self.required:
-                return None
-            raise _unauthorized(
-                "You didn't provide an API key: send `Authorization: Bearer llmux-...`."
-            )
-        parts = split_key(token)
+        parts = split_key(token) if token is not None else None
         record = self.records.get(parts[0]) if parts else None
         if (
             parts is None
             or record is None
             or not hmac.compare_digest(record.secret_hash, hash_secret(parts[1]))
         ):
-            if not self.required:
+            if not self._required_of(client):
                 return None  # OpenAI clients always send some key: not ours, not needed
+            if token is None:
+                raise _unauthorized(
+                    "You didn't provide an API key: send `Authorization: Bearer llmux-...`."
+                )
             raise _unauthorized("Incorrect API key provided.")
         if record.expires_at is not None and self.clock() >= record.expires_at:
             raise _unauthorized("This API key has expired.")
-        if record.scopes and model not in record.scopes and public not in record.scopes:
-            raise GatewayError(403, f"This API key may not use the model `{model}`.", param="model")
-        return Grant(record.key_id, record.rpm)
+        return record
+
+    def _required_of(self, client: str | None) -> bool:
+        return self.required or (
+            self.required_remote and client is not None and not _is_loopback(client)
+        )
+
+    def unknown_prefix(self, authorization: str | None) -> bool:
+        """Whether it is an llmux key whose prefix the table lacks (it may be brand new);
+        any other token can never be one of ours."""
+        parts = split_key(_bearer(authorization) or "")
+        return parts is not None and parts[0] not in self.records
+
+
+@lru_cache(maxsize=1024)
+def _is_loopback(client: str) -> bool:
+    return is_loopback_host(client)
+
+
+def out_of_scope(name: str) -> GatewayError:
+    """403: the key's scopes do not allow the model ``name``."""
+    return GatewayError(403, f"This API key may not use the model `{name}`.", param="model")
 
 
 def _bearer(authorization: str | None) -> str | None:

@@ -3,6 +3,8 @@
 ``daphne llmux_site.gateway.standalone:application`` with ``LLMUX_GATEWAY_CONFIG`` holding
 ``StaticBackend.from_config`` JSON: what the gateway tests and ``scripts/bench_gateway.py``
 run, and a way to put the gateway in front of engines that someone else manages.
+``LLMUX_GATEWAY_ALLOWED_HOSTS`` (comma-separated, Django's patterns) are the Host names it
+answers: loopback's unless set.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from llmux_site.gateway.tuning import tune_web_process
 
 CONFIG_VARIABLE = "LLMUX_GATEWAY_CONFIG"
 MAX_BODY_VARIABLE = "LLMUX_GATEWAY_MAX_BODY_BYTES"
+HOSTS_VARIABLE = "LLMUX_GATEWAY_ALLOWED_HOSTS"
+LOOPBACK_HOSTS = "127.0.0.1,localhost,[::1]"
 
 
 def from_environment() -> GatewayApp:
@@ -24,7 +28,10 @@ def from_environment() -> GatewayApp:
     if not raw:
         raise RuntimeError(f"{CONFIG_VARIABLE} must hold the gateway's JSON configuration")
     max_body = int(os.environ.get(MAX_BODY_VARIABLE, DEFAULT_MAX_BODY_BYTES))
-    return GatewayApp(StaticBackend.from_config(json.loads(raw)), max_body_bytes=max_body)
+    hosts = [h.strip() for h in os.environ.get(HOSTS_VARIABLE, LOOPBACK_HOSTS).split(",")]
+    return GatewayApp(
+        StaticBackend.from_config(json.loads(raw)), max_body_bytes=max_body, allowed_hosts=hosts
+    )
 
 
 tune_web_process()

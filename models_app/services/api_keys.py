@@ -111,30 +111,50 @@ class GatewayKeys:
     _pending: dict[int, list[int]] = field(default_factory=dict)  # key -> [n, prompt, compl.]
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _missed_at: float = float("-inf")
+    _miss_reload: asyncio.Future[None] | None = None
 
     @classmethod
-    def create(cls, *, required: bool, window: RateWindow | None = None) -> GatewayKeys:
-        keys = cls(KeyTable(required=required), window or LocalWindow())
+    def create(
+        cls, *, required: bool, required_remote: bool = False, window: RateWindow | None = None
+    ) -> GatewayKeys:
+        table = KeyTable(required=required, required_remote=required_remote)
+        keys = cls(table, window or LocalWindow())
         try:
             keys.reload()
         except DatabaseError:  # not migrated yet: the refresher loads it once it can
             log.warning("gateway: API keys not readable yet; will retry")
         return keys
 
-    async def check(self, authorization: str | None, model: str, public: str) -> Grant | None:
-        if authorization and not self.table.known(authorization):
-            # A key made a moment ago, before this process heard of it: look once (at
-            # most once a second, so a stream of bad keys cannot hammer the database).
-            now = time.monotonic()
-            if now - self._missed_at >= MISS_RELOAD_EVERY:
-                self._missed_at = now
-                await asyncio.to_thread(self._reload_quietly)
-        grant = self.table.check(authorization, model, public)
-        if grant is not None and grant.rpm is not None:
-            wait = await self.window.admit(grant.key_id, grant.rpm)
+    async def identify(self, authorization: str | None, client: str | None) -> KeyRecord | None:
+        if authorization and self.table.unknown_prefix(authorization):
+            # Perhaps a key made a moment ago, before this process heard of it.
+            await self._reload_for_miss()
+        return self.table.identify(authorization, client)
+
+    async def _reload_for_miss(self) -> None:
+        """Read the keys again, at most once a second: requests that miss meanwhile wait
+        for that one read, so a new key works on its first use and a stream of bad keys
+        costs the database one query a second (and each bad request up to a second)."""
+        if self._miss_reload is None:
+            self._miss_reload = asyncio.ensure_future(self._throttled_reload())
+        await asyncio.shield(self._miss_reload)
+
+    async def _throttled_reload(self) -> None:
+        try:
+            wait = self._missed_at + MISS_RELOAD_EVERY - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._missed_at = time.monotonic()
+            await asyncio.to_thread(self._reload_quietly)
+        finally:
+            self._miss_reload = None
+
+    async def admit(self, record: KeyRecord) -> Grant:
+        if record.rpm is not None:
+            wait = await self.window.admit(record.key_id, record.rpm)
             if wait is not None:
-                raise rate_limited(grant.rpm, wait)
-        return grant
+                raise rate_limited(record.rpm, wait)
+        return Grant(record.key_id, record.rpm)
 
     def _reload_quietly(self) -> None:
         try:

@@ -246,10 +246,11 @@ def echo_upstream() -> Generator[EchoUpstream, None, None]:
 
     async def echo(request: web.Request) -> web.Response:
         body = await request.read()
-        # Errors the way servers around engines answer them, not in OpenAI's shape.
-        if request.path == "/v1/fail-plain":
+        # Errors the way servers around engines answer them, not in OpenAI's shape, for
+        # the models named so.
+        if b'"fail-plain"' in body:
             return web.Response(status=500, text="Internal Server Error")
-        if request.path == "/v1/fail-detail":
+        if b'"fail-detail"' in body:
             return web.json_response({"detail": "Not Found"}, status=404)
         record = {
             "method": request.method,

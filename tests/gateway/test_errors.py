@@ -25,8 +25,11 @@ from tests.gateway.conftest import (
 def raw_request(
     url: str, body: bytes | None, *, method: str = "POST", headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, Any]]:
-    """One exchange with a body exactly as given; returns (status, JSON answer)."""
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    """One exchange with a body exactly as given (JSON's Content-Type unless ``headers``
+    are given); returns (status, JSON answer)."""
+    if headers is None:
+        headers = {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as reply:
             return reply.status, json.loads(reply.read())
@@ -174,11 +177,14 @@ def test_it_passes_engine_errors_through_unchanged(gateway_stack: GatewayStack) 
 def test_it_puts_engine_errors_that_are_not_openai_shaped_into_that_shape(
     start_gateway: GatewayLauncher, echo_upstream: EchoUpstream
 ) -> None:
-    gateway = start_gateway([{"name": "m", "upstream": {"port": echo_upstream.port}}])
-    body = json.dumps({"model": "m"}).encode()
+    at_echo = {"port": echo_upstream.port}
+    gateway = start_gateway(
+        [{"name": "fail-plain", "upstream": at_echo}, {"name": "fail-detail", "upstream": at_echo}]
+    )
+    url = f"{gateway.url}/v1/completions"
 
-    plain_status, plain = raw_request(f"{gateway.url}/v1/fail-plain", body)
-    detail_status, detail = raw_request(f"{gateway.url}/v1/fail-detail", body)
+    plain_status, plain = raw_request(url, b'{"model": "fail-plain", "prompt": "hi"}')
+    detail_status, detail = raw_request(url, b'{"model": "fail-detail", "prompt": "hi"}')
 
     assert plain_status == 500
     assert assert_openai_error(plain, 500)["message"] == "Internal Server Error"

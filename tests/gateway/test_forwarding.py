@@ -13,6 +13,7 @@ import urllib.request
 from tests.gateway.conftest import EchoUpstream, GatewayLauncher, GatewayStack
 
 MESSAGES = [{"role": "user", "content": "Tell me about mountains"}]
+JSON = {"Content-Type": "application/json"}
 
 
 def test_it_answers_chat_completions_like_the_engine_does(gateway_stack: GatewayStack) -> None:
@@ -155,14 +156,14 @@ def test_it_rewrites_only_the_model_and_forwards_only_what_the_engine_needs(
         ]
     )
     request = urllib.request.Request(
-        f"{gateway.url}/v1/custom/endpoint?x=1&y=%20z",
-        data=b'{"model": "public", "n": 2, "text": "\\u00e9t\\u00e9"}',
+        f"{gateway.url}/v1/embeddings?x=1&y=%20z",
+        data=b'{"model": "public", "n": 2, "input": "\\u00e9t\\u00e9"}',
         headers={
             "Authorization": "Bearer client-secret",
             "Cookie": "session=abc",
             "Accept": "application/json",
             "X-Request-Id": "req-1",
-            "Content-Type": "text/plain",
+            "Content-Type": "application/json; charset=utf-8",
         },
     )
     with urllib.request.urlopen(request, timeout=5) as reply:
@@ -170,13 +171,14 @@ def test_it_rewrites_only_the_model_and_forwards_only_what_the_engine_needs(
         upstream_header = reply.headers["X-Upstream"]
     verbatim = b'{"model":   "eng", "prompt": "keep",  "keep": "spacing"}'
     with urllib.request.urlopen(
-        urllib.request.Request(f"{gateway.url}/v1/completions", data=verbatim), timeout=5
+        urllib.request.Request(f"{gateway.url}/v1/completions", data=verbatim, headers=JSON),
+        timeout=5,
     ) as reply:
         echoed_verbatim = json.loads(reply.read())
 
     assert echoed["method"] == "POST"
-    assert echoed["raw_path"] == "/v1/custom/endpoint?x=1&y=%20z"
-    assert json.loads(echoed["body"]) == {"model": "eng", "n": 2, "text": "été"}
+    assert echoed["raw_path"] == "/v1/embeddings?x=1&y=%20z"
+    assert json.loads(echoed["body"]) == {"model": "eng", "n": 2, "input": "été"}
     headers = echoed["headers"]
     assert "authorization" not in headers
     assert "cookie" not in headers

@@ -10,12 +10,12 @@ import pytest
 
 from llmux_site.gateway.errors import GatewayError
 from llmux_site.gateway.keys import (
-    Grant,
     KeyRecord,
     KeyTable,
     LocalWindow,
     UsageMeter,
     hash_secret,
+    may_use,
     rate_limited,
 )
 
@@ -39,29 +39,45 @@ def status(check: Any) -> int:
 
 def test_a_key_is_checked_by_its_prefix_and_secret() -> None:
     keys = table([0.0])
-    assert keys.check("Bearer llmux-abcd-s3cret", "a", "a") == Grant(7)
-    assert status(lambda: keys.check(None, "a", "a")) == 401
-    assert status(lambda: keys.check("Bearer llmux-abcd-wrong", "a", "a")) == 401
-    assert status(lambda: keys.check("Bearer llmux-zzzz-s3cret", "a", "a")) == 401
-    assert status(lambda: keys.check("Basic abc", "a", "a")) == 401
+    assert keys.identify("Bearer llmux-abcd-s3cret") == keys.records["abcd"]
+    assert status(lambda: keys.identify(None)) == 401
+    assert status(lambda: keys.identify("Bearer llmux-abcd-wrong")) == 401
+    assert status(lambda: keys.identify("Bearer llmux-zzzz-s3cret")) == 401
+    assert status(lambda: keys.identify("Basic abc")) == 401
     # Keys not required: no key or a key that is not ours is anonymous; ours still counts.
     optional = table([0.0])
     optional.required = False
-    assert optional.check(None, "a", "a") is None
-    assert optional.check("Bearer sk-whatever", "a", "a") is None
-    assert optional.check("Bearer llmux-abcd-s3cret", "a", "a") == Grant(7)
+    assert optional.identify(None) is None
+    assert optional.identify("Bearer sk-whatever") is None
+    assert optional.identify("Bearer llmux-abcd-s3cret") == optional.records["abcd"]
+
+
+def test_auto_on_loopback_requires_a_key_of_callers_beyond_it() -> None:
+    keys = table([0.0])
+    keys.required, keys.required_remote = False, True
+
+    assert keys.identify(None, "127.0.0.1") is None
+    assert keys.identify(None, "::1") is None
+    assert keys.identify(None, None) is None  # a Unix socket is local
+    assert status(lambda: keys.identify(None, "203.0.113.7")) == 401
+    assert status(lambda: keys.identify("Bearer sk-whatever", "10.0.0.2")) == 401
+    assert keys.identify("Bearer llmux-abcd-s3cret", "203.0.113.7") == keys.records["abcd"]
 
 
 def test_scopes_and_expiry() -> None:
     now = [1000.0]
-    scoped = table(now, scopes=frozenset({"a", "alias-of-b"}))
-    assert scoped.check("Bearer llmux-abcd-s3cret", "a", "a")
-    assert scoped.check("Bearer llmux-abcd-s3cret", "alias-of-b", "b")
-    assert status(lambda: scoped.check("Bearer llmux-abcd-s3cret", "c", "c")) == 403
+    names = {"a": "a", "b": "b", "alias-of-b": "b", "other-alias-of-b": "b", "c": "c"}
+    scoped = table(now, scopes=frozenset({"a", "alias-of-b"})).records["abcd"]
+    assert may_use(scoped, "a", names.get)
+    # A scope grants its model by any of the model's names.
+    assert may_use(scoped, "alias-of-b", names.get) and may_use(scoped, "b", names.get)
+    assert may_use(scoped, "other-alias-of-b", names.get)
+    assert not may_use(scoped, "c", names.get)
+    assert not may_use(scoped, "no-such-model", names.get)
+    unscoped = table(now).records["abcd"]
+    assert may_use(unscoped, "no-such-model", names.get) and may_use(None, "c", names.get)
     expired = table(now, expires_at=999.0)
-    assert status(lambda: expired.check("Bearer llmux-abcd-s3cret", "a", "a")) == 401
-    # A key's limit travels with its grant: the table checks who, a RateWindow how often.
-    assert table(now, rpm=2).check("Bearer llmux-abcd-s3cret", "a", "a") == Grant(7, rpm=2)
+    assert status(lambda: expired.identify("Bearer llmux-abcd-s3cret")) == 401
 
 
 def test_the_local_window_slides_over_the_last_minute_per_key() -> None:

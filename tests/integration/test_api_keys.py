@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from typing import Any
 
 import openai
@@ -120,3 +122,53 @@ def test_usage_counts_equal_the_sums_of_the_engines_usage(llmux: Llmux) -> None:
 def test_on_loopback_keys_are_not_required_by_default(llmux: Llmux) -> None:
     llmux.start(config())
     assert chat(client(llmux, "anything"), "alpha").choices[0].message.content
+
+
+def get(server: Llmux, path: str, key: str | None = None) -> tuple[int, dict[str, Any]]:
+    """A GET on the gateway with an optional key: (status, JSON answer)."""
+    headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+    request = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_with_keys_required_no_model_is_named_without_a_key(llmux: Llmux) -> None:
+    llmux.start(config(), env={"LLMUX_REQUIRE_API_KEY": "on"})
+
+    answers = {
+        "list": get(llmux, "/v1/models"),
+        "known": get(llmux, "/v1/models/alpha"),
+        "unknown": get(llmux, "/v1/models/nope"),
+        "bad key": get(llmux, "/v1/models/nope", key="llmux-abcd-nope"),
+    }
+    unknown_post = error_of(lambda: chat(client(llmux, "no-key"), "nope"))
+
+    for what, (status, answer) in answers.items():
+        assert status == 401, (what, answer)
+        assert answer["error"]["type"] == "AuthenticationError", what
+    assert unknown_post.status_code == 401  # not 404: the name is not confirmed either way
+
+
+def test_a_scoped_key_sees_only_its_models(llmux: Llmux) -> None:
+    llmux.start(config(), env={"LLMUX_REQUIRE_API_KEY": "on"})
+    scoped = new_key(llmux, scopes=["first"])  # alpha's alias
+    everything = new_key(llmux)
+
+    listed = get(llmux, "/v1/models", key=scoped)
+    all_listed = get(llmux, "/v1/models", key=everything)
+    own = get(llmux, "/v1/models/alpha", key=scoped)
+    other = get(llmux, "/v1/models/beta", key=scoped)
+    unknown = get(llmux, "/v1/models/nope", key=scoped)
+
+    assert listed[0] == 200 and [m["id"] for m in listed[1]["data"]] == ["alpha"]
+    assert sorted(m["id"] for m in all_listed[1]["data"]) == ["alpha", "beta"]
+    assert own[0] == 200 and own[1]["id"] == "alpha"
+    # Outside the key's scope, known or not, is the same 403 as a POST for it gets.
+    assert (other[0], unknown[0]) == (403, 403)
+    assert other[1]["error"]["type"] == unknown[1]["error"]["type"] == "PermissionDeniedError"
+    assert error_of(lambda: chat(client(llmux, scoped), "nope")).status_code == 403
+    assert chat(client(llmux, scoped), "alpha").choices[0].message.content  # by its name too
+    assert get(llmux, "/v1/models/nope", key=everything)[0] == 404
