@@ -8,6 +8,7 @@ the throughput). Everything else (pages, admin, API, static assets) is Django.
 from __future__ import annotations
 
 import os
+from collections.abc import MutableMapping
 from typing import Any
 
 from django.core.asgi import get_asgi_application
@@ -21,6 +22,7 @@ from django.conf import settings  # noqa: E402
 
 from dashboard.routing import websocket_application  # noqa: E402
 from llmux_site.gateway.app import GatewayApp  # noqa: E402
+from llmux_site.gateway.proxies import TrustedProxies  # noqa: E402
 from llmux_site.gateway.tuning import tune_web_process  # noqa: E402
 from llmux_site.pages import static_pages  # noqa: E402
 from models_app import metrics  # noqa: E402
@@ -48,10 +50,16 @@ gateway = GatewayApp(
 pages = static_pages(django_app)
 websockets = websocket_application()  # the dashboard's live status
 
+# Applied here once, for every scope type, so the gateway, Django (REMOTE_ADDR) and the
+# websockets all see the client a trusted reverse proxy saw (LLMUX_TRUSTED_PROXIES).
+proxies = TrustedProxies(settings.LLMUX_TRUSTED_PROXIES)
+
 GATEWAY_PREFIX = "/v1/"
 
 
-async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def application(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+    if proxies and scope["type"] != "lifespan":
+        scope = proxies.real_client(scope)
     if scope["type"] == "http" and scope["path"].startswith(GATEWAY_PREFIX):
         await gateway(scope, receive, send)
     elif scope["type"] == "websocket":

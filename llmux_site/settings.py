@@ -231,6 +231,24 @@ def _keys_required() -> bool:
 
 LLMUX_API_KEYS_REQUIRED = _keys_required()
 
+
+def _trusted_proxies() -> list[str]:
+    """Reverse proxies whose X-Forwarded-For names the real client (docs/DEPLOYMENT.md):
+    loopback by default, where a proxy on the same host connects from; `none`: none."""
+    from llmux_site.gateway.proxies import parse_networks
+
+    entries = env_list("LLMUX_TRUSTED_PROXIES", ["127.0.0.0/8", "::1"])
+    if entries == ["none"]:
+        return []
+    try:
+        parse_networks(entries)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"LLMUX_TRUSTED_PROXIES: {exc}") from None
+    return entries
+
+
+LLMUX_TRUSTED_PROXIES = _trusted_proxies()
+
 # CRIU checkpoints (eviction process action `checkpoint`): `auto` uses the registry's
 # checkpoint.criu_path when that program is there, `off` never (such an eviction then
 # escalates to stop, recorded). docs/CHECKPOINTS.md.

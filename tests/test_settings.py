@@ -41,6 +41,9 @@ def run_manage(args: list[str], env: dict[str, str]) -> subprocess.CompletedProc
         ("LLMUX_CUDA_SUSPEND", "maybe", "LLMUX_CUDA_SUSPEND: expected one of auto, driver, off"),
         ("LLMUX_DENIED_PORTS", "22,ssh", "LLMUX_DENIED_PORTS: 'ssh' is not a port or range"),
         ("LLMUX_DENIED_PORTS", "0-80", "LLMUX_DENIED_PORTS: '0-80' is not within 1-65535"),
+        ("LLMUX_TRUSTED_PROXIES", "10.0.0.0/8,nginx", "LLMUX_TRUSTED_PROXIES: 'nginx' is not"),
+        ("LLMUX_HEADER_TIMEOUT_SECS", "0", "LLMUX_HEADER_TIMEOUT_SECS: must be at least 1"),
+        ("LLMUX_BODY_TIMEOUT_SECS", "soon", "LLMUX_BODY_TIMEOUT_SECS: expected a whole number"),
     ],
 )
 def test_it_refuses_to_start_with_a_bad_value_naming_the_variable(
