@@ -150,3 +150,18 @@ print(listener.wait(30, only=notify.QUEUED))
         if listening.poll() is None:
             listening.kill()
             listening.wait()
+
+
+def test_a_refusal_whose_input_holds_a_nul_byte_is_audited_on_postgresql(
+    production_env: dict[str, str],
+) -> None:
+    assert run_manage(["migrate", "-v0"], production_env).returncode == 0
+    script = (
+        "from models_app.services import audit; "
+        "entry = audit.record(None, 'create_model', 'a\\x00b', result='failed', "
+        "detail='models.m.\\x00: unknown field'); "
+        "print(repr(entry.target), repr(entry.detail))"
+    )
+    recorded = run_manage(["shell", "--no-imports", "-c", script], production_env)
+    assert recorded.returncode == 0, recorded.stderr
+    assert recorded.stdout.strip() == "'a\\\\x00b' 'models.m.\\\\x00: unknown field'"

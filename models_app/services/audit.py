@@ -23,9 +23,15 @@ def record(
         actor=user if authenticated else None,
         actor_name=user.get_username() if authenticated else "",
         action=action,
-        target=target[:256],
+        target=_printable(target)[:256],
         source=source,
         remote_addr=remote_addr[:64],
         result=result,
-        detail=detail,
+        detail=_printable(detail),
     )
+
+
+def _printable(text: str) -> str:
+    """`text` without NUL bytes, which PostgreSQL refuses in text columns: a refused write
+    whose input held one (a config key, a model name) must still be audited."""
+    return text.replace("\x00", "\\x00")
