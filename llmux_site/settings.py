@@ -280,10 +280,13 @@ else:
 
 # --- REST framework ----------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # Token first: DRF answers a request without credentials with the first class's
+    # challenge, so that is a 401 with `WWW-Authenticate: Token` (the session class has
+    # none, which made it a 403).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         # Automation: `Token KEY`, checked against hashed tokens (never stored in clear).
         "models_app.api.authentication.HashedTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # JSON in and out: automation's format, and one request shape to validate.
