@@ -26,9 +26,15 @@ ERROR_SCHEMA = {
     },
 }
 ERRORS = {
-    "400": "Invalid JSON, or no `model`",
+    "400": "Invalid JSON, no `model`, or a Host outside LLMUX_ALLOWED_HOSTS",
+    "401": "No valid API key where one is required (checked before any model)",
+    "403": "The key's scopes do not allow the model, whether it exists or not",
     "404": "Unknown model",
+    "408": "The request's headers or body did not arrive in time",
     "413": "Body larger than LLMUX_MAX_BODY_BYTES",
+    "415": "Content-Type is not application/json",
+    "429": "Over the key's requests per minute (Retry-After)",
+    "431": "Request line and headers larger than 16 KiB",
     "502": "The engine failed to answer",
     "503": "The switch to the model failed (the reason is in the message), manual mode",
     "504": "The model did not become active within the request timeout",
@@ -46,6 +52,9 @@ INFERENCE = {
     "/v1/chat/completions": "Chat completion (OpenAI); switches the model in when needed",
     "/v1/completions": "Text completion (OpenAI); switches the model in when needed",
     "/v1/embeddings": "Embeddings (OpenAI); switches the model in when needed",
+    "/v1/responses": "Responses (OpenAI); switches the model in when needed",
+    "/v1/rerank": "Rerank documents (vLLM); switches the model in when needed",
+    "/v1/score": "Score text pairs (vLLM); switches the model in when needed",
 }
 
 
@@ -74,7 +83,20 @@ def _inference(path: str, summary: str) -> dict[str, Any]:
                         "text/event-stream": {"schema": {"type": "string"}},
                     },
                 },
-                **_errors("400", "404", "413", "502", "503", "504"),
+                **_errors(
+                    "400",
+                    "401",
+                    "403",
+                    "404",
+                    "408",
+                    "413",
+                    "415",
+                    "429",
+                    "431",
+                    "502",
+                    "503",
+                    "504",
+                ),
             },
         }
     }
@@ -89,12 +111,13 @@ def _models() -> dict[str, Any]:
         "get": {
             "operationId": "gateway_models",
             "tags": ["gateway"],
-            "summary": "Every model of the registry, with its live state and max_model_len",
+            "summary": "The models of the registry the key may use, with state and max_model_len",
             "responses": {
                 "200": {
                     "description": "OpenAI model list",
                     "content": {"application/json": {"schema": listing}},
-                }
+                },
+                **_errors("400", "401"),
             },
         }
     }

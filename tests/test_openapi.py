@@ -13,7 +13,8 @@ def test_the_schema_documents_the_gateway_with_openai_error_shapes(admin_client:
     for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"):
         assert path in schema["paths"], path
     chat = schema["paths"]["/v1/chat/completions"]["post"]
-    assert set(chat["responses"]) == {"200", "400", "404", "413", "502", "503", "504"}
+    statuses = {"400", "401", "403", "404", "408", "413", "415", "429", "431", "502", "503"}
+    assert set(chat["responses"]) == {"200", "504", *statuses}
     error = schema["components"]["schemas"]["OpenAIError"]
     assert error["properties"]["error"]["required"] == ["message", "type", "param", "code"]
 
