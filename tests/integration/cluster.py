@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import pytest
 
-from llmux_site.serve import ASGI_APP, daphne_endpoint
+from llmux_site.serve import ASGI_APP, WEB_SERVER, daphne_endpoint
 from tests.integration.harness import REPO, Llmux
 from tests.integration.invariants import simulator_processes, wait_until
 from tests.plugins.data_dir import TEST_PATH_ROOTS
@@ -90,7 +90,7 @@ class Cluster:
 
     def start_web(self) -> None:
         endpoint = daphne_endpoint("127.0.0.1", self.port)
-        self.web = self._spawn("web", [sys.executable, "-m", "daphne", "-e", endpoint, ASGI_APP])
+        self.web = self._spawn("web", [sys.executable, "-m", WEB_SERVER, "-e", endpoint, ASGI_APP])
         wait_until(self._answers_models, timeout=60, what="daphne to serve /v1/models")
 
     def _answers_models(self) -> bool:
