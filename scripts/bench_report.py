@@ -29,6 +29,10 @@ was, and a figure measured while it was busy is a lower bound of what llmux does
   *nginx* is Debian's nginx as a reverse proxy, *gateway* is llmux's `/v1/` under daphne
   (one web process). The streaming time-to-first-chunk target is read as the gateway's
   *added* p99 (the engine alone already needs its 20 ms plus queueing).
+- **Gateway as users run it**: `llmux serve --config` (the README's command) with one
+  simulated engine (20 ms to the first token), 32 clients, against the engine directly, with
+  API keys off and on (a real key checked on every request); `scripts/bench_serve.py`,
+  which can also measure two checkouts in turns (`--tree NAME=DIR`).
 - **Switch overhead**: time from sending a request for the sleeping model B (while A is
   active) to B's first byte (its first token: the simulator sends nothing of a stream
   before it, as vLLM), minus A's `/sleep?level=1` and B's `/wake_up` timed directly on
@@ -49,7 +53,10 @@ was, and a figure measured while it was busy is a lower bound of what llmux does
 """
 
 
-GPU_SECTION = "## On the GPU machine"
+# Sections kept as they stand when the report is written again: comparisons of a change
+# with the commit before it (measured in one sitting, not repeatable from one tree) and
+# runs on the GPU machine.
+KEPT_SECTIONS = ("## A change against the commit before it", "## On the GPU machine")
 
 
 def run(script: str, *args: str) -> str:
@@ -68,6 +75,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     gateway = run("bench_gateway.py", *(["--quick"] if args.quick else []))
+    # The gateway as users run it: `llmux serve` from this checkout, keys off and on.
+    served = run("bench_serve.py", *(["--quick"] if args.quick else []))
     switches = run("bench_switch.py", "--switches", "10" if args.quick else "30")
     # Its own "## Checkpoint throughput (CRIU against dd)" section, with its own date.
     checkpoint = run("bench_checkpoint.py", *(["--quick"] if args.quick else []))
@@ -77,13 +86,14 @@ def main() -> None:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = (
         f"{HEADER}\n## Run of {stamp}\n\n### Gateway\n\n{gateway}\n\n"
+        f"### Gateway as users run it (`llmux serve`)\n\n{served}\n\n"
         f"### Switch orchestration overhead\n\n{switches}\n\n{checkpoint}\n\n"
         f"{dashboard}\n\n{policies}\n"
     )
-    # Runs on the GPU machine are not repeated here: their section is kept as it stands.
     old = OUTPUT.read_text() if OUTPUT.exists() else ""
-    if GPU_SECTION in old:
-        text += "\n" + old[old.index(GPU_SECTION) :]
+    kept = [old.index(heading) for heading in KEPT_SECTIONS if heading in old]
+    if kept:
+        text += "\n" + old[min(kept) :]
     OUTPUT.write_text(text)
     print(text)
 
