@@ -1,26 +1,33 @@
 #!/usr/bin/env bash
-# Make CRIU 4 available to llmux and print the command that runs it (ENGINE_CONTRACT §5).
+# Make CRIU 4.2 or newer available to llmux and print the command that runs it
+# (ENGINE_CONTRACT §5).
 #
 #   scripts/install-criu.sh [DIR]      # DIR defaults to .criu in the repository
 #
-# Debian 13 (or any system whose own criu is 4.x): the system's criu, installed with apt.
-# Debian 12: its criu 3.17 fails on recent kernels (vDSO), so Debian 13's criu and the
-# libraries it needs (libc included) are downloaded with apt from a private sources list
-# and unpacked into DIR, never installed system-wide; DIR/criu runs that criu through
-# DIR's own dynamic loader. Idempotent: a DIR whose criu already answers is kept.
+# Why 4.2: on kernels 6.16 and newer, CRIU 4.1 cannot dump a TCP socket ("Can't get 1:16
+# opt", CRIU issues #2705 and #2718), and a real vLLM's worker always holds loopback TCP
+# listeners (torch.distributed). Debian 12 ships 3.17 and Debian 13 4.1.1; Debian's
+# unstable release has 4.2.1. So unless this system's own criu is 4.2 or newer, unstable's
+# criu and the libraries it needs (libc included: its dependency closure, computed by apt)
+# are downloaded with apt from a private sources list and unpacked into DIR, never
+# installed system-wide; DIR/criu runs that criu through DIR's own dynamic loader.
+# Idempotent: a DIR whose criu already answers with 4.2 or newer is kept.
 # The last line printed is the path of a criu to run; `criu check` must say it looks good.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 DIR="${1:-$REPO/.criu}"
-PACKAGES="criu libcompel1 libc6 libgnutls30t64 libnftables1 libnl-3-200 libprotobuf-c1
-libuuid1 libbsd0 libnet1 libmd0 libnftnl11 libmnl0 libjansson4 libxtables12 libidn2-0
-libp11-kit0 libtasn1-6 libnettle8t64 libhogweed6t64 libgmp10 libunistring5 libffi8 libedit2
-libtinfo6 libgcc-s1 libzstd1 liblz4-1"
+SUITE="${LLMUX_CRIU_SUITE:-sid}"
 
 say() { echo "install-criu: $*" >&2; }
 
-major_of() { "$1" --version 2>/dev/null | sed -n 's/^Version: *\([0-9]*\).*/\1/p' | head -1; }
+# 1 when "$1 --version" is at least 4.2.
+recent() {
+    local version
+    version="$("$1" --version 2>/dev/null | sed -n 's/^Version: *\([0-9][0-9.]*\).*/\1/p' | head -1)"
+    [ -n "$version" ] || return 1
+    printf '4.2\n%s\n' "$version" | sort -V -C
+}
 
 use() {  # print the criu to run, after checking it works on this kernel
     if ! "$1" check >/dev/null 2>&1; then
@@ -32,31 +39,23 @@ use() {  # print the criu to run, after checking it works on this kernel
 }
 
 system_criu="$(command -v criu || true)"
-if [ -n "$system_criu" ] && [ "$(major_of "$system_criu")" -ge 4 ] 2>/dev/null; then
+if [ -n "$system_criu" ] && recent "$system_criu"; then
     use "$system_criu"
     exit 0
 fi
 
-. /etc/os-release
-if [ "${VERSION_CODENAME:-}" = "trixie" ] || [ "${VERSION_ID:-0}" -ge 13 ] 2>/dev/null; then
-    say "installing criu from this system's own packages"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq criu >/dev/null
-    use "$(command -v criu)"
-    exit 0
-fi
-
-if [ -x "$DIR/criu" ] && [ "$(major_of "$DIR/criu")" -ge 4 ] 2>/dev/null; then
+if [ -x "$DIR/criu" ] && recent "$DIR/criu"; then
     use "$DIR/criu"
     exit 0
 fi
 
-say "unpacking Debian 13's criu into $DIR (this system: ${PRETTY_NAME:-unknown})"
+. /etc/os-release
+say "unpacking Debian $SUITE's criu into $DIR (this system: ${PRETTY_NAME:-unknown})"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/lists/partial" "$work/debs" "$DIR.new"
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-echo "deb [signed-by=$keyring] http://deb.debian.org/debian trixie main" >"$work/sources.list"
+echo "deb [signed-by=$keyring] http://deb.debian.org/debian $SUITE main" >"$work/sources.list"
 apt_private=(
     -o "Dir::Etc::SourceList=$work/sources.list"
     -o "Dir::Etc::SourceParts=-"
@@ -66,8 +65,12 @@ apt_private=(
     -o "APT::Sandbox::User=root"
 )
 apt-get "${apt_private[@]}" update -qq
+# criu and everything it needs, as that release's packages say (names change between
+# releases, e.g. libnet1 -> libnet9): the closure of its dependencies.
+packages="$(apt-cache "${apt_private[@]}" depends --recurse --no-recommends --no-suggests \
+    --no-conflicts --no-breaks --no-replaces --no-enhances criu | grep -E '^[a-z0-9]' | sort -u)"
 # shellcheck disable=SC2086 # one word per package
-(cd "$work/debs" && apt-get "${apt_private[@]}" download $PACKAGES >/dev/null)
+(cd "$work/debs" && apt-get "${apt_private[@]}" download $packages >/dev/null)
 rm -rf "$DIR.new" && mkdir -p "$DIR.new"
 for deb in "$work"/debs/*.deb; do
     dpkg-deb -x "$deb" "$DIR.new/root"
@@ -76,7 +79,7 @@ root="$DIR/root"
 libs="$root/usr/lib/x86_64-linux-gnu:$root/lib/x86_64-linux-gnu"
 cat >"$DIR.new/criu" <<EOF
 #!/bin/sh
-# Debian 13's criu through its own libc (scripts/install-criu.sh): never installed system-wide.
+# Debian's criu through its own libc (scripts/install-criu.sh): never installed system-wide.
 exec "$root/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$libs" \\
     "$root/usr/sbin/criu" "\$@"
 EOF
