@@ -69,11 +69,12 @@ OnSpawned = Callable[[EngineProcess], Awaitable[None]]
 
 
 class LifecycleError(Exception):
-    """An engine operation failed; `log_tail` holds the engine's last log lines if known."""
+    """An engine operation failed; `log_tail` holds what the engine's log gives as the cause
+    (its first traceback or error, engine_log.failure_cause) if known."""
 
     def __init__(self, message: str, *, log_tail: str = "") -> None:
         if log_tail and log_tail not in message:
-            message = f"{message}; last log lines:\n{log_tail}"
+            message = f"{message}; the engine's log says:\n{log_tail}"
         super().__init__(message)
         self.log_tail = log_tail
 
@@ -274,7 +275,7 @@ async def cold_start(
             )
     except Exception as exc:
         await _stop_group(process, stop_grace)
-        tail = supervisor.read_log_tail(process.log_path)
+        tail = supervisor.read_failure_cause(process.log_path)
         raise BringUpError(f"cold start of {target.name} failed: {exc}", log_tail=tail) from exc
     except BaseException:
         kill_now(process, stop_grace)
@@ -527,7 +528,7 @@ async def _revive_or_stop(
         await _revive(kind, target, process, timeouts=timeouts, actions=actions, weights=weights)
     except Exception as exc:
         await _stop_group(process, stop_grace)
-        tail = supervisor.read_log_tail(process.log_path or target.spec.log_path)
+        tail = supervisor.read_failure_cause(process.log_path or target.spec.log_path)
         message = f"{kind.value} of {target.name} failed: {_describe(exc)}"
         raise BringUpError(message, log_tail=tail) from exc
 
@@ -632,6 +633,6 @@ async def readiness(
             await _check_ready(target, timeouts, on_healthy)
     except Exception as exc:  # TimeoutError included
         await _stop_group(process, stop_grace)
-        tail = supervisor.read_log_tail(process.log_path)
+        tail = supervisor.read_failure_cause(process.log_path)
         message = f"readiness of {target.name} failed: {_describe(exc)}"
         raise ReadinessError(message, log_tail=tail) from exc

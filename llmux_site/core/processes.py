@@ -18,9 +18,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+
+from llmux_site.core.engine_log import run_marker_line
 
 __all__ = [
     "CREATE_TIME_TOLERANCE",
@@ -78,11 +81,11 @@ class EngineExitedError(SupervisorError):
     def __init__(self, pid: int, exit_code: int | None, log_tail: str) -> None:
         self.pid = pid
         self.exit_code = exit_code
-        self.log_tail = log_tail
+        self.log_tail = log_tail  # the cause found in its log (engine_log.failure_cause)
         status = "with an unknown status" if exit_code is None else f"with code {exit_code}"
         message = f"engine process {pid} exited {status}"
         if log_tail:
-            message += f"; last log lines:\n{log_tail}"
+            message += f"; its log says:\n{log_tail}"
         super().__init__(message)
 
 
@@ -219,7 +222,16 @@ def _open_log(path: Path) -> int:
     # O_APPEND is not optional: CRIU restores a regular file at the offset it was dumped
     # at and refuses ("File has bad size") when the file has since grown; in append mode
     # the offset does not matter.
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _LOG_MODE)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _LOG_MODE)
+    # The log is appended to across starts: the marker tells where this run begins, so a
+    # failure's cause is looked for in this run only (engine_log.read_failure_cause).
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        os.write(fd, run_marker_line(when).encode())
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _validated_argv(argv: Sequence[str]) -> list[str]:

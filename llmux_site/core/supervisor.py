@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from llmux_site.core.engine_log import read_failure_cause
 from llmux_site.core.processes import (
     CREATE_TIME_TOLERANCE,
     UNREADABLE,
@@ -64,6 +65,7 @@ __all__ = [
     "exit_code",
     "group_members",
     "is_alive",
+    "read_failure_cause",
     "read_log_tail",
     "reap_orphans",
     "set_child_subreaper",
@@ -196,7 +198,7 @@ async def wait_healthy(
 ) -> float:
     """Poll ``health`` until it returns True; the seconds that took.
 
-    Raises EngineExitedError (exit code and log tail) when the engine dies first and
+    Raises EngineExitedError (exit code and the cause its log gives) when it dies first and
     StartupTimeoutError when ``timeout`` runs out. A health check that raises counts as
     "not yet healthy"; its last error is kept for the timeout message.
     """
@@ -215,7 +217,8 @@ async def wait_healthy(
             )
             if exited in done:
                 check.cancel()
-                raise EngineExitedError(proc.pid, exited.result(), read_log_tail(proc.log_path))
+                cause = read_failure_cause(proc.log_path)
+                raise EngineExitedError(proc.pid, exited.result(), cause)
             if check not in done:
                 check.cancel()
                 raise StartupTimeoutError(proc.pid, timeout, last_error)

@@ -398,6 +398,40 @@ async def test_a_crash_at_startup_raises_with_the_exit_code_and_log_tail(spawn: 
     assert "CUDA out of memory" in str(raised.value)
 
 
+# A start that fails like vLLM's: the cause, then its exit noise (more than 40 lines).
+FAILING_START = """
+import sys
+print("INFO starting", flush=True)
+print("Traceback (most recent call last):", file=sys.stderr)
+print('  File "serve.py", line 1, in <module>', file=sys.stderr)
+print("ValueError: Sleep mode is not supported on current platform.", file=sys.stderr)
+for i in range(45):
+    print(f' - leaked type "triton._C.libtriton.ir.t{i}"', file=sys.stderr)
+sys.exit(1)
+"""
+
+
+async def test_a_failed_start_shows_its_cause_not_its_exit_noise(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "logs" / "noisy.log"
+    log_path.parent.mkdir()
+    log_path.write_text("Traceback (most recent call last):\nOSError: an earlier run's failure\n")
+
+    async def never_healthy() -> bool:
+        return False
+
+    proc = spawn([sys.executable, "-c", FAILING_START], log_path=log_path)
+    with pytest.raises(EngineExitedError) as raised:
+        await supervisor.wait_healthy(proc, never_healthy, timeout=30)
+
+    assert raised.value.log_tail.splitlines()[-1] == (
+        "ValueError: Sleep mode is not supported on current platform."
+    )
+    assert "leaked" not in raised.value.log_tail
+    assert "an earlier run's failure" not in str(raised.value)
+
+
 async def test_an_engine_that_never_gets_healthy_times_out(spawn: Spawn) -> None:
     port = free_port()
     proc = spawn(http_engine("--port", str(port), "--unhealthy"))
