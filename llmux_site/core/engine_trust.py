@@ -99,6 +99,7 @@ _VALUES = (
     "--sim-tokens-per-sec",
     "--sim-response-delay-ms",
     "--sim-child-processes",
+    "--sim-vllm-api",
     "--sim-fault",
 )
 # Path-valued flags an operator may point under the path roots. `--chat-template` also

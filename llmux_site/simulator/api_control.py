@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from llmux_site.simulator.config import VERSION
+from llmux_site.simulator.config import SUFFIX
 from llmux_site.simulator.engine import Engine, hang
 from llmux_site.simulator.errors import ApiError
 from llmux_site.simulator.faults import FaultSpecError, parse_faults
@@ -33,8 +33,9 @@ async def json_body(request: web.Request) -> dict[str, Any]:
 
 
 def _state_reply(engine: Engine, body: dict[str, Any]) -> web.Response:
-    # Older vLLM answered sleep and wake with an empty 200; clients must accept both.
-    if engine.config.legacy_api:
+    # vLLM before 0.32 answered sleep and wake with an empty 200, even to a partial wake that
+    # leaves the engine asleep: clients must ask /is_sleeping.
+    if not engine.config.vllm_api.json_bodies:
         return web.Response(status=200)
     return web.json_response(body)
 
@@ -88,19 +89,25 @@ async def collective_rpc(request: web.Request) -> web.Response:
 
 @routes.post("/reset_prefix_cache")
 async def reset_prefix_cache(request: web.Request) -> web.Response:
-    await engine_of(request).reset_prefix_cache()
+    engine = engine_of(request)
+    await engine.reset_prefix_cache()
+    if engine.config.vllm_api.prefix_reset_reports:
+        return web.json_response({"success": True})
     return web.Response(status=200)
 
 
 @routes.post("/release_kv_cache_memory")
 async def release_kv_cache_memory(request: web.Request) -> web.Response:
-    await engine_of(request).release_kv_cache_memory()
-    return web.Response(status=200)
+    engine = engine_of(request)
+    if not engine.config.vllm_api.release_kv_cache_route:
+        raise web.HTTPNotFound()
+    await engine.release_kv_cache_memory()
+    return _state_reply(engine, {"status": "kv_cache_released"})
 
 
 @routes.get("/version")
 async def version(request: web.Request) -> web.Response:
-    return web.json_response({"version": VERSION})
+    return web.json_response({"version": engine_of(request).config.vllm_api.version + SUFFIX})
 
 
 @routes.get("/load")

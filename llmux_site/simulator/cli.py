@@ -19,6 +19,13 @@ from typing import TypeVar
 from llmux_site.simulator.config import VERSION, SimConfig
 from llmux_site.simulator.faults import FAULT_HELP, FaultSpecError, parse_faults, split_fault_env
 from llmux_site.simulator.ledger import default_ledger_dir, is_under_shm
+from llmux_site.simulator.vllm_api import (
+    DEFAULT_VERSION,
+    LEGACY_VERSION,
+    VllmApi,
+    VllmApiError,
+    parse_vllm_api,
+)
 
 MIB = 1024 * 1024
 _FAULT_ENV = "LLMUX_SIM_FAULT"
@@ -77,7 +84,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     _sim(p, "response-delay-ms", env, type=seconds, help="delay before the first token (0)")
     _sim(p, "ledger-dir", env, type=Path, help="GPU ledger directory")
     _sim(p, "child-processes", env, type=count, help="children that die with the engine (0)")
-    _sim(p, "legacy-api", env, type=_truthy, nargs="?", const=True, help="old vLLM bodies")
+    _sim(p, "vllm-api", env, help=f"control API of this vLLM, 0.15-0.33 ({DEFAULT_VERSION})")
+    _sim(p, "legacy-api", env, type=_truthy, nargs="?", const=True, help="= --sim-vllm-api 0.17")
     p.add_argument("--sim-fault", action="append", default=None, help=FAULT_HELP)
     return p
 
@@ -144,9 +152,17 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> SimConfig:
         response_delay_ms=_or(ns.sim_response_delay_ms, 0.0),
         ledger_dir=ledger_dir,
         child_processes=_or(ns.sim_child_processes, 0),
-        legacy_api=bool(ns.sim_legacy_api),
+        vllm_api=_vllm_api(parser, ns.sim_vllm_api, legacy=bool(ns.sim_legacy_api)),
         faults=faults,
     )
+
+
+def _vllm_api(parser: argparse.ArgumentParser, text: str | None, *, legacy: bool) -> VllmApi:
+    """`--sim-vllm-api`, else the family `--sim-legacy-api` stands for, else the newest."""
+    try:
+        return parse_vllm_api(text or (LEGACY_VERSION if legacy else DEFAULT_VERSION))
+    except VllmApiError as exc:
+        parser.error(f"--sim-vllm-api: {exc}")
 
 
 def _or(value: T | None, default: T) -> T:

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmux_site.simulator.faults import Faults
+from llmux_site.simulator.vllm_api import DEFAULT_VERSION, VllmApi, parse_vllm_api
 
-VERSION = "0.33.0+llmux.sim"
+SUFFIX = "+llmux.sim"
+VERSION = f"{parse_vllm_api(DEFAULT_VERSION).version}{SUFFIX}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +37,7 @@ class SimConfig:
     response_delay_ms: float = 0.0
     ledger_dir: Path = Path(".")
     child_processes: int = 0
-    legacy_api: bool = False
+    vllm_api: VllmApi = field(default_factory=lambda: parse_vllm_api(DEFAULT_VERSION))
     faults: Faults = field(default_factory=Faults)
 
     @property

@@ -103,6 +103,10 @@ class Engine:
             raise ApiError(400, f"invalid sleep level {level}; expected 0, 1 or 2", param="level")
         if mode not in SLEEP_MODES:
             raise ApiError(400, f"invalid mode {mode!r}; expected abort, wait or keep")
+        if not self.config.vllm_api.sleep_modes:
+            # Before 0.17 vLLM read no mode, and level 0 was no pause: its allocator
+            # offloaded only at level 1, so any other level discarded everything.
+            mode, level = "abort", level or 2
         await self._inject("sleep", self.faults.sleep)
         async with self._control:
             if self.sleep_level is not None:
@@ -114,7 +118,8 @@ class Engine:
             self.inflight.pause()
             if mode == "abort":
                 self.inflight.abort_all("request aborted: the engine is going to sleep")
-            self.sleep_level, self.sleeping_tags = level, set(TAGS)
+            # Level 0 only pauses the scheduler: no memory tag sleeps.
+            self.sleep_level, self.sleeping_tags = level, set(TAGS) if level else set()
             self._noop_sleep = self.faults.sleep == "noop"
             if level and not self._noop_sleep:
                 await self._memory(lambda: self._free_for_sleep(level))
@@ -130,34 +135,39 @@ class Engine:
         self.memory.free_kv()
 
     async def wake_up(self, tags: Sequence[str] | None) -> dict[str, Any]:
-        """vLLM's POST /wake_up: no tags wakes all; the engine is awake once no tag sleeps."""
-        unknown = sorted(set(tags or ()) - set(TAGS))
-        if unknown:
-            raise ApiError(400, f"unknown wake_up tags {unknown}; expected {list(TAGS)}")
-        if tags and self.config.legacy_api:
-            raise ApiError(400, "this engine version does not support wake_up tags")
+        """vLLM's POST /wake_up: no tags wakes every sleeping tag; the engine is awake once no
+        tag sleeps. As in vLLM, a tag that is not asleep (unknown, or woken already) makes the
+        whole call a logged no-op, not an error; `scheduling` names no memory."""
         await self._inject("wake", self.faults.wake)
         limit = self.faults.wake_fail_after
         if limit is not None and self.counters["wakes"] >= limit:
             raise ApiError(500, f"wake_up failed: CUDA error after {limit} wake cycles (injected)")
-        requested = list(tags) if tags else list(TAGS)
         async with self._control:
             if self.sleep_level is not None:
-                for tag in [t for t in TAGS if t in requested and t in self.sleeping_tags]:
-                    await self._memory(functools.partial(self._restore, tag))
-                    self.sleeping_tags.discard(tag)
-                if not self.sleeping_tags:
-                    self.sleep_level = None
-                    self.inflight.resume()
-                    self.counters["wakes"] += 1
-                    log(f"awake gpu_bytes={self.memory.device_bytes}")
+                await self._wake_tags(tags)
         status = "sleeping" if self.is_sleeping else "awake"
-        return {"status": status, "tags": requested}
+        return {"status": status, "tags": list(tags) if tags else None}
+
+    async def _wake_tags(self, tags: Sequence[str] | None) -> None:
+        wanted = set(TAGS) if not tags else set(tags) - {"scheduling"}
+        if tags and wanted - self.sleeping_tags:
+            log(f"wake_up tags {sorted(wanted - self.sleeping_tags)} are not asleep: ignored")
+            wanted = set()
+        for tag in [t for t in TAGS if t in wanted and t in self.sleeping_tags]:
+            await self._memory(functools.partial(self._restore, tag))
+            self.sleeping_tags.discard(tag)
+        # Scheduling resumes once no memory sleeps, whichever call got it there (so any
+        # wake_up ends a level-0 pause).
+        if not self.sleeping_tags:
+            self.sleep_level = None
+            self.inflight.resume()
+            self.counters["wakes"] += 1
+            log(f"awake gpu_bytes={self.memory.device_bytes}")
 
     def _restore(self, tag: str) -> None:
         if tag == "kv_cache":
             self.memory.allocate_kv(self.config.kv_bytes)
-        elif self._noop_sleep or self.sleep_level == 0:
+        elif self._noop_sleep:
             return
         elif self.sleep_level == 1:
             self.memory.restore_weights()

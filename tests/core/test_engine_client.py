@@ -38,7 +38,7 @@ async def test_it_drives_sleep_and_wake(sim: SimLauncher) -> None:
         assert await client.is_sleeping() is False
         assert await client.sleep(1, mode="wait") == {"status": "sleeping", "level": 1}
         assert (await client.is_sleeping(), await client.health()) == (True, True)
-        assert await client.wake_up() == {"status": "awake", "tags": ["weights", "kv_cache"]}
+        assert await client.wake_up() == {"status": "awake", "tags": None}
         assert await client.is_sleeping() is False
 
 
@@ -51,15 +51,6 @@ async def test_wake_after_discard_restores_the_weights(sim: SimLauncher) -> None
         assert engine.state()["weights_ok"] is True
         assert (await client.probe("llmux-sim/test")).text == before.text
         assert engine.state()["requests"]["/wake_up"] == 2
-
-
-async def test_wake_after_discard_falls_back_to_the_older_sequence(sim: SimLauncher) -> None:
-    engine = sim.start("--sim-legacy-api")
-    async with EngineClient(engine.address) as client:
-        assert await client.sleep(2) == {}
-        await client.wake_after_discard()
-    state = engine.state()
-    assert (state["awake"], state["weights_ok"], state["prefix_cache_resets"]) == (True, True, 1)
 
 
 async def test_a_hang_raises_engine_timeout_without_retrying(sim: SimLauncher) -> None:

@@ -35,6 +35,7 @@ def found(
 def test_listed_flags_with_their_values_are_an_operator_s() -> None:
     assert found(["--max-model-len", "4096", "--seed", "-1", "--enforce-eager"]) == set()
     assert found(["--dtype=half", "-tp", "2", "--sim-legacy-api", "--enforce-eager"]) == set()
+    assert found(["--sim-vllm-api", "0.20", "--enforce-eager"]) == set()
 
 
 def test_an_unknown_flag_is_reported_with_the_values_that_follow_it() -> None:

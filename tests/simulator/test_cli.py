@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from llmux_site.simulator.cli import parse_size
+from llmux_site.simulator.cli import parse_args, parse_size
 from llmux_site.simulator.faults import FaultSpecError, parse_faults
 from tests.simulator.harness import SimLauncher
 
@@ -121,6 +121,21 @@ def test_the_ledger_dir_may_not_be_under_dev_shm(tmp_path: Path) -> None:
     result = _run_cli("serve", "m", "--sim-ledger-dir", "/dev/shm/ledger")
     assert result.returncode == 2
     assert "/dev/shm" in result.stderr
+
+
+def test_only_the_vllm_releases_read_can_be_simulated() -> None:
+    for release in ("0.14", "0.34.0", "1.0", "latest"):
+        result = _run_cli("serve", "m", "--sim-vllm-api", release)
+        assert result.returncode == 2, release
+        assert "--sim-vllm-api" in result.stderr
+
+
+def test_the_vllm_release_comes_from_the_flag_then_the_legacy_alias_then_the_default() -> None:
+    env = {"LLMUX_SIM_LEGACY_API": "1"}
+    assert parse_args(["m"], {}).vllm_api.version == "0.33.0"
+    assert parse_args(["m"], env).vllm_api.family == "0.17"
+    assert parse_args(["m", "--sim-vllm-api", "0.20.1"], env).vllm_api.version == "0.20.1"
+    assert parse_args(["m"], {"LLMUX_SIM_VLLM_API": "0.16"}).vllm_api.family == "0.15"
 
 
 def test_unknown_commands_are_an_error() -> None:

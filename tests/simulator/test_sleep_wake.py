@@ -80,7 +80,8 @@ def test_level_one_moves_weights_to_host_and_back(sim: SimLauncher) -> None:
     assert (asleep["weights_location"], asleep["gpu_bytes"]) == ("host", 0)
     assert asleep["host_bytes"] == before["weights_bytes"]
     assert asleep["weights_ok"] is True
-    assert engine.post("/wake_up").json() == {"status": "awake", "tags": ["weights", "kv_cache"]}
+    # vLLM echoes the tags it was given: none means all, answered as null.
+    assert engine.post("/wake_up").json() == {"status": "awake", "tags": None}
     awake = engine.state()
     assert (awake["weights_location"], awake["host_bytes"]) == ("device", 0)
     assert awake["gpu_bytes"] == before["gpu_bytes"]
@@ -146,14 +147,26 @@ def test_sleep_needs_sleep_mode(sim: SimLauncher) -> None:
     assert "--enable-sleep-mode" in reply.json()["error"]["message"]
 
 
-def test_it_rejects_bad_levels_tags_and_rpc_methods(sim: SimLauncher) -> None:
+def test_it_rejects_bad_levels_modes_and_rpc_methods(sim: SimLauncher) -> None:
     engine = sim.start()
     assert engine.post("/sleep?level=3").status == 400
     assert engine.post("/sleep?level=1&mode=later").status == 400
-    assert engine.post("/wake_up?tags=everything").status == 400
     reply = engine.post("/collective_rpc", {"method": "format_disk"})
     assert reply.status == 400
     assert reply.json()["error"]["param"] == "method"
+
+
+def test_a_wake_naming_a_tag_that_is_not_asleep_changes_nothing(sim: SimLauncher) -> None:
+    # vLLM's executor only logs a warning for such a call, and wakes none of the tags.
+    engine = sim.start()
+    engine.post("/sleep?level=2")
+    for tags in ("tags=everything", "tags=weights&tags=everything"):
+        reply = engine.post(f"/wake_up?{tags}")
+        assert (reply.status, reply.json()["status"]) == (200, "sleeping")
+        assert engine.state()["sleeping_tags"] == ["kv_cache", "weights"]
+    engine.post("/wake_up?tags=weights")
+    assert engine.post("/wake_up?tags=weights&tags=kv_cache").json()["status"] == "sleeping"
+    assert engine.state()["sleeping_tags"] == ["kv_cache"]
 
 
 def test_collective_rpc_answers_once_per_rank(sim: SimLauncher) -> None:
@@ -252,10 +265,85 @@ def test_level_zero_only_pauses_scheduling(sim: SimLauncher) -> None:
     assert request.result().status == 200
 
 
-def test_legacy_api_answers_sleep_and_wake_with_empty_bodies(sim: SimLauncher) -> None:
+def test_a_tagged_wake_ends_a_level_zero_pause(sim: SimLauncher) -> None:
+    engine = sim.start()
+    engine.post("/sleep?level=0")
+    assert engine.state()["sleeping_tags"] == []
+    assert engine.post("/wake_up?tags=scheduling").json() == {
+        "status": "awake",
+        "tags": ["scheduling"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("release", "json_bodies"),
+    [("0.15", False), ("0.17", False), ("0.31", False), ("0.32", True), ("0.33", True)],
+)
+def test_each_release_answers_sleep_and_wake_in_its_shape_and_honours_tags(
+    sim: SimLauncher, release: str, json_bodies: bool
+) -> None:
+    engine = sim.start("--sim-vllm-api", release)
+    assert engine.get("/version").json() == {"version": f"{release}.0+llmux.sim"}
+    replies = [engine.post("/sleep?level=2"), engine.post("/wake_up?tags=weights")]
+    assert engine.get("/is_sleeping").json() == {"is_sleeping": True}
+    replies.append(engine.post("/wake_up?tags=kv_cache"))
+    assert engine.get("/is_sleeping").json() == {"is_sleeping": False}
+    assert [reply.status for reply in replies] == [200, 200, 200]
+    bodies = [reply.json() if json_bodies else reply.body for reply in replies]
+    if json_bodies:
+        assert bodies == [
+            {"status": "sleeping", "level": 2},
+            {"status": "sleeping", "tags": ["weights"]},
+            {"status": "awake", "tags": ["kv_cache"]},
+        ]
+    else:
+        assert bodies == [b"", b"", b""]
+
+
+@pytest.mark.parametrize(
+    ("release", "reset_body", "release_kv_status"),
+    [("0.25", b"", 404), ("0.26", b'{"success": true}', 404), ("0.31", b'{"success": true}', 200)],
+)
+def test_cache_routes_follow_the_release(
+    sim: SimLauncher, release: str, reset_body: bytes, release_kv_status: int
+) -> None:
+    engine = sim.start("--sim-vllm-api", release)
+    reset = engine.post("/reset_prefix_cache")
+    assert (reset.status, reset.body) == (200, reset_body)
+    released = engine.post("/release_kv_cache_memory")
+    assert released.status == release_kv_status
+    if release_kv_status == 200:
+        assert released.body == b""
+
+
+def test_the_newest_release_reports_a_kv_cache_release(sim: SimLauncher) -> None:
+    engine = sim.start()
+    assert engine.post("/release_kv_cache_memory").json() == {"status": "kv_cache_released"}
+
+
+def test_before_0_17_level_zero_discards_everything_and_mode_is_ignored(
+    sim: SimLauncher,
+) -> None:
+    engine = sim.start("--sim-vllm-api", "0.16", "--sim-tokens-per-sec", "400")
+    engine.post("/sleep?level=0")
+    state = engine.state()
+    assert (state["sleep_level"], state["weights_location"], state["gpu_bytes"]) == (
+        2,
+        "dropped",
+        0,
+    )
+    engine.post("/wake_up")
+    engine.post("/collective_rpc", {"method": "reload_weights"})
+    request = Background(engine)
+    _wait_in_flight(engine)
+    engine.post("/sleep?level=1&mode=wait")  # no waiting: the request is cut
+    assert request.result().status == 503
+
+
+def test_the_legacy_flag_stands_for_the_0_17_family(sim: SimLauncher) -> None:
     engine = sim.start("--sim-legacy-api")
+    assert engine.get("/version").json() == {"version": "0.17.0+llmux.sim"}
     assert (engine.post("/sleep?level=1").body, engine.post("/wake_up").body) == (b"", b"")
-    assert engine.post("/wake_up?tags=weights").status == 400
 
 
 async def test_sleep_mode_abort_ends_a_stream_with_an_error_event(sim: SimLauncher) -> None:
