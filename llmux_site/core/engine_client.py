@@ -21,8 +21,6 @@ from llmux_site.core.addresses import ListenAddress
 
 SLEEP_MODES = frozenset({"abort", "wait", "keep"})
 WAKE_TAGS = ("weights", "kv_cache")
-# Statuses with which an engine refuses `wake_up?tags=…` it does not understand.
-TAGS_REJECTED = frozenset({400, 404, 422})
 # Margin on top of a collective_rpc's own timeout, so the engine reports it before we give up.
 RPC_TIMEOUT_MARGIN_S = 5.0
 
@@ -248,7 +246,8 @@ class EngineClient:
     # -- sleep, wake, collective_rpc ----------------------------------------------------
 
     async def sleep(self, level: int, mode: str = "abort") -> dict[str, Any]:
-        """POST /sleep?level=L&mode=M. Returns vLLM 0.33's body, or {} for older empty ones."""
+        """POST /sleep?level=L&mode=M. vLLM 0.32+'s body, or {} for the empty 200 of older
+        releases: ask /is_sleeping rather than read it."""
         if level not in (0, 1, 2):
             raise ValueError(f"sleep level must be 0, 1 or 2, not {level!r}")
         if mode not in SLEEP_MODES:
@@ -258,29 +257,27 @@ class EngineClient:
         return reply.json_object()
 
     async def wake_up(self, tags: Sequence[str] | None = None) -> dict[str, Any]:
-        """POST /wake_up (all) or /wake_up?tags=…; {} for older engines' empty bodies."""
+        """POST /wake_up (all) or /wake_up?tags=…; {} for the empty 200 of vLLM before 0.32,
+        which honours the tags all the same: ask /is_sleeping whether the engine is awake."""
         params = [("tags", tag) for tag in tags or ()]
         reply = await self._send("POST", "/wake_up", params=params, limit_s=self.timeouts.wake)
         return reply.json_object()
 
     async def wake_after_discard(self) -> None:
-        """Wake from level-2 sleep: weights buffer, reload weights from disk, then KV cache.
+        """Wake from level-2 sleep: weights buffer, reload weights from disk, KV cache, then
+        drop the prefix cache. Without the reload the output is garbage.
 
-        Engines without wake tags get the older sequence: /wake_up, reload_weights,
-        /reset_prefix_cache. An empty answer to the tagged wake means an older engine that
-        ignored the tags and woke everything, so it also finishes the older way."""
-        try:
-            woke = await self.wake_up(["weights"])
-        except EngineHTTPError as exc:
-            if exc.status not in TAGS_REJECTED:
-                raise
-            await self.wake_up()
-            woke = {}
+        Each step follows /is_sleeping, never the shape of an answer: vLLM 0.15-0.31 answer
+        `wake_up?tags=weights` with an empty 200 yet keep the KV cache asleep until it is
+        woken by name (docs/ENGINES.md). An engine that ignores tags and wakes everything at
+        once reports awake after the first call and skips the KV cache step."""
+        await self.wake_up(["weights"])
         await self.collective_rpc("reload_weights")
-        if woke:
+        if await self.is_sleeping():
             await self.wake_up(["kv_cache"])
-        else:
-            await self.reset_prefix_cache()
+        # vLLM since 0.15 drops the prefix cache when it sleeps; older releases and forks
+        # may not, and a stale prefix cache over a fresh KV cache serves garbage.
+        await self.reset_prefix_cache()
 
     async def collective_rpc(
         self,

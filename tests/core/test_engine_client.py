@@ -31,6 +31,11 @@ def requests_to(engine: SimEngine, path: str) -> int:
     return int(engine.state()["requests"].get(path, 0))
 
 
+# The first and last release of each family in docs/ENGINES.md: 0.15-0.16 (no sleep modes),
+# 0.17-0.31 (empty 200s, tags honoured), 0.32-0.33 (JSON answers).
+VLLM_RELEASES = ("0.15", "0.16", "0.17", "0.31", "0.32", "0.33")
+
+
 async def test_it_drives_sleep_and_wake(sim: SimLauncher) -> None:
     engine = sim.start()
     async with EngineClient(engine.address) as client:
@@ -42,15 +47,52 @@ async def test_it_drives_sleep_and_wake(sim: SimLauncher) -> None:
         assert await client.is_sleeping() is False
 
 
-async def test_wake_after_discard_restores_the_weights(sim: SimLauncher) -> None:
-    engine = sim.start()
+@pytest.mark.parametrize("release", VLLM_RELEASES)
+async def test_a_level_two_wake_restores_weights_and_kv_cache_on_every_release(
+    sim: SimLauncher, release: str
+) -> None:
+    engine = sim.start("--sim-vllm-api", release)
+    awake = engine.state()
     async with EngineClient(engine.address) as client:
         before = await client.probe("llmux-sim/test")
         await client.sleep(2)
+        assert await client.is_sleeping() is True
         await client.wake_after_discard()
-        assert engine.state()["weights_ok"] is True
+        assert await client.is_sleeping() is False
         assert (await client.probe("llmux-sim/test")).text == before.text
-        assert engine.state()["requests"]["/wake_up"] == 2
+    state = engine.state()
+    assert (state["awake"], state["weights_ok"], state["reload_count"]) == (True, True, 1)
+    assert (state["weights_location"], state["kv_bytes"]) == ("device", awake["kv_bytes"])
+    assert state["gpu_bytes"] == awake["gpu_bytes"]
+
+
+@pytest.mark.parametrize("release", VLLM_RELEASES)
+async def test_a_level_one_wake_restores_everything_on_every_release(
+    sim: SimLauncher, release: str
+) -> None:
+    engine = sim.start("--sim-vllm-api", release)
+    awake = engine.state()
+    async with EngineClient(engine.address) as client:
+        await client.sleep(1)
+        await client.wake_up()
+        assert await client.is_sleeping() is False
+    state = engine.state()
+    assert (state["awake"], state["weights_ok"], state["reload_count"]) == (True, True, 0)
+    assert (state["kv_bytes"], state["gpu_bytes"]) == (awake["kv_bytes"], awake["gpu_bytes"])
+
+
+async def test_an_empty_200_to_a_tagged_wake_is_not_taken_for_a_full_wake(
+    sim: SimLauncher,
+) -> None:
+    # vLLM 0.17-0.31 answer `wake_up?tags=weights` with an empty 200 and keep the KV cache
+    # asleep: only /is_sleeping tells the two apart.
+    engine = sim.start("--sim-vllm-api", "0.31")
+    async with EngineClient(engine.address) as client:
+        assert await client.sleep(2) == {}
+        await client.wake_after_discard()
+    state = engine.state()
+    assert (state["awake"], state["sleeping_tags"], state["weights_ok"]) == (True, [], True)
+    assert state["requests"]["/wake_up"] == 2
 
 
 async def test_a_hang_raises_engine_timeout_without_retrying(sim: SimLauncher) -> None:
