@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,11 @@ from django.conf import settings
 from llmux_site.core import supervisor
 from llmux_site.core.config import parse_config
 from llmux_site.core.engine_client import EngineClient
+from llmux_site.core.switching import EngineStatus
 from models_app.models import ModelDefinition, RegistryConfig
 from models_app.services.engines import engine_command, listen_address, process_spec
 from models_app.services.registry import apply_registry
+from models_app.services.runtime import record_engine_status, stop_all_engines
 from tests.plugins.engines import free_port
 
 pytestmark = pytest.mark.django_db
@@ -71,6 +74,11 @@ def test_an_llmux_config_with_vllm_command_llmux_sim_starts_a_real_engine() -> N
     assert not supervisor.is_alive(engine)
 
 
+async def wait_healthy(model: ModelDefinition, engine: supervisor.EngineProcess) -> None:
+    async with EngineClient(listen_address(model)) as client:
+        await supervisor.wait_healthy(engine, client.health, timeout=30)
+
+
 async def exercise(model: ModelDefinition, engine: supervisor.EngineProcess) -> None:
     address = listen_address(model)
     async with EngineClient(address) as client:
@@ -86,3 +94,37 @@ async def exercise(model: ModelDefinition, engine: supervisor.EngineProcess) -> 
         assert not await client.is_sleeping()
         after = await client.probe("org/tiny-model")
         assert after.text == before.text
+
+
+def test_an_engine_gets_a_private_tmpdir_under_the_data_dir_and_loses_it_at_stop() -> None:
+    model = import_llmux_05(free_port())
+    spec = process_spec(model, RegistryConfig.load())
+    assert spec.tmp_dir is not None
+    tmp_dir = Path(spec.tmp_dir)
+    assert tmp_dir.parent == Path(settings.LLMUX_DIRS["run"]) / "tmp"
+    # vLLM's ZeroMQ sockets are TMPDIR/<36-character uuid>: within the 107-byte limit.
+    assert len(os.fsencode(tmp_dir / ("x" * 36))) <= 107
+
+    engine = supervisor.spawn(spec)
+    try:
+        record_engine_status(model, EngineStatus.RUNNING, process=engine, evicted=None)
+        asyncio.run(wait_healthy(model, engine))
+        assert tmp_dir.is_dir()
+        environ = Path(f"/proc/{engine.pid}/environ").read_bytes().split(b"\0")
+        assert f"TMPDIR={tmp_dir}".encode() in environ
+        (tmp_dir / "vllm_dist_0123").write_text("left by the engine")
+    finally:
+        stopped = stop_all_engines(grace=5)
+
+    assert stopped == ["tiny"]
+    assert not tmp_dir.exists()
+
+
+def test_a_model_that_sets_its_own_tmpdir_keeps_it() -> None:
+    model = import_llmux_05(free_port())
+    model.env = {"TMPDIR": "/var/lib/llmux/tmp"}
+
+    spec = process_spec(model, RegistryConfig.load())
+
+    assert spec.tmp_dir is None
+    assert spec.env["TMPDIR"] == "/var/lib/llmux/tmp"

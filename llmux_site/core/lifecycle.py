@@ -24,6 +24,7 @@ import aiohttp
 from llmux_site.core import supervisor
 from llmux_site.core.addresses import ListenAddress
 from llmux_site.core.engine_client import CallTimeouts, EngineClient, open_session
+from llmux_site.core.engine_files import remove_engine_files
 from llmux_site.core.launch import tensor_parallel_size
 from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
 from llmux_site.core.processes import live_process, process_tree
@@ -52,6 +53,7 @@ __all__ = [
     "kill_now",
     "readiness",
     "shared_sessions",
+    "stop_engine",
 ]
 
 logger = logging.getLogger(__name__)
@@ -230,6 +232,15 @@ async def _stop_group(process: EngineProcess, grace: float) -> str:
     return ""
 
 
+async def stop_engine(target: EngineTarget, process: EngineProcess, grace: float) -> str:
+    """Stop the target's engine and remove the files it leaves (its socket, its TMPDIR);
+    '' or why stopping failed (never raises SupervisorError)."""
+    failure = await _stop_group(process, grace)
+    if not failure:
+        remove_engine_files(tmp_dir=target.spec.tmp_dir, uds=target.spec.uds)
+    return failure
+
+
 def kill_now(process: EngineProcess, grace: float) -> None:
     """Stop the group without the event loop: for cancellation and SystemExit paths."""
     try:
@@ -274,7 +285,7 @@ async def cold_start(
                 interval=STARTUP_POLL_INTERVAL,
             )
     except Exception as exc:
-        await _stop_group(process, stop_grace)
+        await stop_engine(target, process, stop_grace)
         tail = supervisor.read_failure_cause(process.log_path)
         raise BringUpError(f"cold start of {target.name} failed: {exc}", log_tail=tail) from exc
     except BaseException:
@@ -321,6 +332,7 @@ async def _apply_process_action(
         return
     if action is ProcessAction.STOP:
         await supervisor.stop_async(process, grace=stop_grace)
+        remove_engine_files(tmp_dir=target.spec.tmp_dir, uds=target.spec.uds)
         return
     if actions is None:
         raise _unavailable(action)
@@ -349,8 +361,10 @@ _STATUS_AFTER: dict[ProcessAction, EngineStatus] = {
 }
 
 
-async def _escalate(process: EngineProcess, reason: str, stop_grace: float) -> EvictOutcome:
-    failure = await _stop_group(process, stop_grace)
+async def _escalate(
+    target: EngineTarget, process: EngineProcess, reason: str, stop_grace: float
+) -> EvictOutcome:
+    failure = await stop_engine(target, process, stop_grace)
     if failure:
         raise EvictionError(f"{reason}; escalating to stop failed too: {failure}")
     return EvictOutcome(STOPPED_POLICY, escalated=True, error=reason)
@@ -379,7 +393,7 @@ async def evict(
     policy = target.eviction
     if _live(process) is None:
         if process is not None:  # its workers may outlive the leader
-            await _escalate(process, "engine process is gone", stop_grace)
+            await _escalate(target, process, "engine process is gone", stop_grace)
         return EvictOutcome(STOPPED_POLICY, error=f"{target.name} was not running")
     assert process is not None
 
@@ -399,7 +413,7 @@ async def evict(
         _check_memory_freed(held_before, memory_probe(pids), tolerance)
     except Exception as exc:
         reason = f"eviction of {target.name} by {policy.label} failed: {_describe(exc)}"
-        return await _escalate(process, reason, stop_grace)
+        return await _escalate(target, process, reason, stop_grace)
     status = _STATUS_AFTER[policy.process]
     kept = process if status in (EngineStatus.SLEEPING, EngineStatus.SUSPENDED) else None
     return EvictOutcome(policy, status=status, process=kept)
@@ -527,7 +541,7 @@ async def _revive_or_stop(
     try:
         await _revive(kind, target, process, timeouts=timeouts, actions=actions, weights=weights)
     except Exception as exc:
-        await _stop_group(process, stop_grace)
+        await stop_engine(target, process, stop_grace)
         tail = supervisor.read_failure_cause(process.log_path or target.spec.log_path)
         message = f"{kind.value} of {target.name} failed: {_describe(exc)}"
         raise BringUpError(message, log_tail=tail) from exc
@@ -632,7 +646,7 @@ async def readiness(
         async with asyncio.timeout(timeout):
             await _check_ready(target, timeouts, on_healthy)
     except Exception as exc:  # TimeoutError included
-        await _stop_group(process, stop_grace)
+        await stop_engine(target, process, stop_grace)
         tail = supervisor.read_failure_cause(process.log_path)
         message = f"readiness of {target.name} failed: {_describe(exc)}"
         raise ReadinessError(message, log_tail=tail) from exc

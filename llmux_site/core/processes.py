@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psutil
 
+from llmux_site.core.engine_files import prepare_private_tmp, remove_stale_socket
 from llmux_site.core.engine_log import run_marker_line
 
 __all__ = [
@@ -123,6 +124,10 @@ class ProcessSpec:
     # None means "this process's environment"; pass a mapping to start from something else.
     base_env: Mapping[str, str] | None = None
     cwd: str | os.PathLike[str] | None = None
+    # The engine's own files (engine_files): a private TMPDIR, created empty at spawn, and
+    # the Unix socket it will listen on, removed before spawn when nothing listens on it.
+    tmp_dir: str | None = None
+    uds: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +255,8 @@ def _validated_argv(argv: Sequence[str]) -> list[str]:
 
 def _environment(spec: ProcessSpec) -> dict[str, str]:
     env = dict(os.environ if spec.base_env is None else spec.base_env)
+    if spec.tmp_dir is not None:
+        env["TMPDIR"] = spec.tmp_dir
     env.update(spec.env)
     for name, value in env.items():
         if not isinstance(name, str) or not isinstance(value, str):
@@ -257,11 +264,23 @@ def _environment(spec: ProcessSpec) -> dict[str, str]:
     return env
 
 
+def _prepare_files(spec: ProcessSpec) -> None:
+    """What the engine finds at start: no stale socket, an empty private TMPDIR."""
+    try:
+        if spec.uds is not None:
+            remove_stale_socket(spec.uds)
+        if spec.tmp_dir is not None:
+            prepare_private_tmp(spec.tmp_dir)
+    except OSError as exc:
+        raise SpawnError(f"cannot prepare the engine's files: {exc}") from exc
+
+
 def spawn(spec: ProcessSpec) -> EngineProcess:
     """Start ``spec.argv`` in a session and process group of its own; return its record."""
     argv = _validated_argv(spec.argv)
     env = _environment(spec)
     log_path = Path(spec.log_path)
+    _prepare_files(spec)
     try:
         log_fd = _open_log(log_path)
     except OSError as exc:

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from llmux_site.core import lifecycle, supervisor
 from llmux_site.core.engine_client import CallTimeouts
+from llmux_site.core.engine_files import remove_engine_files
 from llmux_site.core.lifecycle import (
     EvictionBaseline,
     EvictionError,
@@ -353,6 +354,7 @@ async def run_eviction(
         await ports.phase(Phase.EVICT, None)
         started = time.monotonic()
         await supervisor.stop_async(process, grace=plan.stop_grace)
+        remove_engine_files(tmp_dir=target.spec.tmp_dir, uds=target.spec.uds)
         await ports.record(EngineChange(target.name, EngineStatus.STOPPED))
         await switch._finish_phase(Phase.EVICT, started)
     else:

@@ -13,7 +13,12 @@ from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switching import EngineChange, EngineStatus, EngineTarget
 from models_app.models import EngineRuntime, EngineState, ModelDefinition, RegistryConfig
 from models_app.services import notify
-from models_app.services.engines import eviction_policy, listen_address, process_spec
+from models_app.services.engines import (
+    eviction_policy,
+    listen_address,
+    process_spec,
+    remove_engine_files,
+)
 
 # States in which the engine holds (or is about to hold) its GPU group.
 AWAKE_STATES = (EngineState.STARTING, EngineState.RUNNING, EngineState.DRAINING)
@@ -251,5 +256,7 @@ def stop_all_engines(*, grace: float = 10.0) -> list[str]:
         if process is not None:
             supervisor.stop(process, grace=grace)
             stopped.append(runtime.model.name)
+        if runtime.state != EngineState.CHECKPOINTED:  # its image needs them
+            remove_engine_files(runtime.model)
         record_engine_status(runtime.model, EngineStatus.STOPPED, process=None, evicted=None)
     return stopped
