@@ -31,6 +31,7 @@ test: $(STAMP) lint typecheck
 	scripts/ci-services.sh
 	scripts/install-criu.sh >/dev/null
 	scripts/install-chromium.sh >/dev/null
+	scripts/install-vllm.sh >/dev/null
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Benchmarks of the gateway and of switching; writes docs/PERFORMANCE.md.

@@ -17,8 +17,10 @@ if "LLMUX_DATA_DIR" not in os.environ:
 
 # Tests keep sockets, images and data under /tmp (short socket paths, pytest's tmp_path):
 # allowed there on top of the default roots. Subprocesses get it too (harness `env`s).
+# The real-engine tests' vLLM and models live in their own cache (tests/plugins/real_vllm).
+VLLM_ROOT = os.environ.get("LLMUX_VLLM_ENV") or os.path.expanduser("~/.cache/llmux")
 TEST_PATH_ROOTS = ",".join(
-    [os.environ["LLMUX_DATA_DIR"], "/models", "/var/lib/llmux", "/run/llmux", "/tmp"]
+    [os.environ["LLMUX_DATA_DIR"], "/models", "/var/lib/llmux", "/run/llmux", "/tmp", VLLM_ROOT]
 )
 os.environ.setdefault("LLMUX_PATH_ROOTS", TEST_PATH_ROOTS)
 
