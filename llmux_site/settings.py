@@ -203,6 +203,10 @@ Q_TIMEOUT = env_int("LLMUX_TASK_TIMEOUT_SECS", 3600, minimum=60)
 # cuda-bindings is installed (the `cuda` extra), `driver` always, `off` never (such an
 # eviction then escalates to stop, recorded). A cuda-checkpoint path replaces the API.
 LLMUX_CUDA_SUSPEND = env_choice("LLMUX_CUDA_SUSPEND", "auto", ("auto", "driver", "off"))
+# vLLM sleep mode (evictions that offload or discard weights): `auto` where the host has an
+# NVIDIA GPU (vLLM's CPU build refuses --enable-sleep-mode) and always for the simulator,
+# `on` everywhere, `off` nowhere; without it such an eviction stops the engine instead.
+LLMUX_SLEEP_MODE = env_choice("LLMUX_SLEEP_MODE", "auto", ("auto", "on", "off"))
 LLMUX_CUDA_CHECKPOINT_BIN = env_optional("LLMUX_CUDA_CHECKPOINT_BIN")
 
 # Gateway API keys: `auto` requires one on /v1/ whenever the web process serves beyond

@@ -14,6 +14,7 @@ PCI bus order while CUDA by default puts the fastest first: engines should run w
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -196,6 +197,19 @@ class LedgerProbe:
     def used_by_pids(self, pids: Sequence[int]) -> int:
         wanted = set(pids)
         return sum(entry.bytes for entry in ledger_entries(self.ledger_dir) if entry.pid in wanted)
+
+
+NVIDIA_DRIVER_VERSION = Path("/proc/driver/nvidia/version")
+
+
+@functools.cache
+def host_has_nvidia_gpu() -> bool:
+    """Whether this host has an NVIDIA driver and GPU (the driver's /proc entry, or NVML).
+
+    The driver's entry answers without nvidia-ml-py installed; it is what vLLM's CUDA build
+    needs as well. Cached: a host does not grow a GPU while llmux runs.
+    """
+    return NVIDIA_DRIVER_VERSION.exists() or NvmlProbe.available()
 
 
 def detect_probe(

@@ -19,14 +19,18 @@ from types import MappingProxyType
 from typing import Literal, get_args
 
 from llmux_site.core.addresses import ListenAddress
+from llmux_site.core.policy import EvictionPolicy
 
 __all__ = [
     "SIMULATOR_COMMAND",
+    "SLEEP_FLAG",
     "EngineCommand",
     "EngineKind",
     "LaunchError",
     "build_engine_command",
+    "needs_sleep_mode",
     "resolve_program",
+    "sleep_mode_in",
     "tensor_parallel_size",
 ]
 
@@ -41,6 +45,8 @@ _ADDRESS_FLAGS = ("--host", "--port", "--uds")
 _TP_FLAGS = ("--tensor-parallel-size", "-tp")
 _TP_REQUIRED = ("--enforce-eager", "--disable-custom-all-reduce")
 _NO_ENV: Mapping[str, str] = MappingProxyType({})
+SLEEP_FLAG = "--enable-sleep-mode"
+_SERVED_NAME_FLAG = "--served-model-name"
 
 
 class LaunchError(ValueError):
@@ -68,11 +74,17 @@ def build_engine_command(
     criu_compatible: bool = False,
     generic_argv: Sequence[str] = (),
     search_path: str | None = None,
+    served_model_name: str | None = None,
+    eviction: EvictionPolicy | None = None,
+    sleep_mode: bool = True,
 ) -> EngineCommand:
     """The command that starts ``model_path`` as an engine of ``kind`` listening at ``address``.
 
     ``env`` is the model's own environment and wins over the defaults set here.
     ``search_path`` is the PATH used to resolve ``vllm_command`` (default: this process's).
+    ``served_model_name`` is passed as ``--served-model-name`` (vLLM then answers to it).
+    ``sleep_mode`` says whether the engine's platform has vLLM sleep mode: the flag goes in
+    only there, and only when ``eviction`` sleeps (None: not known, so it may).
     """
     if kind not in get_args(EngineKind):
         raise LaunchError(f"unknown engine kind {kind!r}; expected one of {get_args(EngineKind)}")
@@ -85,15 +97,41 @@ def build_engine_command(
     if kind == "generic":
         argv = [*_generic_argv(generic_argv, model_path, address, warnings), *extra]
     else:
-        _reject_address_flags(extra)
         program = (
             list(SIMULATOR_COMMAND)
             if kind == "simulator"
             else resolve_program(vllm_command, search_path=search_path)
         )
-        sleep_flag = [] if "--enable-sleep-mode" in extra else ["--enable-sleep-mode"]
-        argv = [*program, "serve", model_path, *address.cli_args(), *sleep_flag, *extra]
+        sleep = sleep_mode and needs_sleep_mode(eviction)
+        argv = [*program, *_serve_args(model_path, address, extra, served_model_name, sleep)]
         warnings.extend(_tensor_parallel_warnings(extra))
+        if not sleep_mode and sleep_mode_in(extra):
+            warnings.append(
+                "extra_args turn on vLLM sleep mode, which this engine's platform lacks "
+                "(LLMUX_SLEEP_MODE): vLLM's CPU build refuses to start with it"
+            )
+    engine_env = _default_env(kind, gpu_ids, criu_compatible=criu_compatible)
+    engine_env.update(model_env)
+    return EngineCommand(argv=argv, env=engine_env, warnings=warnings)
+
+
+def _serve_args(
+    model_path: str,
+    address: ListenAddress,
+    extra: list[str],
+    served_model_name: str | None,
+    sleep: bool,
+) -> list[str]:
+    """`serve MODEL --port|--uds … [--served-model-name N] [--enable-sleep-mode] EXTRA…`."""
+    _reject_address_flags(extra)
+    sleep_flag = [SLEEP_FLAG] if sleep and not sleep_mode_in(extra) else []
+    served = _served_name(served_model_name, extra)
+    return ["serve", model_path, *address.cli_args(), *served, *sleep_flag, *extra]
+
+
+def _default_env(
+    kind: EngineKind | str, gpu_ids: Sequence[int], *, criu_compatible: bool
+) -> dict[str, str]:
     engine_env = {"NO_COLOR": "1"}
     if kind != "generic":
         # vLLM only exposes /sleep, /wake_up and /collective_rpc in dev mode.
@@ -104,8 +142,23 @@ def build_engine_command(
         # io_uring and libuv keep kernel state CRIU cannot dump.
         engine_env["UV_USE_IO_URING"] = "0"
         engine_env["USE_LIBUV"] = "0"
-    engine_env.update(model_env)
-    return EngineCommand(argv=argv, env=engine_env, warnings=warnings)
+    return engine_env
+
+
+def needs_sleep_mode(eviction: EvictionPolicy | None) -> bool:
+    """Whether an engine evicted by `eviction` calls vLLM's /sleep (None: it may)."""
+    return eviction is None or eviction.vllm_sleep_level is not None
+
+
+def sleep_mode_in(argv: Sequence[str]) -> bool:
+    """Whether an engine's argv turns vLLM sleep mode on."""
+    return any(arg == SLEEP_FLAG or arg.startswith(f"{SLEEP_FLAG}=") for arg in argv)
+
+
+def _served_name(name: str | None, extra: Sequence[str]) -> list[str]:
+    if not name or any(arg.split("=", 1)[0] == _SERVED_NAME_FLAG for arg in extra):
+        return []  # vLLM serves the model path then, or extra_args name it already
+    return [_SERVED_NAME_FLAG, name]
 
 
 def resolve_program(command: Sequence[str] | str, *, search_path: str | None = None) -> list[str]:

@@ -20,14 +20,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
+import psutil
 
 from llmux_site.core import supervisor
 from llmux_site.core.addresses import ListenAddress
 from llmux_site.core.engine_client import CallTimeouts, EngineClient, open_session
 from llmux_site.core.engine_files import remove_engine_files
-from llmux_site.core.launch import tensor_parallel_size
+from llmux_site.core.launch import sleep_mode_in, tensor_parallel_size
 from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
-from llmux_site.core.processes import live_process, process_tree
+from llmux_site.core.processes import UNREADABLE, live_process, process_tree
 from llmux_site.core.supervisor import EngineProcess, SupervisorError
 from llmux_site.core.switching import BringUpKind, EngineStatus, EngineTarget
 
@@ -44,6 +45,7 @@ __all__ = [
     "ProcessActions",
     "ReadinessError",
     "Restored",
+    "SleepModeUnavailable",
     "bring_up",
     "bring_up_kind",
     "cold_start",
@@ -95,6 +97,10 @@ class EvictionError(LifecycleError):
 
 class ProcessActionUnavailable(LifecycleError):
     """A process action (cuda_suspend, checkpoint) this host cannot perform."""
+
+
+class SleepModeUnavailable(LifecycleError):
+    """The eviction offloads or discards weights, but the engine runs without sleep mode."""
 
 
 class ProcessActions(Protocol):
@@ -316,6 +322,26 @@ async def _release_weights(client: EngineClient, policy: EvictionPolicy) -> None
 NCCL_ACTIONS = (ProcessAction.CUDA_SUSPEND, ProcessAction.CHECKPOINT)
 
 
+def _check_sleep_mode(target: EngineTarget, process: EngineProcess) -> None:
+    """Refuse to call /sleep on an engine started without sleep mode.
+
+    Its command line tells (the live one; the one it was started from if unreadable). Not
+    worth a try: vLLM's CPU build in dev mode answers /sleep 200, frees nothing, and then
+    hangs the next request.
+    """
+    if target.eviction.vllm_sleep_level is None:
+        return
+    try:
+        argv: Sequence[str] = psutil.Process(process.pid).cmdline()
+    except UNREADABLE:
+        argv = target.spec.argv
+    if not sleep_mode_in(argv):
+        raise SleepModeUnavailable(
+            "the engine runs without vLLM sleep mode (no --enable-sleep-mode: its platform "
+            "has none, see LLMUX_SLEEP_MODE, or its model's own eviction does not sleep)"
+        )
+
+
 def _tensor_parallel(target: EngineTarget) -> bool:
     return tensor_parallel_size(target.spec.argv) > 1
 
@@ -400,6 +426,7 @@ async def evict(
     baseline = baseline or eviction_baseline(process, memory_probe)
     pids, held_before = baseline.pids, baseline.held
     try:
+        _check_sleep_mode(target, process)
         async with _client(target, timeouts) as client:
             await _release_weights(client, policy)
             if policy.process in NCCL_ACTIONS and _tensor_parallel(target):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from llmux_site.simulator.config import VERSION, SimConfig
+from llmux_site.simulator.config import PLATFORMS, VERSION, SimConfig
 from llmux_site.simulator.faults import FAULT_HELP, FaultSpecError, parse_faults, split_fault_env
 from llmux_site.simulator.ledger import default_ledger_dir, is_under_shm
 from llmux_site.simulator.vllm_api import (
@@ -86,6 +86,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     _sim(p, "child-processes", env, type=count, help="children that die with the engine (0)")
     _sim(p, "vllm-api", env, help=f"control API of this vLLM, 0.15-0.33 ({DEFAULT_VERSION})")
     _sim(p, "legacy-api", env, type=_truthy, nargs="?", const=True, help="= --sim-vllm-api 0.17")
+    _sim(p, "platform", env, choices=PLATFORMS, help="gpu (default), or cpu: vLLM's CPU build")
     p.add_argument("--sim-fault", action="append", default=None, help=FAULT_HELP)
     return p
 
@@ -153,8 +154,20 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> SimConfig:
         ledger_dir=ledger_dir,
         child_processes=_or(ns.sim_child_processes, 0),
         vllm_api=_vllm_api(parser, ns.sim_vllm_api, legacy=bool(ns.sim_legacy_api)),
+        platform=ns.sim_platform or "gpu",
         faults=faults,
     )
+
+
+def check_platform(config: SimConfig) -> None:
+    """Refuse at start what vLLM refuses on the simulated platform.
+
+    vLLM's CPU build stops at start with a traceback whose message is this one (a pydantic
+    ValidationError there) when given --enable-sleep-mode; here the exception is raised out
+    of `main`, so the log holds a real traceback and the exit status is 1, as there.
+    """
+    if config.platform == "cpu" and config.enable_sleep_mode:
+        raise ValueError("Sleep mode is not supported on current platform.")
 
 
 def _vllm_api(parser: argparse.ArgumentParser, text: str | None, *, legacy: bool) -> VllmApi:
@@ -185,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{USAGE}\nllmux-sim: unknown command {args[0]!r}", file=sys.stderr)
         return 2
     config = parse_args(args[1:], os.environ)
+    check_platform(config)
     # Imported late so --help and argument errors never pay for aiohttp.
     from llmux_site.simulator.server import run
 

@@ -9,6 +9,8 @@ from llmux_site.simulator.faults import Faults
 from llmux_site.simulator.vllm_api import DEFAULT_VERSION, VllmApi, parse_vllm_api
 
 SUFFIX = "+llmux.sim"
+# What the simulated vLLM build runs on: a GPU build, or vLLM's CPU build (no sleep mode).
+PLATFORMS = ("gpu", "cpu")
 VERSION = f"{parse_vllm_api(DEFAULT_VERSION).version}{SUFFIX}"
 
 
@@ -39,6 +41,7 @@ class SimConfig:
     child_processes: int = 0
     vllm_api: VllmApi = field(default_factory=lambda: parse_vllm_api(DEFAULT_VERSION))
     faults: Faults = field(default_factory=Faults)
+    platform: str = "gpu"
 
     @property
     def model_name(self) -> str:

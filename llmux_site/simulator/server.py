@@ -108,7 +108,10 @@ async def serve(config: SimConfig) -> int:
         load_bytes_per_sec=config.load_bytes_per_sec,
     )
     gpu_ids = visible_gpu_ids(count=config.tensor_parallel_size)
-    ledger = LedgerWriter(config.ledger_dir, model=config.model_name, gpu_ids=gpu_ids)
+    # vLLM's CPU build holds no GPU memory: nothing for a GPU probe to read.
+    ledger = None
+    if config.platform != "cpu":
+        ledger = LedgerWriter(config.ledger_dir, model=config.model_name, gpu_ids=gpu_ids)
     engine = Engine(config, make_memory(config, source.size), source, ledger)
     install_signal_handlers(engine, stop)
     children = spawn_children(config.child_processes)

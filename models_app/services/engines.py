@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import itertools
+import os
+import shlex
 import tempfile
 from pathlib import Path
 
@@ -11,7 +14,8 @@ from django.conf import settings
 
 from llmux_site.core import engine_files
 from llmux_site.core.addresses import ListenAddress
-from llmux_site.core.launch import EngineCommand, build_engine_command
+from llmux_site.core.gpu import host_has_nvidia_gpu
+from llmux_site.core.launch import SIMULATOR_SCRIPT, EngineCommand, build_engine_command
 from llmux_site.core.policy import EvictionPolicy, ProcessAction
 from llmux_site.core.supervisor import ProcessSpec
 from models_app.models import ModelDefinition, RegistryConfig
@@ -29,6 +33,47 @@ def eviction_policy(model: ModelDefinition, config: RegistryConfig) -> EvictionP
     return model.eviction_override() or config.default_eviction()
 
 
+def runs_simulator(model: ModelDefinition, config: RegistryConfig) -> bool:
+    """Whether the model's engine is llmux's simulator (kind, or a `llmux-sim` command)."""
+    if model.engine_kind != "vllm":
+        return model.engine_kind == "simulator"
+    words = list(model.command) or shlex.split(config.vllm_command or "vllm")
+    return bool(words) and os.path.basename(words[0]) == SIMULATOR_SCRIPT
+
+
+def _simulates_cpu_build(model: ModelDefinition) -> bool:
+    pairs = itertools.pairwise([*model.extra_args, ""])
+    cpu = any(a == "--sim-platform=cpu" or (a, b) == ("--sim-platform", "cpu") for a, b in pairs)
+    return cpu or model.env.get("LLMUX_SIM_PLATFORM") == "cpu"
+
+
+def sleep_mode_available(model: ModelDefinition, config: RegistryConfig) -> bool:
+    """Whether the platform of the model's engine has vLLM sleep mode (LLMUX_SLEEP_MODE).
+
+    `auto`: a GPU build of vLLM has it where the host has an NVIDIA GPU; vLLM's CPU build
+    never; the simulator does, as a GPU vLLM would, unless it plays the CPU build.
+    """
+    if model.engine_kind == "generic":
+        return False  # llmux adds no flag to a generic command; its config cannot sleep
+    if settings.LLMUX_SLEEP_MODE != "auto":
+        return bool(settings.LLMUX_SLEEP_MODE == "on")
+    if runs_simulator(model, config):
+        return not _simulates_cpu_build(model)
+    return host_has_nvidia_gpu()
+
+
+def sleep_mode_warning(model: ModelDefinition, config: RegistryConfig) -> str | None:
+    """Why `model`'s eviction cannot work as configured on this host, if it cannot."""
+    policy = eviction_policy(model, config)
+    if policy.vllm_sleep_level is None or sleep_mode_available(model, config):
+        return None
+    return (
+        f"{model.name}: eviction {policy.label} needs vLLM sleep mode, which this host's "
+        f"platform lacks for its engine (LLMUX_SLEEP_MODE={settings.LLMUX_SLEEP_MODE}): "
+        "it will stop the engine instead"
+    )
+
+
 def engine_command(model: ModelDefinition, config: RegistryConfig) -> EngineCommand:
     """The argv and environment that start this model's engine."""
     policy = eviction_policy(model, config)
@@ -44,6 +89,9 @@ def engine_command(model: ModelDefinition, config: RegistryConfig) -> EngineComm
         env=env,
         criu_compatible=policy.process is ProcessAction.CHECKPOINT,
         generic_argv=list(model.command),
+        served_model_name=model.served_model_name or None,
+        eviction=policy,
+        sleep_mode=sleep_mode_available(model, config),
     )
 
 

@@ -35,6 +35,7 @@ from models_app.models import (
     RegistryConfig,
 )
 from models_app.services import engine_rules, notify, paths
+from models_app.services.engines import sleep_mode_warning
 
 # Config key -> ModelDefinition field. `eviction` (two fields) and `aliases` (rows) are
 # handled on their own.
@@ -197,6 +198,8 @@ def apply_registry(
         if errors:
             raise ConfigError(errors)
         warnings += _running_engine_warnings(plans)
+        # Only a warning: a registry may describe models for other hosts.
+        warnings += [w for plan in plans if (w := sleep_mode_warning(plan.obj, settings))]
         if not dry_run:
             _write(
                 plans,

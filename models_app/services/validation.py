@@ -14,14 +14,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.conf import settings
+
 from checkpoints_app.services.operations import OperationError, wait_for
 from llmux_site.core.engine_client import EngineClient
+from llmux_site.core.launch import sleep_mode_in
 from llmux_site.core.lifecycle import MEMORY_LEFT_RATIO
 from llmux_site.core.policy import EvictionPolicy, PolicyError, ProcessAction
 from llmux_site.core.processes import process_tree
-from models_app.models import ModelDefinition, SwapTrigger, ValidationRun
+from models_app.models import ModelDefinition, RegistryConfig, SwapTrigger, ValidationRun
 from models_app.services import control
-from models_app.services.engines import listen_address
+from models_app.services.engines import engine_command, listen_address, sleep_mode_available
 from models_app.services.host_actions import capabilities
 from models_app.services.runtime import runtime_for
 from models_app.services.switch_ports import gpu_probe
@@ -52,6 +55,27 @@ class Support:
         if policy.process is ProcessAction.CHECKPOINT:
             return self.checkpoint
         return True
+
+
+def unavailable(model: ModelDefinition, policy: EvictionPolicy, support: Support) -> str | None:
+    """Why `policy` cannot be tried on `model` here, or None."""
+    if not support.allows(policy):
+        return f"{policy.process.value} is not available on this host"
+    if policy.vllm_sleep_level is None:
+        return None
+    config = RegistryConfig.load()
+    if not sleep_mode_available(model, config):
+        return (
+            f"{policy.weights.value} needs vLLM sleep mode, which this host's platform lacks "
+            f"for this engine (LLMUX_SLEEP_MODE={settings.LLMUX_SLEEP_MODE})"
+        )
+    if not sleep_mode_in(engine_command(model, config).argv):
+        return (
+            f"{policy.weights.value} needs vLLM sleep mode, but the engine starts without it: "
+            "its own eviction does not sleep (give it one that does, or --enable-sleep-mode "
+            "in extra_args, to validate this policy)"
+        )
+    return None
 
 
 def host_support() -> Support:
@@ -158,15 +182,12 @@ def validate(
     batch = uuid.uuid4().hex
     runs = []
     for policy in chosen:
-        if not support.allows(policy):
+        refused = unavailable(model, policy, support)
+        if refused is not None:
             if not explicit:
                 continue  # the default list covers what this host can do
             run = ValidationRun.objects.create(
-                batch=batch,
-                model=model,
-                model_name=model.name,
-                policy=policy.label,
-                error=f"{policy.process.value} is not available on this host",
+                batch=batch, model=model, model_name=model.name, policy=policy.label, error=refused
             )
         else:
             run = validate_policy(model, policy, batch, timeout)

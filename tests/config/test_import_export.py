@@ -12,6 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.forms.models import model_to_dict
+from django.test import override_settings
 
 from llmux_site.core import config
 from llmux_site.core.config import ConfigError, dump_config, load_config_file, parse_config
@@ -513,7 +514,8 @@ def test_changes_to_a_running_model_are_reported_as_applying_at_its_next_start()
     data = llmux05()
     data["models"]["llama-7b"]["extra_args"] = ["--max-model-len", "4096"]
 
-    report = apply_registry(parse_config(data))
+    with override_settings(LLMUX_SLEEP_MODE="on"):  # as on a GPU host: its level 1 can sleep
+        report = apply_registry(parse_config(data))
 
     assert report.warnings == ("llama-7b: engine is running; changes apply when it next starts",)
 

@@ -14,7 +14,9 @@ from llmux_site.core.launch import (
     LaunchError,
     build_engine_command,
     resolve_program,
+    sleep_mode_in,
 )
+from llmux_site.core.policy import EvictionPolicy
 
 TCP = ListenAddress.tcp(8001)
 UNIX = ListenAddress.unix("/run/llmux/qwen.sock")
@@ -98,6 +100,57 @@ def test_sleep_mode_is_not_repeated_when_extra_args_already_enable_it() -> None:
     )
 
     assert command.argv.count("--enable-sleep-mode") == 1
+
+
+OFFLOAD = EvictionPolicy.from_label("offload+keep_running")
+STOP = EvictionPolicy.from_label("retain+stop")
+
+
+@pytest.mark.parametrize(
+    ("eviction", "sleep_mode", "flag"),
+    [
+        (OFFLOAD, True, True),  # a GPU host, a policy that sleeps
+        (STOP, True, False),  # nothing calls /sleep: vLLM runs without sleep mode
+        (OFFLOAD, False, False),  # vLLM's CPU build refuses the flag at start
+        (None, True, True),  # the policy is not known: it may sleep
+    ],
+)
+def test_the_sleep_flag_follows_the_eviction_policy_and_the_platform(
+    eviction: EvictionPolicy | None, sleep_mode: bool, flag: bool
+) -> None:
+    command = build_engine_command(
+        "vllm", model_path="m", address=TCP, eviction=eviction, sleep_mode=sleep_mode
+    )
+
+    assert ("--enable-sleep-mode" in command.argv) is flag
+    assert sleep_mode_in(command.argv) is flag
+    assert command.warnings == []
+
+
+def test_extra_args_that_turn_sleep_mode_on_where_there_is_none_are_warned_about() -> None:
+    command = build_engine_command(
+        "vllm", model_path="m", address=TCP, extra_args=["--enable-sleep-mode"], sleep_mode=False
+    )
+
+    assert command.argv.count("--enable-sleep-mode") == 1  # the administrator's choice
+    assert "refuses to start" in command.warnings[0]
+
+
+def test_the_served_model_name_is_passed_to_the_engine() -> None:
+    named = build_engine_command("vllm", model_path="/models/q", address=TCP, served_model_name="q")
+    unnamed = build_engine_command("vllm", model_path="/models/q", address=TCP)
+    already = build_engine_command(
+        "simulator",
+        model_path="/models/q",
+        address=TCP,
+        served_model_name="q",
+        extra_args=["--served-model-name", "other"],
+    )
+
+    at = named.argv.index("--served-model-name")
+    assert named.argv[at + 1] == "q"
+    assert "--served-model-name" not in unnamed.argv  # vLLM answers to the model path
+    assert already.argv.count("--served-model-name") == 1
 
 
 def test_a_simulator_engine_runs_the_simulator_module_like_vllm() -> None:

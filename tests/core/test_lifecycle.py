@@ -111,6 +111,18 @@ async def test_cold_start_of_a_crashing_engine_raises_with_the_log_tail(
     assert gone(spawned[0])
 
 
+async def test_a_cold_start_refused_by_the_platform_says_why(models: SimModels) -> None:
+    # The simulator playing vLLM's CPU build, given --enable-sleep-mode: it exits at start.
+    target = models.target("m/cpu-sleep", extra_args=["--sim-platform", "cpu"])
+
+    with pytest.raises(BringUpError) as raised:
+        await lifecycle.cold_start(target, timeouts=ROOMY)
+
+    assert raised.value.log_tail.splitlines()[-1] == (
+        "ValueError: Sleep mode is not supported on current platform."
+    )
+
+
 async def test_cold_start_past_the_startup_timeout_stops_the_group(models: SimModels) -> None:
     target = models.target(
         "m/slow", "start-delay=30", extra_args=["--sim-child-processes", "1"], startup_timeout=0.5
@@ -186,6 +198,40 @@ async def test_a_failed_sleep_escalates_to_stop(
     assert outcome.escalated and outcome.evicted == lifecycle.STOPPED_POLICY
     assert (outcome.status, outcome.process) == (EngineStatus.STOPPED, None)
     assert reason in outcome.error and "offload+keep_running" in outcome.error
+    assert gone(running.process)
+
+
+def without_sleep_mode(target: EngineTarget) -> EngineTarget:
+    """`target` started as llmux starts an engine whose platform has no sleep mode."""
+    argv = [arg for arg in target.spec.argv if arg != "--enable-sleep-mode"]
+    return dataclasses.replace(target, spec=dataclasses.replace(target.spec, argv=argv))
+
+
+@pytest.mark.parametrize("eviction", [OFFLOAD, DISCARD])
+async def test_an_eviction_that_sleeps_stops_an_engine_without_sleep_mode_saying_why(
+    models: SimModels, ports: InMemoryPorts, eviction: EvictionPolicy
+) -> None:
+    target = without_sleep_mode(
+        models.target("m/cpu", eviction=eviction, extra_args=["--sim-platform", "cpu"])
+    )
+    running = await started(models, target)
+    assert running.process is not None
+
+    outcome = await lifecycle.evict(
+        running,
+        running.process,
+        memory_probe=ports.engine_gpu_memory,
+        stop_grace=GRACE,
+        timeouts=ROOMY,
+    )
+
+    assert (outcome.escalated, outcome.status, outcome.evicted) == (
+        True,
+        EngineStatus.STOPPED,
+        lifecycle.STOPPED_POLICY,
+    )
+    assert f"by {eviction.label} failed: SleepModeUnavailable" in outcome.error
+    assert "runs without vLLM sleep mode" in outcome.error
     assert gone(running.process)
 
 

@@ -53,6 +53,17 @@ def test_a_stale_socket_file_is_replaced(sim: SimLauncher) -> None:
     assert engine.get("/health").status == 200
 
 
+def test_as_vllms_cpu_build_it_refuses_sleep_mode_at_start(sim: SimLauncher) -> None:
+    refused = sim.start("--sim-platform", "cpu", wait=False)  # the defaults enable it
+    assert refused.wait_exit(10) == 1
+    assert "ValueError: Sleep mode is not supported on current platform." in refused.log_text()
+
+    quick = ("--sim-startup-seconds", "0", "--sim-weights-bytes", "64KiB")
+    engine = sim.start(*quick, fast=False, env={"LLMUX_SIM_PLATFORM": "cpu"})
+    assert engine.post("/v1/completions", {"prompt": "hi", "max_tokens": 2}).status == 200
+    assert not list(sim.ledger_dir.glob("*.json"))  # no GPU memory to report
+
+
 def test_sigterm_shuts_down_cleanly(sim: SimLauncher) -> None:
     engine = sim.start()
     os.kill(engine.pid, signal.SIGTERM)
