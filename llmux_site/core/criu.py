@@ -24,6 +24,7 @@ from llmux_site.core.processes import (
     UNREADABLE,
     EngineProcess,
     exit_code,
+    group_processes,
     inherit_group,
     read_log_tail,
     reap_orphans,
@@ -43,6 +44,7 @@ DUMP_LOG = "dump.log"
 RESTORE_LOG = "restore.log"
 PROGRESS_INTERVAL = 0.5
 LOG_TAIL_LINES = 20  # of CRIU's log, in an error
+REAP_TIMEOUT = 10.0  # seconds a dumped tree's parent has to reap it
 
 # Bytes done so far of a dump (written) or restore (read).
 Progress = Callable[[int], None]
@@ -219,6 +221,7 @@ class Criu:
         # restore needs exactly those pids back ("Can't fork for <pid>: File exists").
         exit_code(process)
         reap_orphans(process.pgid, leader=process.pid)
+        _wait_reaped(process.pgid)
         return DumpResult(images_dir, size, time.monotonic() - started)
 
     def restore(
@@ -250,6 +253,19 @@ class Criu:
         process = EngineProcess(pid=pid, create_time=live.create_time(), pgid=os.getpgid(pid))
         inherit_group(process.pgid)  # detached from criu, it is our child now: reap it when it ends
         return RestoreResult(process, time.monotonic() - started)
+
+
+def _wait_reaped(pgid: int, timeout: float = REAP_TIMEOUT) -> None:
+    """Wait until no process of the dumped group is left, zombies included.
+
+    Under `llmux worker` the engines' parent is the host's engine owner (engine_owner),
+    which reaps them within a fraction of a second; a restore started before would find
+    its pids taken. A parent that never reaps is not waited for past `timeout`: the
+    restore then fails, saying which pid it could not get back.
+    """
+    deadline = time.monotonic() + timeout
+    while group_processes(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _running(pid: int) -> psutil.Process | None:

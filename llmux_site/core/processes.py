@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 
@@ -29,6 +30,7 @@ from llmux_site.core.engine_log import run_marker_line
 __all__ = [
     "CREATE_TIME_TOLERANCE",
     "EngineExitedError",
+    "EngineParent",
     "EngineProcess",
     "ProcessSpec",
     "SpawnError",
@@ -39,6 +41,8 @@ __all__ = [
     "attach",
     "exit_code",
     "group_members",
+    "group_processes",
+    "hand_engines_to",
     "inherit_group",
     "is_alive",
     "live_process",
@@ -222,6 +226,25 @@ class _Children:
 _children = _Children()
 
 
+class EngineParent(Protocol):
+    """Another process that parents the engines this one starts (engine_owner)."""
+
+    def spawn(self, spec: ProcessSpec) -> EngineProcess | None:
+        """The engine, started under the other parent; None to start it here."""
+
+    def exit_code(self, proc: EngineProcess) -> int | None:
+        """The exit code the other parent reaped for `proc`, if any."""
+
+
+_parent: EngineParent | None = None
+
+
+def hand_engines_to(parent: EngineParent | None) -> None:
+    """Start engines under `parent` from now on (None: as this process's children)."""
+    global _parent
+    _parent = parent
+
+
 def _open_log(path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     # O_APPEND is not optional: CRIU restores a regular file at the offset it was dumped
@@ -278,6 +301,9 @@ def _prepare_files(spec: ProcessSpec) -> None:
 def spawn(spec: ProcessSpec) -> EngineProcess:
     """Start ``spec.argv`` in a session and process group of its own; return its record."""
     argv = _validated_argv(spec.argv)
+    handed = _parent.spawn(spec) if _parent is not None else None
+    if handed is not None:
+        return handed
     env = _environment(spec)
     log_path = Path(spec.log_path)
     _prepare_files(spec)
@@ -390,7 +416,10 @@ def exit_code(proc: EngineProcess) -> int | None:
     """
     if _children.is_unreaped(proc.identity):
         return _children.poll(proc.identity)
-    return _children.reap_inherited(proc.identity)
+    code = _children.reap_inherited(proc.identity)
+    if code is None and _parent is not None:
+        code = _parent.exit_code(proc)
+    return code
 
 
 def is_alive(proc: EngineProcess) -> bool:
@@ -420,7 +449,7 @@ def _proc_table() -> list[tuple[int, bytes, int, int]]:
     return found
 
 
-def _group_processes(pgid: int) -> list[tuple[int, bytes, int]]:
+def group_processes(pgid: int) -> list[tuple[int, bytes, int]]:
     """(pid, state, ppid) of every process whose process group is ``pgid``, from /proc."""
     return [(pid, state, ppid) for pid, state, ppid, pgrp in _proc_table() if pgrp == pgid]
 
@@ -457,7 +486,7 @@ def process_trees(roots: Sequence[tuple[int, int]]) -> dict[int, list[int]]:
 
 def group_members(pgid: int) -> list[int]:
     """Pids of the non-zombie processes whose process group is ``pgid``."""
-    return [pid for pid, state, _ in _group_processes(pgid) if state not in (b"Z", b"X")]
+    return [pid for pid, state, _ in group_processes(pgid) if state not in (b"Z", b"X")]
 
 
 def reap_orphans(pgid: int, *, leader: int) -> list[int]:
@@ -468,7 +497,7 @@ def reap_orphans(pgid: int, *, leader: int) -> list[int]:
     """
     me = os.getpid()
     reaped = []
-    for pid, state, ppid in _group_processes(pgid):
+    for pid, state, ppid in group_processes(pgid):
         if state == b"Z" and ppid == me and pid != leader:
             with contextlib.suppress(ChildProcessError):
                 if os.waitpid(pid, os.WNOHANG)[0] == pid:

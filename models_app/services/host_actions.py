@@ -5,12 +5,16 @@ from __future__ import annotations
 import importlib.util
 import logging
 import shutil
+import subprocess
+import sys
 from functools import cache
+from pathlib import Path
 
 from django.conf import settings
 
 from llmux_site.core.criu import Criu
-from llmux_site.core.cuda_helper import HelperProcess
+from llmux_site.core.cuda_helper import HelperProcess, SocketHelper, SuspendHelper
+from llmux_site.core.engine_owner import become_owner, under_owner
 from llmux_site.core.lifecycle import ProcessActions
 from llmux_site.core.process_actions import HostProcessActions
 from llmux_site.core.processes import start_reaper
@@ -28,12 +32,43 @@ def _has_cuda_bindings() -> bool:
         return False
 
 
-def _suspend_helper(config: RegistryConfig) -> HelperProcess | None:
+def _helper_binary(config: RegistryConfig) -> str | None:
+    return settings.LLMUX_CUDA_CHECKPOINT_BIN or config.cuda_checkpoint_path or None
+
+
+def _suspend_on(config: RegistryConfig) -> bool:
     mode = settings.LLMUX_CUDA_SUSPEND
-    binary = settings.LLMUX_CUDA_CHECKPOINT_BIN or config.cuda_checkpoint_path or None
-    if mode == "off" or (mode == "auto" and not binary and not _has_cuda_bindings()):
+    binary = _helper_binary(config)
+    return not (mode == "off" or (mode == "auto" and not binary and not _has_cuda_bindings()))
+
+
+def _suspend_helper(config: RegistryConfig) -> SuspendHelper | None:
+    """The host's one CUDA helper (the engine owner's, on its socket) under `llmux worker`;
+    elsewhere a helper of this process's own."""
+    if not _suspend_on(config):
         return None
-    return HelperProcess(binary)
+    if under_owner():
+        return SocketHelper(str(helper_socket()))
+    return HelperProcess(_helper_binary(config))
+
+
+def helper_socket() -> Path:
+    return Path(settings.LLMUX_DIRS["run"]) / "cuda-helper.sock"
+
+
+def own_engines_here() -> subprocess.Popen[bytes] | None:
+    """Make this process (`llmux worker`, before its cluster forks) the host's engine owner
+    (llmux_site.core.engine_owner) and start the host's CUDA helper on its socket; the
+    helper process, or None where CUDA suspend is off."""
+    become_owner(Path(settings.LLMUX_DIRS["run"]) / "exits")
+    config = RegistryConfig.load()
+    if not _suspend_on(config):
+        return None
+    argv = [sys.executable, "-m", "llmux_site.core.cuda_helper", "--socket", str(helper_socket())]
+    binary = _helper_binary(config)
+    if binary:
+        argv += ["--binary", binary]
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
 
 
 def _criu(config: RegistryConfig) -> Criu | None:
@@ -67,10 +102,12 @@ def process_actions() -> ProcessActions | None:
     criu = _criu(config)
     if helper is None and criu is None:
         return None
-    if criu is not None:
+    if criu is not None and not under_owner():
         # A restored engine is detached from criu and would be reparented to pid 1; as a
         # subreaper this process inherits it, so once it is dumped again (or stopped) it
-        # can be reaped, and its pids are free for the next restore.
+        # can be reaped, and its pids are free for the next restore. Under `llmux worker`
+        # the host's engine owner does this for every worker process, and a worker
+        # process must not be a subreaper itself (it would take the engines from it).
         set_child_subreaper(True)
         start_reaper()
     return HostProcessActions(

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
 from unittest.mock import call, create_autospec
 
 import pytest
 
 from llmux_site.core import lifecycle
-from llmux_site.core.cuda_helper import HelperProcess, InProcess, handle
+from llmux_site.core.cuda_helper import HelperProcess, InProcess, SocketHelper, handle
 from llmux_site.core.cuda_suspend import (
     CudaSuspendError,
     DriverApi,
@@ -107,6 +112,28 @@ def test_the_helper_process_reports_a_host_without_a_driver() -> None:
             helper.call("resume", [1])  # the same helper answers again
     finally:
         helper.close()
+
+
+def test_the_host_s_one_helper_answers_every_process_on_its_socket(short_tmp_dir: Path) -> None:
+    path = short_tmp_dir / "cuda.sock"
+    helper = subprocess.Popen(
+        [sys.executable, "-m", "llmux_site.core.cuda_helper", "--socket", str(path)],
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not path.exists():
+            assert helper.poll() is None and time.monotonic() < deadline, "no socket"
+            time.sleep(0.05)
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0  # other users may not ask
+        for _ in range(2):  # one connection per call, the helper stays
+            with pytest.raises(CudaSuspendError, match="no CUDA driver"):
+                SocketHelper(str(path)).call("suspend", [1])
+    finally:
+        helper.kill()
+        helper.wait()
+    with pytest.raises(CudaSuspendError, match="did not answer"):
+        SocketHelper(str(path)).call("resume", [1])
 
 
 async def test_offload_and_cuda_suspend_through_the_lifecycle(

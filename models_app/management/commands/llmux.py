@@ -19,6 +19,7 @@ from llmux_site.core.config import ConfigError, load_config_file
 from llmux_site.core.threads import quick_thread_handoff
 from models_app.models import ModelDefinition
 from models_app.services.accounts import ensure_initial_admin
+from models_app.services.host_actions import own_engines_here
 from models_app.services.nodes import register_local_node
 from models_app.services.reconcile import reconcile
 from models_app.services.registry import apply_registry
@@ -64,7 +65,15 @@ class Command(BaseCommand):
         install_schedules()
         requeue_stranded(immediately=True)
         quick_thread_handoff()  # the cluster's processes are forked: they inherit it
-        call_command("qcluster")
+        # This process parents and reaps every engine its cluster's processes start or
+        # restore (engine_owner): no engine is ever a zombie of another worker process.
+        helper = own_engines_here()
+        try:
+            call_command("qcluster")
+        finally:
+            if helper is not None:
+                helper.terminate()
+                helper.wait(timeout=10)
 
     def serve(self, config: Path | None, host: str, port: int) -> None:
         if not 1 <= port <= 65535:
