@@ -194,9 +194,15 @@ class LedgerProbe:
     def used_by_device(self) -> dict[int, int]:
         return {gpu.id: gpu.used_bytes for gpu in self.devices()}
 
-    def used_by_pids(self, pids: Sequence[int]) -> int:
+    def used_by_pids(self, pids: Sequence[int]) -> int | None:
+        """What the ledger says these processes hold; None when some of them live but none
+        reports to it: no simulator, so no probe applies (a real vLLM on a CPU host). The
+        memory of processes that are all gone is 0."""
         wanted = set(pids)
-        return sum(entry.bytes for entry in ledger_entries(self.ledger_dir) if entry.pid in wanted)
+        reported = [entry for entry in ledger_entries(self.ledger_dir) if entry.pid in wanted]
+        if reported:
+            return sum(entry.bytes for entry in reported)
+        return None if any(_running(pid) for pid in wanted) else 0
 
 
 NVIDIA_DRIVER_VERSION = Path("/proc/driver/nvidia/version")
@@ -210,6 +216,15 @@ def host_has_nvidia_gpu() -> bool:
     needs as well. Cached: a host does not grow a GPU while llmux runs.
     """
     return NVIDIA_DRIVER_VERSION.exists() or NvmlProbe.available()
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except VANISHED:
+        return False
+    except psutil.Error:
+        return True  # there, but not ours to read
 
 
 def detect_probe(

@@ -20,19 +20,25 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
-import psutil
 
 from llmux_site.core import supervisor
 from llmux_site.core.addresses import ListenAddress
 from llmux_site.core.engine_client import CallTimeouts, EngineClient, open_session
 from llmux_site.core.engine_files import remove_engine_files
-from llmux_site.core.launch import sleep_mode_in, tensor_parallel_size
+from llmux_site.core.eviction_checks import (
+    MEMORY_LEFT_RATIO,
+    SleepModeUnavailable,
+    check_sleep_mode,
+    verify_memory,
+)
+from llmux_site.core.launch import tensor_parallel_size
 from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
-from llmux_site.core.processes import UNREADABLE, live_process, process_tree
+from llmux_site.core.processes import live_process, process_tree
 from llmux_site.core.supervisor import EngineProcess, SupervisorError
-from llmux_site.core.switching import BringUpKind, EngineStatus, EngineTarget
+from llmux_site.core.switching import BringUpKind, EngineStatus, EngineTarget, MemoryCheck
 
 __all__ = [
+    "MEMORY_LEFT_RATIO",
     "STOPPED_POLICY",
     "BringUpError",
     "EngineMemoryProbe",
@@ -62,9 +68,6 @@ logger = logging.getLogger(__name__)
 
 # What an engine counts as evicted by after an escalation: weights kept, process stopped.
 STOPPED_POLICY = EvictionPolicy(WeightsAction.RETAIN, ProcessAction.STOP)
-# Memory left after an eviction may be at most this share of what the engine held before
-# (or the plan's absolute tolerance, whichever is larger).
-MEMORY_LEFT_RATIO = 0.2
 STARTUP_POLL_INTERVAL = 0.1
 DEFAULT_STOP_GRACE = 10.0
 
@@ -97,10 +100,6 @@ class EvictionError(LifecycleError):
 
 class ProcessActionUnavailable(LifecycleError):
     """A process action (cuda_suspend, checkpoint) this host cannot perform."""
-
-
-class SleepModeUnavailable(LifecycleError):
-    """The eviction offloads or discards weights, but the engine runs without sleep mode."""
 
 
 class ProcessActions(Protocol):
@@ -151,6 +150,7 @@ class EvictOutcome:
     error: str = ""  # why it escalated (empty when the policy worked)
     status: EngineStatus = EngineStatus.STOPPED
     process: EngineProcess | None = None  # the process still alive after the eviction
+    memory_check: MemoryCheck = MemoryCheck.NONE  # how the freed GPU memory is known
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -322,26 +322,6 @@ async def _release_weights(client: EngineClient, policy: EvictionPolicy) -> None
 NCCL_ACTIONS = (ProcessAction.CUDA_SUSPEND, ProcessAction.CHECKPOINT)
 
 
-def _check_sleep_mode(target: EngineTarget, process: EngineProcess) -> None:
-    """Refuse to call /sleep on an engine started without sleep mode.
-
-    Its command line tells (the live one; the one it was started from if unreadable). Not
-    worth a try: vLLM's CPU build in dev mode answers /sleep 200, frees nothing, and then
-    hangs the next request.
-    """
-    if target.eviction.vllm_sleep_level is None:
-        return
-    try:
-        argv: Sequence[str] = psutil.Process(process.pid).cmdline()
-    except UNREADABLE:
-        argv = target.spec.argv
-    if not sleep_mode_in(argv):
-        raise SleepModeUnavailable(
-            "the engine runs without vLLM sleep mode (no --enable-sleep-mode: its platform "
-            "has none, see LLMUX_SLEEP_MODE, or its model's own eviction does not sleep)"
-        )
-
-
 def _tensor_parallel(target: EngineTarget) -> bool:
     return tensor_parallel_size(target.spec.argv) > 1
 
@@ -368,17 +348,6 @@ async def _apply_process_action(
         await actions.checkpoint(target, process)
 
 
-def _check_memory_freed(before: int | None, after: int | None, tolerance: int) -> None:
-    if before is None or after is None:
-        return  # no probe can tell on this host
-    allowed = max(tolerance, int(before * MEMORY_LEFT_RATIO))
-    if after > allowed:
-        raise LifecycleError(
-            f"GPU memory was not freed: the engine still holds {after} bytes "
-            f"(held {before} before; at most {allowed} may remain)"
-        )
-
-
 _STATUS_AFTER: dict[ProcessAction, EngineStatus] = {
     ProcessAction.KEEP_RUNNING: EngineStatus.SLEEPING,
     ProcessAction.CUDA_SUSPEND: EngineStatus.SUSPENDED,
@@ -393,7 +362,9 @@ async def _escalate(
     failure = await stop_engine(target, process, stop_grace)
     if failure:
         raise EvictionError(f"{reason}; escalating to stop failed too: {failure}")
-    return EvictOutcome(STOPPED_POLICY, escalated=True, error=reason)
+    return EvictOutcome(
+        STOPPED_POLICY, escalated=True, error=reason, memory_check=MemoryCheck.EXITED
+    )
 
 
 async def evict(
@@ -426,7 +397,7 @@ async def evict(
     baseline = baseline or eviction_baseline(process, memory_probe)
     pids, held_before = baseline.pids, baseline.held
     try:
-        _check_sleep_mode(target, process)
+        check_sleep_mode(target, process)
         async with _client(target, timeouts) as client:
             await _release_weights(client, policy)
             if policy.process in NCCL_ACTIONS and _tensor_parallel(target):
@@ -437,13 +408,14 @@ async def evict(
             target, process, policy.process, actions=process_actions, stop_grace=stop_grace
         )
         tolerance = memory_tolerance_bytes * max(1, len(target.gpu_ids))
-        _check_memory_freed(held_before, memory_probe(pids), tolerance)
+        after = memory_probe(pids)
+        checked = verify_memory(policy.process, held_before, after, pids=pids, tolerance=tolerance)
     except Exception as exc:
         reason = f"eviction of {target.name} by {policy.label} failed: {_describe(exc)}"
         return await _escalate(target, process, reason, stop_grace)
     status = _STATUS_AFTER[policy.process]
     kept = process if status in (EngineStatus.SLEEPING, EngineStatus.SUSPENDED) else None
-    return EvictOutcome(policy, status=status, process=kept)
+    return EvictOutcome(policy, status=status, process=kept, memory_check=checked)
 
 
 # --- bring-up --------------------------------------------------------------------------

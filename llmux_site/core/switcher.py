@@ -31,6 +31,7 @@ from llmux_site.core.switching import (
     EngineChange,
     EngineStatus,
     EngineTarget,
+    MemoryCheck,
     Outcome,
     Phase,
     SwitchPlan,
@@ -236,6 +237,7 @@ class _Switch:
             self._fail(str(exc))
             return False
         self.result.escalated = evicted.escalated
+        self.result.memory_check = evicted.memory_check
         if evicted.escalated:
             self.result.error = evicted.error
         # Until the target's first record the outgoing engine stays recorded as draining:
@@ -355,6 +357,7 @@ async def run_eviction(
         started = time.monotonic()
         await supervisor.stop_async(process, grace=plan.stop_grace)
         remove_engine_files(tmp_dir=target.spec.tmp_dir, uds=target.spec.uds)
+        result.memory_check = MemoryCheck.EXITED
         await ports.record(EngineChange(target.name, EngineStatus.STOPPED))
         await switch._finish_phase(Phase.EVICT, started)
     else:

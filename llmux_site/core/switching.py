@@ -45,6 +45,15 @@ class BringUpKind(enum.StrEnum):
     COLD_START = "cold_start"
 
 
+class MemoryCheck(enum.StrEnum):
+    """How an eviction's freeing of GPU memory was verified (the swap record keeps it)."""
+
+    NONE = ""  # nothing was evicted
+    FREED = "freed"  # the GPU probe saw the engine's memory come back
+    EXITED = "exited"  # the engine's processes are gone: they hold nothing
+    UNKNOWN = "unknown"  # no GPU probe applies and the processes live on: not verified
+
+
 class EngineStatus(enum.StrEnum):
     """The runtime states the core reports (mirrors models_app's EngineState)."""
 
@@ -116,6 +125,7 @@ class SwitchResult:
     bringup: BringUpKind | None = None
     durations_ms: dict[Phase, float] = field(default_factory=dict)
     escalated: bool = False  # the outgoing eviction failed and was escalated to stop
+    memory_check: MemoryCheck = MemoryCheck.NONE  # how the eviction's freeing was verified
     forced_drain: bool = False  # the drain timed out and in-flight requests were cut
     memory_before: Mapping[int, int] = field(default_factory=dict)
     memory_after: Mapping[int, int] = field(default_factory=dict)

@@ -5,11 +5,13 @@ from .choices import (
     BringUp,
     EngineKind,
     EngineState,
+    MemoryCheck,
     Mode,
     PolicyType,
     Process,
     SwapOutcome,
     SwapTrigger,
+    Verdict,
     Weights,
 )
 from .coordination import (
@@ -39,6 +41,7 @@ __all__ = [
     "EngineRuntime",
     "EngineState",
     "GroupLease",
+    "MemoryCheck",
     "Mode",
     "ModelAlias",
     "ModelDefinition",
@@ -53,6 +56,7 @@ __all__ = [
     "SwitchRequest",
     "SwitchStatus",
     "ValidationRun",
+    "Verdict",
     "WebInstance",
     "Weights",
 ]

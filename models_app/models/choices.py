@@ -69,6 +69,24 @@ class BringUp(models.TextChoices):
     ALREADY_ACTIVE = "already_active", "Already active"
 
 
+class MemoryCheck(models.TextChoices):
+    """How a swap's eviction was seen to free GPU memory (core.switching.MemoryCheck)."""
+
+    NONE = "", "Nothing evicted"
+    FREED = "freed", "Freed (GPU probe)"
+    EXITED = "exited", "Engine processes gone"
+    UNKNOWN = "unknown", "Not verified (no GPU probe)"
+
+
+class Verdict(models.TextChoices):
+    """What `llmux_validate` concluded about one policy."""
+
+    PASS = "pass", "Pass"
+    FAIL = "fail", "Fail"
+    UNVERIFIED = "unverified", "Unverified"  # nothing failed, but memory could not be read
+    REFUSED = "refused", "Refused"  # not tried: this host or engine cannot do it
+
+
 class PolicyType(models.TextChoices):
     FIFO = "fifo", "FIFO"
     COST_AWARE = "cost_aware", "Cost-aware"

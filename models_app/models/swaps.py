@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from .choices import BringUp, Process, SwapOutcome, SwapTrigger, Weights
+from .choices import BringUp, MemoryCheck, Process, SwapOutcome, SwapTrigger, Weights
 from .definitions import ModelDefinition
 
 PHASES = ("backoff", "cooldown", "drain", "evict", "bringup", "readiness")
@@ -33,6 +33,12 @@ class SwapEvent(models.Model):
     eviction_weights = models.CharField(max_length=16, choices=Weights.choices, blank=True)
     eviction_process = models.CharField(max_length=16, choices=Process.choices, blank=True)
     escalated = models.BooleanField(default=False, help_text="eviction escalated to stop")
+    memory_check = models.CharField(
+        max_length=16,
+        choices=MemoryCheck.choices,
+        blank=True,
+        help_text="how the eviction was seen to free GPU memory",
+    )
     bringup = models.CharField(max_length=16, choices=BringUp.choices, blank=True)
     backoff_ms = models.FloatField(null=True, blank=True)
     cooldown_ms = models.FloatField(null=True, blank=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
+from .choices import Verdict
 from .definitions import ModelDefinition
 
 
@@ -16,7 +17,8 @@ class ValidationRun(models.Model):
     )
     model_name = models.CharField(max_length=128)
     policy = models.CharField(max_length=32)
-    passed = models.BooleanField(default=False)
+    passed = models.BooleanField(default=False)  # verdict == pass
+    verdict = models.CharField(max_length=16, choices=Verdict.choices, default=Verdict.FAIL)
     evict_ms = models.FloatField(null=True, blank=True)
     bringup_ms = models.FloatField(null=True, blank=True)
     bringup = models.CharField(max_length=16, blank=True)
@@ -31,4 +33,9 @@ class ValidationRun(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.model_name} {self.policy}: {'pass' if self.passed else 'FAIL'}"
+        return f"{self.model_name} {self.policy}: {self.verdict}"
+
+    @property
+    def memories(self) -> tuple[int | None, int | None, int | None]:
+        """GPU bytes before, evicted and after (None: no probe could tell)."""
+        return (self.memory_before, self.memory_evicted, self.memory_after)

@@ -355,6 +355,7 @@ def finish_swap(request: SwitchRequest, ports: DbSwitchPorts, result: SwitchResu
             finished_at=now,
             total_ms=total_ms,
             escalated=result.escalated,
+            memory_check=result.memory_check.value,
             forced_drain=result.forced_drain,
             bringup=result.bringup.value if result.bringup else "",
             gpu_memory_after=_json_memory(result.memory_after),

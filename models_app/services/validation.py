@@ -22,7 +22,14 @@ from llmux_site.core.launch import sleep_mode_in
 from llmux_site.core.lifecycle import MEMORY_LEFT_RATIO
 from llmux_site.core.policy import EvictionPolicy, PolicyError, ProcessAction
 from llmux_site.core.processes import process_tree
-from models_app.models import ModelDefinition, RegistryConfig, SwapTrigger, ValidationRun
+from models_app.models import (
+    MemoryCheck,
+    ModelDefinition,
+    RegistryConfig,
+    SwapTrigger,
+    ValidationRun,
+    Verdict,
+)
 from models_app.services import control
 from models_app.services.engines import engine_command, listen_address, sleep_mode_available
 from models_app.services.host_actions import capabilities
@@ -127,42 +134,66 @@ def _switch_to(model: ModelDefinition, timeout: float) -> tuple[float | None, st
     return (swap.total_ms if swap else None), (swap.bringup if swap else "")
 
 
+UNVERIFIED = (
+    "GPU memory could not be read on this host (no GPU probe applies to this engine) and "
+    "the engine lives on: the eviction was not seen to free anything"
+)
+
+
+def _problems(run: ValidationRun, weights_ok: bool | None) -> list[str]:
+    problems = []
+    if weights_ok is False:
+        problems.append("the engine's weights checksum does not verify after the bring-up")
+    before, evicted = run.memory_before, run.memory_evicted
+    if before and evicted is not None:
+        allowed = max(MEMORY_TOLERANCE, int(before * MEMORY_LEFT_RATIO))
+        if evicted > allowed:
+            problems.append(f"GPU memory not freed ({evicted} of {before} bytes held)")
+    if not run.answer_matches:
+        problems.append("the answer after the bring-up differs from the one before")
+    return problems
+
+
+def _evict(
+    model: ModelDefinition, policy: EvictionPolicy, run: ValidationRun, timeout: float
+) -> str:
+    """Evict by `policy`; how the swap saw the memory freed (MemoryCheck)."""
+    down = wait_for(
+        control.evict(model, policy, actor=ACTOR, trigger=SwapTrigger.API),
+        timeout,
+        f"evicting {model.name} by {policy.label}",
+    )
+    if down.swap is None:
+        return MemoryCheck.NONE
+    run.evict_ms = down.swap.evict_ms
+    if down.swap.escalated:
+        raise OperationError(f"the eviction escalated to stop: {down.swap.error}")
+    return str(down.swap.memory_check)
+
+
 def validate_policy(
     model: ModelDefinition, policy: EvictionPolicy, batch: str, timeout: float
 ) -> ValidationRun:
+    """Run one policy; pass only when the answer, the weights and the freed memory are
+    verified. Memory no probe could read makes it unverified, never a pass."""
     run = ValidationRun(batch=batch, model=model, model_name=model.name, policy=policy.label)
     try:
         _switch_to(model, timeout)
         baseline, _ = _answer(model)
         run.memory_before = _memory(model)
-        down = wait_for(
-            control.evict(model, policy, actor=ACTOR, trigger=SwapTrigger.API),
-            timeout,
-            f"evicting {model.name} by {policy.label}",
-        )
-        if down.swap is not None:
-            run.evict_ms = down.swap.evict_ms
-            if down.swap.escalated:
-                raise OperationError(f"the eviction escalated to stop: {down.swap.error}")
+        memory_check = _evict(model, policy, run, timeout)
         run.memory_evicted = _memory(model)
         run.bringup_ms, run.bringup = _switch_to(model, timeout)
         run.memory_after = _memory(model)
         answer, weights_ok = _answer(model)
         run.answer_matches = answer == baseline
-        problems = []
-        if weights_ok is False:
-            problems.append("the engine's weights checksum does not verify after the bring-up")
-        before, evicted = run.memory_before, run.memory_evicted
-        if before and evicted is not None:
-            allowed = max(MEMORY_TOLERANCE, int(before * MEMORY_LEFT_RATIO))
-            if evicted > allowed:
-                problems.append(f"GPU memory not freed ({evicted} of {before} bytes held)")
-        if not run.answer_matches:
-            problems.append("the answer after the bring-up differs from the one before")
-        run.error = "; ".join(problems)
-        run.passed = not problems
+        problems = _problems(run, weights_ok)
+        verified = memory_check in (MemoryCheck.FREED, MemoryCheck.EXITED)
+        run.verdict = Verdict.FAIL if problems else Verdict.PASS if verified else Verdict.UNVERIFIED
+        run.error = "; ".join(problems or ([] if verified else [UNVERIFIED]))
     except OperationError as exc:
-        run.error, run.passed = str(exc), False
+        run.error, run.verdict = str(exc), Verdict.FAIL
+    run.passed = run.verdict == Verdict.PASS
     run.save()
     return run
 
@@ -187,7 +218,12 @@ def validate(
             if not explicit:
                 continue  # the default list covers what this host can do
             run = ValidationRun.objects.create(
-                batch=batch, model=model, model_name=model.name, policy=policy.label, error=refused
+                batch=batch,
+                model=model,
+                model_name=model.name,
+                policy=policy.label,
+                verdict=Verdict.REFUSED,
+                error=refused,
             )
         else:
             run = validate_policy(model, policy, batch, timeout)

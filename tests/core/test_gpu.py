@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -80,7 +82,8 @@ def test_the_ledger_probe_reports_what_each_awake_engine_holds(two_engines: TwoE
     assert probe.used_by_device() == {0: SMALL_BYTES, 1: SMALL_BYTES}
     assert probe.used_by_pids([gpu0.process.pid]) == SMALL_BYTES
     assert probe.used_by_pids([gpu0.process.pid, gpu1.process.pid]) == 2 * SMALL_BYTES
-    assert probe.used_by_pids([os.getpid()]) == 0
+    # A live process that reports nothing is no simulator: no probe applies to it.
+    assert probe.used_by_pids([os.getpid()]) is None
     assert probe.devices() == [
         GpuInfo(0, "simulated GPU 0", GIB, SMALL_BYTES),
         GpuInfo(1, "simulated GPU 1", GIB, SMALL_BYTES),
@@ -120,7 +123,20 @@ def test_the_ledger_probe_lists_configured_gpus_before_any_engine_ran(tmp_path: 
         GpuInfo(0, "simulated GPU 0", 80 * GIB, 0),
         GpuInfo(2, "simulated GPU 2", 80 * GIB, 0),
     ]
-    assert probe.used_by_pids([1]) == 0
+    assert probe.used_by_pids([1]) is None  # init is alive and reports nothing
+
+
+def test_the_ledger_probe_does_not_know_what_a_real_engine_holds(tmp_path: Path) -> None:
+    # A real vLLM on a host without NVML (its CPU build) writes no ledger entry: its memory
+    # is unknown while it runs, not 0, and nothing once it is gone.
+    probe = LedgerProbe(tmp_path / "ledger")
+    engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert probe.used_by_pids([engine.pid]) is None
+    finally:
+        engine.kill()
+        engine.wait()
+    assert probe.used_by_pids([engine.pid]) == 0
 
 
 def test_nvml_is_unavailable_here_so_detection_falls_back_to_the_ledger(tmp_path: Path) -> None:

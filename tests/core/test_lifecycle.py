@@ -13,7 +13,7 @@ from llmux_site.core.engine_client import EngineClient
 from llmux_site.core.lifecycle import BringUpError, ReadinessError
 from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
 from llmux_site.core.processes import EngineProcess
-from llmux_site.core.switching import BringUpKind, EngineStatus, EngineTarget
+from llmux_site.core.switching import BringUpKind, EngineStatus, EngineTarget, MemoryCheck
 from tests.core.switch_ports import DISCARD, OFFLOAD, STOP, InMemoryPorts, SimModels
 from tests.simulator.harness import http_request
 from tests.timeouts import ROOMY, hanging
@@ -171,6 +171,41 @@ async def test_stop_policy_stops_the_whole_group(models: SimModels, ports: InMem
 
     assert (stopped.status, stopped.process, stopped.evicted) == (EngineStatus.STOPPED, None, STOP)
     assert gone(running.process)
+
+
+def no_probe(pids: object) -> None:
+    """A host where no GPU probe applies (vLLM's CPU build, no NVML)."""
+    return None
+
+
+@pytest.mark.parametrize(
+    ("eviction", "probe", "check"),
+    [
+        (OFFLOAD, "ledger", MemoryCheck.FREED),
+        (OFFLOAD, "none", MemoryCheck.UNKNOWN),  # it lives on: nothing was verified
+        (STOP, "none", MemoryCheck.EXITED),  # its processes are gone: they hold nothing
+    ],
+)
+async def test_an_eviction_says_how_it_knows_the_gpu_memory_came_back(
+    models: SimModels,
+    ports: InMemoryPorts,
+    eviction: EvictionPolicy,
+    probe: str,
+    check: MemoryCheck,
+) -> None:
+    running = await started(models, models.target(f"m/{probe}", eviction=eviction))
+    assert running.process is not None
+
+    outcome = await lifecycle.evict(
+        running,
+        running.process,
+        memory_probe=ports.engine_gpu_memory if probe == "ledger" else no_probe,
+        stop_grace=GRACE,
+        timeouts=ROOMY,
+    )
+
+    assert not outcome.escalated, outcome.error
+    assert outcome.memory_check is check
 
 
 @pytest.mark.parametrize(

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from checkpoints_app.services.operations import OperationError
-from models_app.models import ModelDefinition, ValidationRun
+from models_app.models import ModelDefinition, ValidationRun, Verdict
 from models_app.services.validation import parse_policies, validate
 
 
 def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f}"
+
+
+NOT_PASSED = (Verdict.FAIL, Verdict.UNVERIFIED, Verdict.REFUSED)
+
+
+def _verdict(run: ValidationRun) -> str:
+    return run.verdict.upper() if run.verdict == Verdict.FAIL else str(run.verdict)
 
 
 def _mib(value: int | None) -> str:
@@ -42,7 +50,7 @@ class Command(BaseCommand):
         except OperationError as exc:
             raise CommandError(str(exc)) from None
         header = (
-            f"{'policy':<24} {'result':<6} {'evict ms':>9} {'bring-up ms':>12} "
+            f"{'policy':<24} {'result':<10} {'evict ms':>9} {'bring-up ms':>12} "
             f"{'MiB before':>10} {'evicted':>8} {'after':>8}  answer"
         )
         self.stdout.write(header)
@@ -50,7 +58,7 @@ class Command(BaseCommand):
         def show(run: ValidationRun) -> None:
             answer = {True: "same", False: "DIFFERS", None: "—"}[run.answer_matches]
             self.stdout.write(
-                f"{run.policy:<24} {'pass' if run.passed else 'FAIL':<6} {_ms(run.evict_ms):>9} "
+                f"{run.policy:<24} {_verdict(run):<10} {_ms(run.evict_ms):>9} "
                 f"{_ms(run.bringup_ms):>12} {_mib(run.memory_before):>10} "
                 f"{_mib(run.memory_evicted):>8} {_mib(run.memory_after):>8}  {answer}"
                 + (f"\n    {run.error}" if run.error else "")
@@ -59,7 +67,9 @@ class Command(BaseCommand):
         runs = validate(model, policies, timeout=options["timeout"], on_run=show)
         if not runs:
             raise CommandError("no policy to validate on this host")
-        failed = [run.policy for run in runs if not run.passed]
-        self.stdout.write(f"{len(runs) - len(failed)} of {len(runs)} policies passed")
-        if failed:
+        counts = Counter(run.verdict for run in runs)
+        others = ", ".join(f"{counts[v]} {v}" for v in NOT_PASSED if counts[v])
+        summary = f"{counts[Verdict.PASS]} of {len(runs)} policies passed"
+        self.stdout.write(f"{summary} ({others})" if others else summary)
+        if counts[Verdict.PASS] != len(runs):  # unverified is not a pass either
             sys.exit(1)
