@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.test import override_settings
 
 from llmux_site.core import supervisor
 from llmux_site.core.config import parse_config
@@ -118,6 +120,19 @@ def test_an_engine_gets_a_private_tmpdir_under_the_data_dir_and_loses_it_at_stop
 
     assert stopped == ["tiny"]
     assert not tmp_dir.exists()
+
+
+def test_a_deep_data_dir_puts_the_private_tmpdir_where_a_socket_path_still_fits() -> None:
+    model = import_llmux_05(free_port())
+    deep = Path("/tmp") / ("d" * 60) / "data"
+    run = deep / "run"
+    with override_settings(DATA_DIR=deep, LLMUX_DIRS={**settings.LLMUX_DIRS, "run": run}):
+        tmp_dir = Path(str(process_spec(model, RegistryConfig.load()).tmp_dir))
+    assert not tmp_dir.is_relative_to(run)  # run/tmp/<12>/<36> would be too long there
+    assert len(os.fsencode(tmp_dir / ("x" * 36))) <= 107
+    root = tmp_dir.parent
+    assert root.name.startswith(f"llmux-{os.getuid()}-")
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
 
 
 def test_a_model_that_sets_its_own_tmpdir_keeps_it() -> None:

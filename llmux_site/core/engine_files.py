@@ -20,6 +20,7 @@ __all__ = [
     "PRIVATE_TMP_MODE",
     "EngineFilesError",
     "prepare_private_tmp",
+    "private_root",
     "remove_engine_files",
     "remove_private_tmp",
     "remove_stale_socket",
@@ -85,6 +86,21 @@ def prepare_private_tmp(path: str) -> None:
         raise EngineFilesError(f"{path} should be an engine's temporary directory but is not")
     os.chmod(path, PRIVATE_TMP_MODE)
     _empty(path)
+
+
+def private_root(path: str) -> None:
+    """Make sure `path` is a directory only this user can use (created 0700 if missing).
+
+    In a shared temporary directory another user could have made it first, to read or
+    replace what the engines put there: refused unless it is ours and private.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, PRIVATE_TMP_MODE)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise EngineFilesError(f"{path} is not a directory of this user's own: refused")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(path, PRIVATE_TMP_MODE)
 
 
 def remove_private_tmp(path: str) -> None:

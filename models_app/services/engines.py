@@ -109,15 +109,34 @@ def engine_tmp_dir(model: ModelDefinition) -> str | None:
     if "TMPDIR" in model.env:
         return None
     digest = hashlib.sha256(model.name.encode()).hexdigest()[:12]
-    return str(Path(settings.LLMUX_DIRS["run"]) / "tmp" / digest)
+    return str(_tmp_root() / digest)
+
+
+# A Unix socket path holds 107 bytes; vLLM names its sockets in TMPDIR with 36 characters.
+_SOCKET_PATH_MAX = 107
+_VLLM_SOCKET_NAME = 37  # "/" and a uuid4
+
+
+def _tmp_root() -> Path:
+    """Where engines' private TMPDIRs go: the run directory, unless its path is so long
+    that a socket in it would not fit (a deep data directory); then a directory of this
+    user's own in the system's temporary directory, one per data directory."""
+    root = Path(settings.LLMUX_DIRS["run"]) / "tmp"
+    if len(os.fsencode(root)) + 13 + _VLLM_SOCKET_NAME <= _SOCKET_PATH_MAX:
+        return root
+    data = hashlib.sha256(str(settings.DATA_DIR).encode()).hexdigest()[:8]
+    short = Path(tempfile.gettempdir()) / f"llmux-{os.getuid()}-{data}"
+    engine_files.private_root(str(short))
+    return short
 
 
 def _engine_env(model: ModelDefinition, tmp_dir: str | None, env: dict[str, str]) -> None:
     """Defaults the engine's environment gets unless the model sets them."""
     if tmp_dir is not None:
-        # torch's inductor keeps its compile cache under TMPDIR by default: keep it where it
-        # was, so a private TMPDIR emptied at each start does not make starts slower.
-        inductor = Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}"
+        # torch's inductor keeps its compile cache under TMPDIR by default: keep it in the
+        # data directory instead, so a private TMPDIR emptied at each start does not make
+        # starts slower and nothing of an engine is left in the system's /tmp.
+        inductor = Path(settings.DATA_DIR) / "cache" / f"torchinductor_{getpass.getuser()}"
         env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor))
     if model.engine_kind != "generic":
         # Simulated engines keep their weights cache and GPU ledger in the data directory,

@@ -140,3 +140,25 @@ async def test_a_stop_eviction_removes_the_socket_and_the_tmpdir(short_tmp_dir: 
     assert (outcome.escalated, outcome.status) == (False, EngineStatus.STOPPED)
     assert not uds.exists()
     assert not tmp_dir.exists()
+
+
+def test_a_private_root_is_made_0700_and_one_of_another_user_is_refused(
+    short_tmp_dir: Path,
+) -> None:
+    root = short_tmp_dir / "root"
+    engine_files.private_root(str(root))
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    engine_files.private_root(str(root))  # again: still fine
+
+    elsewhere = short_tmp_dir / "elsewhere"
+    elsewhere.mkdir()
+    planted = short_tmp_dir / "planted"
+    planted.symlink_to(elsewhere)  # what another user could leave in /tmp
+    with pytest.raises(EngineFilesError, match="not a directory of this user's own"):
+        engine_files.private_root(str(planted))
+
+    foreign = short_tmp_dir / "foreign"
+    foreign.mkdir()
+    os.chown(foreign, 65534, 65534)  # nobody's (the tests run as root)
+    with pytest.raises(EngineFilesError, match="not a directory of this user's own"):
+        engine_files.private_root(str(foreign))
