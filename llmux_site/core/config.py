@@ -26,6 +26,7 @@ import yaml
 
 from .addresses import is_loopback_host
 from .policy import EvictionPolicy, ProcessAction, WeightsAction
+from .readiness import probe_setting_error
 
 # Kept equal to models_app's MODEL_NAME_RE (a test pins it): this package imports no Django.
 MODEL_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
@@ -85,6 +86,9 @@ class ModelSpec:
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     command: tuple[str, ...] = ()
     served_model_name: str | None = None
+    # The readiness probe: a name (readiness.PROBE_KINDS) or, for a generic engine, an
+    # object {path, body}; None picks one by the engine (docs/ENGINES.md).
+    probe: str | Mapping[str, Any] | None = None
     rewrite_model: bool | None = None
     description: str | None = None
     priority: int | None = None
@@ -356,6 +360,17 @@ def _listen(sec: _Section) -> tuple[int | None, str | None, str | None]:
     return port, uds, host
 
 
+def _probe(sec: _Section, engine: str | None) -> str | Mapping[str, Any] | None:
+    value = sec.data.get("probe", _ABSENT)
+    if value is _ABSENT:
+        return None
+    problem = probe_setting_error(value, generic=engine == "generic")
+    if problem is not None:
+        sec.error("probe", problem)
+        return None
+    return MappingProxyType(dict(value)) if isinstance(value, dict) else str(value)
+
+
 def _names(sec: _Section, key: str) -> tuple[str, ...]:
     names = sec.strings(key)
     for index, name in enumerate(names):
@@ -438,6 +453,7 @@ def _model(name: str, data: object, path: str, errors: list[FieldError]) -> Mode
         env=_env(sec),
         command=command,
         served_model_name=sec.text("served_model_name", max_length=256, blank=False),
+        probe=_probe(sec, engine),
         rewrite_model=sec.boolean("rewrite_model"),
         description=sec.text("description", max_length=500),
         priority=sec.integer("priority", low=-_INT_MAX - 1),

@@ -34,6 +34,7 @@ from llmux_site.core.eviction_checks import (
 from llmux_site.core.launch import tensor_parallel_size
 from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
 from llmux_site.core.processes import live_process, process_tree
+from llmux_site.core.readiness import run_probe
 from llmux_site.core.supervisor import EngineProcess, SupervisorError
 from llmux_site.core.switching import BringUpKind, EngineStatus, EngineTarget, MemoryCheck
 
@@ -623,8 +624,9 @@ async def _check_ready(
             raise LifecycleError("/health did not answer 200")
         if on_healthy is not None:
             await on_healthy()
-        # /health does not see decode stalls: only a generated token proves the engine works.
-        await client.probe(target.served_name)
+        # /health does not see decode stalls: only real work (a token, an embedding) proves
+        # the engine serves, and which work depends on the model (readiness.py).
+        await run_probe(client, target.readiness, target.served_name)
 
 
 async def readiness(
@@ -636,7 +638,8 @@ async def readiness(
     stop_grace: float = DEFAULT_STOP_GRACE,
     on_healthy: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Health, then a one-token probe, within `timeout` (default: the calls' own timeouts).
+    """Health, then the model's probe (one token, one embedding, or nothing more for a
+    health-only engine: `target.readiness`), within `timeout` (default: the calls' own).
 
     `on_healthy` hears when /health answered, before the probe. On failure the target's
     process group is stopped and ReadinessError raised.

@@ -16,6 +16,7 @@ from typing import Protocol
 from llmux_site.core.addresses import ListenAddress
 from llmux_site.core.policy import EvictionPolicy
 from llmux_site.core.processes import EngineProcess, ProcessSpec
+from llmux_site.core.readiness import ONE_TOKEN, ReadinessProbe
 
 
 class Phase(enum.StrEnum):
@@ -85,6 +86,7 @@ class EngineTarget:
     drain_timeout: float = 30.0
     gpu_ids: tuple[int, ...] = ()
     checkpoint_path: str | None = None  # an image to restore instead of a cold start
+    readiness: ReadinessProbe = ONE_TOKEN  # what proves it serves, after /health
 
 
 @dataclass(frozen=True, slots=True)

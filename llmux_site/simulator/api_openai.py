@@ -228,6 +228,8 @@ async def models(request: web.Request) -> web.Response:
 @routes.post("/v1/completions")
 async def completions(request: web.Request) -> web.StreamResponse:
     engine = engine_of(request)
+    if (absent := _not_served(engine, "generate")) is not None:
+        return absent
     body = await json_body(request)
     model = resolve_model(engine, body)
     prompt = body.get("prompt")
@@ -259,6 +261,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
 @routes.post("/v1/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     engine = engine_of(request)
+    if (absent := _not_served(engine, "generate")) is not None:
+        return absent
     body = await json_body(request)
     model = resolve_model(engine, body)
     messages = body.get("messages")
@@ -289,14 +293,51 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await _run(request, prompt, prompt_tokens, sampling, shape)
 
 
+def _not_served(engine: Engine, runner: str) -> web.Response | None:
+    """vLLM registers the routes of its runner only: the other runner's are absent, and
+    FastAPI answers an absent route with this 404 (not OpenAI's error shape)."""
+    if engine.config.runner in ("auto", runner):
+        return None
+    return web.json_response({"detail": "Not Found"}, status=404)
+
+
 def _embedding_inputs(value: Any) -> list[str]:
+    if isinstance(value, list) and not value:
+        raise ApiError(400, "You must pass at least one prompt")
     if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
-        return [" ".join(map(str, value))]
-    if isinstance(value, list) and value and all(isinstance(v, str | list) for v in value):
-        return [v if isinstance(v, str) else " ".join(map(str, v)) for v in value]
-    raise ApiError(400, "input must be a string or a list of strings or token ids", param="input")
+        inputs = [value]
+    elif isinstance(value, list) and all(isinstance(v, int) for v in value):
+        inputs = [" ".join(map(str, value))]
+    elif isinstance(value, list) and all(isinstance(v, str | list) for v in value):
+        inputs = [v if isinstance(v, str) else " ".join(map(str, v)) for v in value]
+    else:
+        raise ApiError(
+            400, "input must be a string or a list of strings or token ids", param="input"
+        )
+    if any(not text for text in inputs):
+        raise ApiError(400, "The decoder prompt cannot be empty")
+    return inputs
+
+
+def _check_embedding(engine: Engine, model: str, body: dict[str, Any], tokens: int) -> None:
+    """What vLLM 0.32's pooling runner refuses, in its words (seen with its CPU build)."""
+    dimensions = body.get("dimensions")
+    if dimensions is not None:
+        raise ApiError(
+            400,
+            f"Model '{model}' does not support Matryoshka embeddings; dimensions must be "
+            f"unset (received dimensions={dimensions}).",
+        )
+    limit = engine.config.max_model_len
+    if tokens > limit:
+        raise ApiError(
+            400,
+            f"This model's maximum context length is {limit} tokens. However, your prompt "
+            f"contains at least {limit + 1} input tokens, which exceeds this limit even "
+            "without any output tokens. Please reduce the length of the input prompt. "
+            f"(parameter=input_tokens, value={limit + 1})",
+            param="input_tokens",
+        )
 
 
 def _encode(vector: list[float], encoding: str) -> list[float] | str:
@@ -308,15 +349,19 @@ def _encode(vector: list[float], encoding: str) -> list[float] | str:
 @routes.post("/v1/embeddings")
 async def embeddings(request: web.Request) -> web.Response:
     engine = engine_of(request)
+    if (absent := _not_served(engine, "pooling")) is not None:
+        return absent
     body = await json_body(request)
-    model = resolve_model(engine, body)
+    try:
+        model = resolve_model(engine, body)
+    except ApiError as exc:  # vLLM's pooling routes name no param for an unknown model
+        raise ApiError(exc.status, exc.message) from None
     inputs = _embedding_inputs(body.get("input"))
+    tokens = [textgen.count_tokens(text) for text in inputs]
+    _check_embedding(engine, model, body, max(tokens))
     encoding = body.get("encoding_format") or "float"
     if encoding not in ("float", "base64"):
         raise ApiError(400, "encoding_format must be float or base64", param="encoding_format")
-    dim = body.get("dimensions") or textgen.EMBEDDING_DIM
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ApiError(400, "dimensions must be a positive integer", param="dimensions")
     ticket = engine.admit()
     try:
         data: list[dict[str, Any]] = []
@@ -324,14 +369,19 @@ async def embeddings(request: web.Request) -> web.Response:
             key = textgen.request_key(
                 seed=engine.config.seed, prompt=text, temperature=0, request_seed=None
             )
-            vector = await engine.embed(ticket, key, dim)
+            vector = await engine.embed(ticket, key, textgen.EMBEDDING_DIM)
             data.append(
-                {"object": "embedding", "index": index, "embedding": _encode(vector, encoding)}
+                {"index": index, "object": "embedding", "embedding": _encode(vector, encoding)}
             )
     except RequestAborted as exc:
         raise ApiError(503, str(exc)) from None
     finally:
         engine.inflight.release(ticket)
-    tokens = sum(textgen.count_tokens(text) for text in inputs)
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-    return web.json_response({"object": "list", "data": data, "model": model, "usage": usage})
+    usage = {
+        "prompt_tokens": sum(tokens),
+        "total_tokens": sum(tokens),
+        "completion_tokens": 0,
+        "prompt_tokens_details": None,
+        "completion_tokens_details": None,
+    }
+    return web.json_response({**_envelope("list", model), "data": data, "usage": usage})

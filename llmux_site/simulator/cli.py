@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from llmux_site.simulator.config import PLATFORMS, VERSION, SimConfig
+from llmux_site.simulator.config import PLATFORMS, RUNNERS, VERSION, SimConfig
 from llmux_site.simulator.faults import FAULT_HELP, FaultSpecError, parse_faults, split_fault_env
 from llmux_site.simulator.ledger import default_ledger_dir, is_under_shm
 from llmux_site.simulator.vllm_api import (
@@ -72,6 +72,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--served-model-name", nargs="+", default=None)
     p.add_argument("--max-model-len", type=int, default=4096)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--runner", choices=RUNNERS, default="auto")
+    p.add_argument("--convert", choices=("auto", "classify", "embed", "none"), default="auto")
     size, count, seconds = parse_size, _non_negative(int), _non_negative(float)
     _sim(p, "weights-bytes", env, type=size, help="weights size (default 16MiB)")
     _sim(p, "seed", env, type=int, help="weights seed (default: derived from MODEL_PATH)")
@@ -155,8 +157,17 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> SimConfig:
         child_processes=_or(ns.sim_child_processes, 0),
         vllm_api=_vllm_api(parser, ns.sim_vllm_api, legacy=bool(ns.sim_legacy_api)),
         platform=ns.sim_platform or "gpu",
+        runner=resolve_runner(ns.runner, ns.convert),
         faults=faults,
     )
+
+
+def resolve_runner(runner: str, convert: str) -> str:
+    """vLLM's runner from --runner and --convert: a conversion to embed or classify makes a
+    pooling model; `draft` serves like `generate`."""
+    if runner == "auto" and convert in ("embed", "classify"):
+        return "pooling"
+    return "generate" if runner == "draft" else runner
 
 
 def check_platform(config: SimConfig) -> None:

@@ -11,6 +11,9 @@ from llmux_site.simulator.vllm_api import DEFAULT_VERSION, VllmApi, parse_vllm_a
 SUFFIX = "+llmux.sim"
 # What the simulated vLLM build runs on: a GPU build, or vLLM's CPU build (no sleep mode).
 PLATFORMS = ("gpu", "cpu")
+# vLLM's --runner: which API the model serves. `auto` serves both here: the simulated model
+# has no architecture for vLLM to resolve it from (vLLM resolves an LLM to `generate`).
+RUNNERS = ("auto", "generate", "pooling", "draft")
 VERSION = f"{parse_vllm_api(DEFAULT_VERSION).version}{SUFFIX}"
 
 
@@ -42,6 +45,7 @@ class SimConfig:
     vllm_api: VllmApi = field(default_factory=lambda: parse_vllm_api(DEFAULT_VERSION))
     faults: Faults = field(default_factory=Faults)
     platform: str = "gpu"
+    runner: str = "auto"  # resolved: auto, generate or pooling
 
     @property
     def model_name(self) -> str:

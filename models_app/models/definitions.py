@@ -49,6 +49,9 @@ class ModelDefinition(models.Model):
     model_path = models.CharField(max_length=1024)
     # The name the engine itself serves; blank means model_path (vLLM's default).
     served_model_name = models.CharField(max_length=256, blank=True)
+    # The readiness probe after /health: a name (completion, chat, embedding, health) or,
+    # for a generic engine, {"path": ..., "body": ...}; null picks one by the engine.
+    probe = models.JSONField(null=True, blank=True, default=None)
     rewrite_model = models.BooleanField(
         default=True, help_text="replace the request's model with the engine's served name"
     )

@@ -55,6 +55,7 @@ MODEL_FIELDS: Mapping[str, str] = MappingProxyType(
         "env": "env",
         "command": "command",
         "served_model_name": "served_model_name",
+        "probe": "probe",
         "rewrite_model": "rewrite_model",
         "description": "description",
         "priority": "priority",

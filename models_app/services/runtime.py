@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
 from llmux_site.core.processes import EngineProcess
+from llmux_site.core.readiness import readiness_probe
 from llmux_site.core.switching import EngineChange, EngineStatus, EngineTarget
 from models_app.models import EngineRuntime, EngineState, ModelDefinition, RegistryConfig
 from models_app.services import notify
@@ -238,6 +239,9 @@ def engine_target(
         drain_timeout=float(model.drain_timeout_secs),
         gpu_ids=tuple(model.gpu_ids),
         checkpoint_path=model.checkpoint_path or None,
+        readiness=readiness_probe(
+            model.probe, engine=model.engine_kind, extra_args=list(model.extra_args)
+        ),
     )
 
 

@@ -252,7 +252,9 @@ def test_it_reads_this_projects_extensions() -> None:
     assert dict(chat.env) == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "HF_HUB_OFFLINE": "1"}
     assert (chat.served_model_name, chat.rewrite_model, chat.priority) == ("demo-chat", False, 10)
     assert chat.drain_timeout_secs == 5
+    assert chat.probe == "chat"
     embedder = spec.model("embedder")
+    assert embedder.probe == {"path": "/embed", "body": {"inputs": "ping"}}
     assert (embedder.engine, embedder.host, embedder.port, embedder.enabled) == (
         "generic",
         "::1",
@@ -285,6 +287,30 @@ def test_it_reads_this_projects_extensions() -> None:
         ({"startup_timeout_secs": 0}, "models.a.startup_timeout_secs"),
         ({"enabled": "no"}, "models.a.enabled"),
         ({"description": "x" * 501}, "models.a.description"),
+        ({"probe": "tokens"}, "models.a.probe"),
+        ({"probe": 1}, "models.a.probe"),
+        ({"probe": {"path": "/health"}}, "models.a.probe"),  # vLLM takes a probe name
+        (
+            {"engine": "generic", "sleep_level": ..., "command": ["srv"], "probe": {}},
+            "models.a.probe",
+        ),
+        (
+            {"engine": "generic", "sleep_level": ..., "command": ["srv"], "probe": {"path": "x"}},
+            "models.a.probe",
+        ),
+        (
+            {"engine": "generic", "sleep_level": ..., "command": ["s"], "probe": {"path": "/a b"}},
+            "models.a.probe",
+        ),
+        (
+            {
+                "engine": "generic",
+                "sleep_level": ...,
+                "command": ["srv"],
+                "probe": {"path": "/v1/rerank", "body": ["not", "an", "object"]},
+            },
+            "models.a.probe",
+        ),
     ],
 )
 def test_it_rejects_invalid_extension_fields(changes: dict[str, object], path: str) -> None:

@@ -6,9 +6,11 @@ import base64
 import json
 import struct
 import time
+from typing import Any
 
 import aiohttp
 import openai
+import pytest
 
 from tests.simulator.harness import SimEngine, SimLauncher
 
@@ -37,10 +39,10 @@ def test_the_model_path_is_the_default_name(sim: SimLauncher) -> None:
 
 def test_a_wrong_model_is_a_404_openai_error(sim: SimLauncher) -> None:
     engine = sim.start()
-    for path, body in [
-        ("/v1/completions", {"model": "nope", "prompt": "hi"}),
-        ("/v1/chat/completions", {**CHAT, "model": "nope"}),
-        ("/v1/embeddings", {"model": "nope", "input": "hi"}),
+    for path, body, param in [
+        ("/v1/completions", {"model": "nope", "prompt": "hi"}, "model"),
+        ("/v1/chat/completions", {**CHAT, "model": "nope"}, "model"),
+        ("/v1/embeddings", {"model": "nope", "input": "hi"}, None),  # as vLLM 0.32 answers
     ]:
         reply = engine.post(path, body)
         assert reply.status == 404
@@ -48,7 +50,7 @@ def test_a_wrong_model_is_a_404_openai_error(sim: SimLauncher) -> None:
             "error": {
                 "message": "The model `nope` does not exist.",
                 "type": "NotFoundError",
-                "param": "model",
+                "param": param,
                 "code": 404,
             }
         }
@@ -85,15 +87,75 @@ def test_a_chat_completion_has_openai_shape_and_usage(sim: SimLauncher) -> None:
 def test_embeddings_have_openai_shape_and_usage(sim: SimLauncher) -> None:
     engine = sim.start()
     body = engine.post("/v1/embeddings", {"input": ["a b", "c"]}).json()
-    assert body["object"] == "list"
-    assert [d["index"] for d in body["data"]] == [0, 1]
+    # vLLM 0.32's pooling runner answers with these keys, in this order.
+    assert list(body) == ["id", "object", "created", "model", "data", "usage"]
+    assert body["id"].startswith("embd-") and body["object"] == "list"
+    assert [(d["index"], d["object"]) for d in body["data"]] == [(0, "embedding"), (1, "embedding")]
     vector = body["data"][0]["embedding"]
     assert len(vector) == 64
     assert abs(sum(v * v for v in vector) - 1) < 1e-6
-    assert body["usage"] == {"prompt_tokens": 3, "total_tokens": 3}
+    assert body["usage"] == {
+        "prompt_tokens": 3,
+        "total_tokens": 3,
+        "completion_tokens": 0,
+        "prompt_tokens_details": None,
+        "completion_tokens_details": None,
+    }
     again = engine.post("/v1/embeddings", {"input": "a b", "encoding_format": "base64"}).json()
     decoded = struct.unpack("<64f", base64.b64decode(again["data"][0]["embedding"]))
     assert max(abs(a - b) for a, b in zip(decoded, vector, strict=True)) < 1e-6
+
+
+def test_the_pooling_runner_serves_embeddings_and_no_completions_as_vllm_does(
+    sim: SimLauncher,
+) -> None:
+    pooling = sim.start("--runner", "pooling", model="sim/embed")
+    converted = sim.start("--convert", "embed", model="sim/embed")
+    generate = sim.start("--runner", "generate")
+
+    for engine in (pooling, converted):
+        assert engine.post("/v1/embeddings", {"input": "hi"}).status == 200
+        for path, body in [("/v1/completions", {"prompt": "hi"}), ("/v1/chat/completions", CHAT)]:
+            reply = engine.post(path, body)
+            assert (reply.status, reply.json()) == (404, {"detail": "Not Found"})
+    reply = generate.post("/v1/embeddings", {"input": "hi"})
+    assert (reply.status, reply.json()) == (404, {"detail": "Not Found"})
+    assert generate.post("/v1/completions", {"prompt": "hi"}).status == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "param"),
+    [
+        (
+            {"input": "hi", "dimensions": 8},
+            "Model 'sim/embed' does not support Matryoshka embeddings; dimensions must be "
+            "unset (received dimensions=8).",
+            None,
+        ),
+        ({"input": ""}, "The decoder prompt cannot be empty", None),
+        ({"input": []}, "You must pass at least one prompt", None),
+        (
+            {"input": "word " * 600},
+            "This model's maximum context length is 512 tokens. However, your prompt contains "
+            "at least 513 input tokens, which exceeds this limit even without any output "
+            "tokens. Please reduce the length of the input prompt. "
+            "(parameter=input_tokens, value=513)",
+            "input_tokens",
+        ),
+    ],
+)
+def test_embedding_requests_vllm_refuses_are_refused_in_its_words(
+    sim: SimLauncher, body: dict[str, Any], message: str, param: str | None
+) -> None:
+    # The answers of vLLM 0.32's pooling runner (CPU build) to the same requests.
+    engine = sim.start("--runner", "pooling", "--max-model-len", "512", model="sim/embed")
+
+    reply = engine.post("/v1/embeddings", body)
+
+    assert reply.status == 400
+    assert reply.json() == {
+        "error": {"message": message, "type": "BadRequestError", "param": param, "code": 400}
+    }
 
 
 def test_temperature_zero_is_deterministic_and_default_sampling_is_not(sim: SimLauncher) -> None:
