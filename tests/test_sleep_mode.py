@@ -14,11 +14,12 @@ from django.test import override_settings
 
 from llmux_site.core.config import parse_config
 from llmux_site.core.launch import sleep_mode_in
+from llmux_site.core.policy import EvictionPolicy
 from models_app.models import EngineRuntime, EngineState, ModelDefinition, RegistryConfig, SwapEvent
-from models_app.services import switching
+from models_app.services import control, switching
 from models_app.services.engines import engine_command
 from models_app.services.registry import ImportReport, apply_registry
-from models_app.services.runtime import stop_all_engines
+from models_app.services.runtime import engine_target, stop_all_engines
 from tests.plugins.engines import free_port
 
 FAST = ["--sim-startup-seconds", "0", "--sim-weights-bytes", "64KiB", "--sim-kv-bytes", "64KiB"]
@@ -67,6 +68,19 @@ def test_llmux_sleep_mode_decides_over_the_platform() -> None:
         assert sleep_mode_in(argv_of("sim")) and sleep_mode_in(argv_of("real"))
     with override_settings(LLMUX_SLEEP_MODE="off"):
         assert not sleep_mode_in(argv_of("sim")) and not sleep_mode_in(argv_of("real"))
+
+
+@pytest.mark.django_db
+def test_an_override_that_sleeps_starts_the_engine_with_sleep_mode() -> None:
+    import_models(stops={"sleep_level": 5})
+    model = ModelDefinition.objects.get(name="stops")
+
+    def spec_argv() -> list[str]:
+        return list(engine_target(model, RegistryConfig.load()).spec.argv)
+
+    assert not sleep_mode_in(spec_argv())
+    control.set_eviction_override(model, EvictionPolicy.from_label("offload+keep_running"))
+    assert sleep_mode_in(spec_argv())
 
 
 @pytest.mark.django_db

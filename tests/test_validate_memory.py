@@ -75,3 +75,8 @@ def test_memory_no_probe_reads_is_unverified_and_sleep_without_sleep_mode_refuse
         " WHERE to_name = '' ORDER BY id"
     )
     assert checks == [("cpu", "stop", "exited"), ("unseen", "keep_running", "unknown")]
+    # Each policy ran as the model's eviction override; the models had none, and have none.
+    overrides = llmux.llmux.query(
+        "SELECT override_weights, override_process FROM models_app_engineruntime"
+    )
+    assert set(overrides) == {("", "")}

@@ -74,9 +74,12 @@ def sleep_mode_warning(model: ModelDefinition, config: RegistryConfig) -> str | 
     )
 
 
-def engine_command(model: ModelDefinition, config: RegistryConfig) -> EngineCommand:
-    """The argv and environment that start this model's engine."""
-    policy = eviction_policy(model, config)
+def engine_command(
+    model: ModelDefinition, config: RegistryConfig, eviction: EvictionPolicy | None = None
+) -> EngineCommand:
+    """The argv and environment that start this model's engine, to be evicted by `eviction`
+    (default: its own policy; an operator's override when one is set)."""
+    policy = eviction or eviction_policy(model, config)
     env = dict(model.env)
     _engine_env(model, engine_tmp_dir(model), env)
     return build_engine_command(
@@ -145,8 +148,10 @@ def _engine_env(model: ModelDefinition, tmp_dir: str | None, env: dict[str, str]
         env.setdefault("LLMUX_SIM_LEDGER_DIR", str(settings.LLMUX_DIRS["ledger"]))
 
 
-def process_spec(model: ModelDefinition, config: RegistryConfig) -> ProcessSpec:
-    command = engine_command(model, config)
+def process_spec(
+    model: ModelDefinition, config: RegistryConfig, eviction: EvictionPolicy | None = None
+) -> ProcessSpec:
+    command = engine_command(model, config, eviction)
     return ProcessSpec(
         argv=command.argv,
         log_path=engine_log_path(model),

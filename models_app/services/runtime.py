@@ -225,12 +225,14 @@ def engine_target(
 ) -> EngineTarget:
     """What the core switcher needs to know about `model`'s engine, from the database."""
     runtime = runtime or runtime_for(model)
+    # The engine starts ready for the eviction it will get (vLLM's sleep flag follows it).
+    eviction = override_policy(runtime) or eviction_policy(model, config)
     return EngineTarget(
         name=model.name,
         address=listen_address(model),
         served_name=model.served_model_name or model.model_path,
-        spec=process_spec(model, config),
-        eviction=override_policy(runtime) or eviction_policy(model, config),
+        spec=process_spec(model, config, eviction),
+        eviction=eviction,
         status=EngineStatus(runtime.state),
         process=current_process(runtime),
         evicted=evicted_policy(runtime),

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from checkpoints_app.services.operations import OperationError, wait_for
+from llmux_site.core import supervisor
 from llmux_site.core.engine_client import EngineClient
 from llmux_site.core.launch import sleep_mode_in
 from llmux_site.core.lifecycle import MEMORY_LEFT_RATIO
@@ -31,9 +32,9 @@ from models_app.models import (
     Verdict,
 )
 from models_app.services import control
-from models_app.services.engines import engine_command, listen_address, sleep_mode_available
+from models_app.services.engines import listen_address, sleep_mode_available
 from models_app.services.host_actions import capabilities
-from models_app.services.runtime import runtime_for
+from models_app.services.runtime import current_process, override_policy, runtime_for
 from models_app.services.switch_ports import gpu_probe
 
 DEFAULT_POLICIES = (
@@ -70,19 +71,29 @@ def unavailable(model: ModelDefinition, policy: EvictionPolicy, support: Support
         return f"{policy.process.value} is not available on this host"
     if policy.vllm_sleep_level is None:
         return None
-    config = RegistryConfig.load()
-    if not sleep_mode_available(model, config):
+    if not sleep_mode_available(model, RegistryConfig.load()):
         return (
             f"{policy.weights.value} needs vLLM sleep mode, which this host's platform lacks "
             f"for this engine (LLMUX_SLEEP_MODE={settings.LLMUX_SLEEP_MODE})"
         )
-    if not sleep_mode_in(engine_command(model, config).argv):
-        return (
-            f"{policy.weights.value} needs vLLM sleep mode, but the engine starts without it: "
-            "its own eviction does not sleep (give it one that does, or --enable-sleep-mode "
-            "in extra_args, to validate this policy)"
-        )
     return None
+
+
+def _prepare(model: ModelDefinition, policy: EvictionPolicy, timeout: float) -> None:
+    """Make `policy` the model's eviction (an override, undone by `validate`), and restart
+    an engine started without the vLLM sleep mode it needs: the sleep flag follows the
+    eviction an engine is started for."""
+    control.set_eviction_override(model, policy)
+    if policy.vllm_sleep_level is None:
+        return
+    process = current_process(runtime_for(model))
+    live = process and supervisor.adopt(process.pid, process.create_time, process.pgid)
+    if live and not sleep_mode_in(live.argv):
+        wait_for(
+            control.stop(model, actor=ACTOR, trigger=SwapTrigger.API),
+            timeout,
+            f"restarting {model.name} with vLLM sleep mode",
+        )
 
 
 def host_support() -> Support:
@@ -178,6 +189,7 @@ def validate_policy(
     verified. Memory no probe could read makes it unverified, never a pass."""
     run = ValidationRun(batch=batch, model=model, model_name=model.name, policy=policy.label)
     try:
+        _prepare(model, policy, timeout)
         _switch_to(model, timeout)
         baseline, _ = _answer(model)
         run.memory_before = _memory(model)
@@ -198,6 +210,21 @@ def validate_policy(
     return run
 
 
+def _run_or_refuse(
+    model: ModelDefinition, policy: EvictionPolicy, batch: str, timeout: float, refused: str | None
+) -> ValidationRun:
+    if refused is None:
+        return validate_policy(model, policy, batch, timeout)
+    return ValidationRun.objects.create(
+        batch=batch,
+        model=model,
+        model_name=model.name,
+        policy=policy.label,
+        verdict=Verdict.REFUSED,
+        error=refused,
+    )
+
+
 def validate(
     model: ModelDefinition,
     policies: list[EvictionPolicy] | None,
@@ -206,28 +233,25 @@ def validate(
     support: Support | None = None,
     on_run: Callable[[ValidationRun], None] | None = None,
 ) -> list[ValidationRun]:
-    """Each policy in turn (default: every one this host supports); the stored runs."""
+    """Each policy in turn (default: every one this host supports); the stored runs.
+
+    Each runs as the model's eviction override; the override it had is put back after.
+    """
     support = support or host_support()
     explicit = policies is not None
     chosen = policies or [EvictionPolicy.from_label(label) for label in DEFAULT_POLICIES]
     batch = uuid.uuid4().hex
     runs = []
-    for policy in chosen:
-        refused = unavailable(model, policy, support)
-        if refused is not None:
-            if not explicit:
+    before = override_policy(runtime_for(model))
+    try:
+        for policy in chosen:
+            refused = unavailable(model, policy, support)
+            if refused is not None and not explicit:
                 continue  # the default list covers what this host can do
-            run = ValidationRun.objects.create(
-                batch=batch,
-                model=model,
-                model_name=model.name,
-                policy=policy.label,
-                verdict=Verdict.REFUSED,
-                error=refused,
-            )
-        else:
-            run = validate_policy(model, policy, batch, timeout)
-        runs.append(run)
-        if on_run is not None:
-            on_run(run)
+            run = _run_or_refuse(model, policy, batch, timeout, refused)
+            runs.append(run)
+            if on_run is not None:
+                on_run(run)
+    finally:
+        control.set_eviction_override(model, before)
     return runs
