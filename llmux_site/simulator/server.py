@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -50,17 +50,16 @@ def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
             child.wait()
 
 
-def remove_stale_socket(path: Path) -> None:
-    """Remove a socket file left by a dead engine; refuse to delete anything else."""
-    with contextlib.suppress(FileNotFoundError):
-        if not stat.S_ISSOCK(path.lstat().st_mode):
-            raise SystemExit(f"llmux-sim: {path} exists and is not a socket")
-        path.unlink()
+def refuse_taken_socket_path(path: Path) -> None:
+    """Fail as vLLM's own bind does when the socket path is there, stale or not.
 
-
-def remove_socket(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+    vLLM binds its Unix socket itself: a file left at the path (its own, from a run that
+    died or stopped: it never removes it) fails the start with "Address already in use".
+    asyncio would quietly replace a stale socket; the simulator must not, or whatever
+    starts engines would never learn to clean up after vLLM (issue 13, finding 2).
+    """
+    if os.path.lexists(path):
+        raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
 
 
 def install_signal_handlers(engine: Engine, stop: asyncio.Event) -> None:
@@ -81,7 +80,7 @@ def install_signal_handlers(engine: Engine, stop: asyncio.Event) -> None:
 async def _start_site(runner: web.AppRunner, config: SimConfig) -> web.BaseSite:
     site: web.BaseSite
     if config.uds is not None:
-        remove_stale_socket(Path(config.uds))
+        refuse_taken_socket_path(Path(config.uds))
         site = web.UnixSite(runner, config.uds)
     else:
         site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
@@ -118,7 +117,6 @@ async def serve(config: SimConfig) -> int:
     runner = web.AppRunner(
         build_app(engine), handler_cancellation=True, access_log=None, shutdown_timeout=0.1
     )
-    bound = False
     try:
         await engine.load()
         if "startup" in config.faults.crash:
@@ -128,7 +126,6 @@ async def serve(config: SimConfig) -> int:
             return 0
         await runner.setup()
         await _start_site(runner, config)
-        bound = True
         log(
             f"serving {config.model_path} as {', '.join(config.served_model_names)} on "
             f"{config.listen_description()} (weights {source.size / MIB:.1f} MiB from "
@@ -140,8 +137,7 @@ async def serve(config: SimConfig) -> int:
     finally:
         await runner.cleanup()
         engine.close()
-        if bound and config.uds is not None:
-            remove_socket(config.uds)
+        # The socket file stays, as vLLM leaves it: whoever starts the engine removes it.
         stop_children(children)
 
 

@@ -210,7 +210,7 @@ class SimModels:
             name=name,
             address=address,
             served_name=name,
-            spec=ProcessSpec(argv=command.argv, log_path=log_path, env=env),
+            spec=ProcessSpec(argv=command.argv, log_path=log_path, env=env, uds=address.uds),
             eviction=eviction,
             status=EngineStatus.NOT_STARTED,
             startup_timeout=startup_timeout,

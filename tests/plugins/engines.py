@@ -164,7 +164,9 @@ class EngineSpawner:
             **command.env,
         }
         process = supervisor.spawn(
-            supervisor.ProcessSpec(argv=command.argv, log_path=log_path, env=overrides)
+            supervisor.ProcessSpec(
+                argv=command.argv, log_path=log_path, env=overrides, uds=address.uds
+            )
         )
         engine = SpawnedEngine(name, process, address, command, log_path)
         self.engines.append(engine)
