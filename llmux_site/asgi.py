@@ -47,6 +47,7 @@ gateway = GatewayApp(
     allowed_hosts=settings.ALLOWED_HOSTS
     or ([".localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else []),
 )
+backend.close_upstream = gateway.upstreams.close  # connections close before a drain ack
 pages = static_pages(django_app)
 websockets = websocket_application()  # the dashboard's live status
 

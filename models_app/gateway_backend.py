@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError, transaction
 
+from llmux_site.core.addresses import ListenAddress
 from llmux_site.gateway.backend import Route
 from llmux_site.gateway.errors import GatewayError
 from llmux_site.logs import event
@@ -100,6 +102,11 @@ class DjangoGatewayBackend:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)  # run the refresher now
     _task: asyncio.Task[None] | None = None
     _db: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "llmux-gw-db"))
+    # Closes this process's connections to an engine (the gateway's UpstreamPool.close):
+    # awaited before a drain is acknowledged, since CRIU cannot dump an engine while another
+    # process holds one end of a connection to it ("half of stream unix connection").
+    close_upstream: Callable[[ListenAddress], Awaitable[None]] | None = None
+    _acks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     def create(cls, keys: GatewayKeys | None = None) -> DjangoGatewayBackend:
@@ -427,8 +434,19 @@ class DjangoGatewayBackend:
                 continue  # a worker waits only for the token of a drain it raised
             if self.announced.get(name, -1) < token:
                 self.announced[name] = token
-                notify.publish(notify.DRAINED, [self.instance_id, name, token])
+                ack = asyncio.ensure_future(self._acknowledge_drain(name, token))
+                self._acks.add(ack)
+                ack.add_done_callback(self._acks.discard)
                 self.dirty = True
+
+    async def _acknowledge_drain(self, name: str, token: int) -> None:
+        """Tell the worker this process is drained, once it holds no connection to the
+        engine (closing idle ones takes well under a millisecond)."""
+        model = self.registry.models.get(name) if self.registry is not None else None
+        if self.close_upstream is not None and model is not None:
+            with contextlib.suppress(Exception):  # never keep a worker waiting on us
+                await self.close_upstream(model.route.upstream)
+        notify.publish(notify.DRAINED, [self.instance_id, name, token])
 
     async def _refresh_registry(self) -> None:
         fingerprint = await self._run_db(selectors.registry_fingerprint)

@@ -39,7 +39,8 @@ import psutil
 
 from llmux_site.core import lifecycle, supervisor
 from llmux_site.core.addresses import ListenAddress
-from llmux_site.core.criu import Criu, clean_shm
+from llmux_site.core.criu import Criu
+from llmux_site.core.criu_shm import clean_link_remaps
 from llmux_site.core.engine_client import open_session
 from llmux_site.core.launch import build_engine_command
 from llmux_site.core.policy import EvictionPolicy
@@ -259,7 +260,7 @@ def bench_dir(parent: Path) -> Iterator[Path]:
     try:
         yield root
     finally:
-        clean_shm()
+        clean_link_remaps()
         shutil.rmtree(root, ignore_errors=True)
         left = leftovers(root)
         for item in left:

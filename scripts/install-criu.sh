@@ -24,7 +24,7 @@ say() { echo "install-criu: $*" >&2; }
 # 1 when "$1 --version" is at least 4.2.
 recent() {
     local version
-    version="$("$1" --version 2>/dev/null | sed -n 's/^Version: *\([0-9][0-9.]*\).*/\1/p' | head -1)"
+    version="$("$@" --version 2>/dev/null | sed -n 's/^Version: *\([0-9][0-9.]*\).*/\1/p' | head -1)"
     [ -n "$version" ] || return 1
     printf '4.2\n%s\n' "$version" | sort -V -C
 }
@@ -38,14 +38,51 @@ use() {  # print the criu to run, after checking it works on this kernel
     echo "$1"
 }
 
+# DIR/criu is always a wrapper of ours: it runs the criu found or unpacked here with
+# scripts/criu/amx_permission.c preloaded (a restored engine inherits Intel AMX's
+# permission from criu, which CRIU itself does not restore), where gcc can build it.
+amx_library() {
+    local source="$REPO/scripts/criu/amx_permission.c" library="$DIR/amx_permission.so"
+    if [ "$(uname -m)" = x86_64 ] && command -v gcc >/dev/null 2>&1; then
+        if [ ! -f "$library" ] || [ "$source" -nt "$library" ]; then
+            gcc -O2 -shared -fPIC -o "$library" "$source"
+        fi
+        echo "$library"
+    fi
+}
+
+wrap() {  # $1: a criu to run, $2: a dynamic loader line to run it through (or empty)
+    local library preload=""
+    library="$(amx_library)"
+    mkdir -p "$DIR"
+    if [ -n "$2" ]; then
+        [ -z "$library" ] || preload="--preload $library"
+        printf '#!/bin/sh\n# %s\nexec %s %s "%s" "$@"\n' \
+            "Debian's criu through its own libc (scripts/install-criu.sh)" \
+            "$2" "$preload" "$1" >"$DIR/criu.new"
+    else
+        [ -z "$library" ] || preload="LD_PRELOAD=$library "
+        printf '#!/bin/sh\n# %s\n%sexec "%s" "$@"\n' \
+            "the system's criu (scripts/install-criu.sh)" "$preload" "$1" >"$DIR/criu.new"
+    fi
+    chmod +x "$DIR/criu.new"
+    mv "$DIR/criu.new" "$DIR/criu"
+    use "$DIR/criu"
+}
+
+root="$DIR/root"
+libs="$root/usr/lib/x86_64-linux-gnu:$root/lib/x86_64-linux-gnu"
+loader="$root/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 --library-path $libs"
+
 system_criu="$(command -v criu || true)"
 if [ -n "$system_criu" ] && recent "$system_criu"; then
-    use "$system_criu"
+    wrap "$system_criu" ""
     exit 0
 fi
 
-if [ -x "$DIR/criu" ] && recent "$DIR/criu"; then
-    use "$DIR/criu"
+# shellcheck disable=SC2086 # the loader line is words
+if [ -x "$root/usr/sbin/criu" ] && recent $loader "$root/usr/sbin/criu"; then
+    wrap "$root/usr/sbin/criu" "$loader"
     exit 0
 fi
 
@@ -75,14 +112,5 @@ rm -rf "$DIR.new" && mkdir -p "$DIR.new"
 for deb in "$work"/debs/*.deb; do
     dpkg-deb -x "$deb" "$DIR.new/root"
 done
-root="$DIR/root"
-libs="$root/usr/lib/x86_64-linux-gnu:$root/lib/x86_64-linux-gnu"
-cat >"$DIR.new/criu" <<EOF
-#!/bin/sh
-# Debian's criu through its own libc (scripts/install-criu.sh): never installed system-wide.
-exec "$root/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$libs" \\
-    "$root/usr/sbin/criu" "\$@"
-EOF
-chmod +x "$DIR.new/criu"
 rm -rf "$DIR" && mv "$DIR.new" "$DIR"
-use "$DIR/criu"
+wrap "$root/usr/sbin/criu" "$loader"

@@ -9,9 +9,9 @@ CRIU log (`-v4`) into the image directory, where it stays with the image.
 
 from __future__ import annotations
 
-import glob
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,17 +20,25 @@ from pathlib import Path
 
 import psutil
 
+from llmux_site.core.criu_shm import (
+    clean_link_remaps,
+    put_back,
+    save_after_dump,
+    shm_files_of,
+    shm_lock,
+)
 from llmux_site.core.processes import (
     UNREADABLE,
     EngineProcess,
     exit_code,
     group_processes,
     inherit_group,
+    process_tree,
     read_log_tail,
     reap_orphans,
 )
 
-__all__ = ["Criu", "CriuError", "DumpResult", "Progress", "RestoreResult", "bytes_of", "clean_shm"]
+__all__ = ["Criu", "CriuError", "DumpResult", "Progress", "RestoreResult", "bytes_of"]
 
 # --tree: the whole engine tree. --link-remap and --ghost-limit: files deleted but still
 # open (multiprocessing's sem.mp-* in /dev/shm) go into the image, which stays
@@ -69,18 +77,6 @@ class DumpResult:
 class RestoreResult:
     process: EngineProcess
     seconds: float
-
-
-def clean_shm(shm: Path = Path("/dev/shm")) -> list[str]:  # noqa: S108 - the real one
-    """Remove CRIU's stale link-remap files; they make the next dump or restore fail."""
-    removed = []
-    for path in glob.glob(str(shm / "link_remap.*")):
-        try:
-            os.unlink(path)
-            removed.append(path)
-        except OSError:
-            pass
-    return removed
 
 
 def _log_tail(log: Path) -> str:
@@ -128,11 +124,14 @@ class Criu:
         plugin_dir: str | None = None,
         timeout: float = 1800.0,
         progress_interval: float = PROGRESS_INTERVAL,
+        shm_lock_file: Path | None = None,
     ) -> None:
         self.binary = binary
         self.plugin_dir = plugin_dir or None
         self.timeout = timeout
         self.progress_interval = progress_interval
+        # One lock for every process of the host that dumps or restores (criu_shm).
+        self.shm_lock_file = shm_lock_file or Path(tempfile.gettempdir()) / "llmux-criu.lock"
 
     @cached_property
     def version(self) -> str:
@@ -208,12 +207,15 @@ class Criu:
         `progress` hears the bytes written so far, about twice a second.
         """
         images_dir.mkdir(parents=True, exist_ok=False)
-        clean_shm()
         started = time.monotonic()
         args = ["dump", "--tree", str(process.pid), "--images-dir", str(images_dir), *DUMP]
         args += self._plugin_args(cuda_plugin)
         written = (lambda _pid: progress(bytes_of(images_dir))) if progress else None
-        self._run(args, images_dir / DUMP_LOG, "dump", written)
+        with shm_lock(self.shm_lock_file):
+            clean_link_remaps()  # every image keeps its own: stale ones only collide
+            mapped = shm_files_of(process_tree(process.pid, process.pgid))
+            self._run(args, images_dir / DUMP_LOG, "dump", written)
+            save_after_dump(images_dir, mapped)
         size = bytes_of(images_dir)
         if progress is not None:
             progress(size)
@@ -235,7 +237,6 @@ class Criu:
 
         `progress` hears the bytes read so far (by criu and the tasks it forks).
         """
-        clean_shm()
         pidfile = images_dir / "restored.pid"
         pidfile.unlink(missing_ok=True)
         size = bytes_of(images_dir)
@@ -243,7 +244,10 @@ class Criu:
         args = ["restore", "--images-dir", str(images_dir), *RESTORE, "--pidfile", str(pidfile)]
         args += self._plugin_args(cuda_plugin)
         read = (lambda pid: progress(_bytes_read(pid))) if progress else None
-        self._run(args, images_dir / RESTORE_LOG, "restore", read)
+        with shm_lock(self.shm_lock_file):
+            clean_link_remaps()
+            put_back(images_dir)  # so that this image can be restored again, any time
+            self._run(args, images_dir / RESTORE_LOG, "restore", read)
         if progress is not None:
             progress(size)  # all of it has been read
         pid = int(pidfile.read_text().split()[0])

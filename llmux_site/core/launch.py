@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Literal, get_args
 
 from llmux_site.core.addresses import ListenAddress
+from llmux_site.core.no_io_uring import COMMAND as NO_IO_URING_COMMAND
 from llmux_site.core.policy import EvictionPolicy
 
 __all__ = [
@@ -110,6 +111,10 @@ def build_engine_command(
                 "extra_args turn on vLLM sleep mode, which this engine's platform lacks "
                 "(LLMUX_SLEEP_MODE): vLLM's CPU build refuses to start with it"
             )
+    if criu_compatible:
+        # CRIU cannot dump an io_uring, and libuv (uvloop, vLLM's API server) opens one
+        # whatever UV_USE_IO_URING says: the engine runs with io_uring_setup refused.
+        argv = [*NO_IO_URING_COMMAND, *argv]
     engine_env = _default_env(kind, gpu_ids, criu_compatible=criu_compatible)
     engine_env.update(model_env)
     return EngineCommand(argv=argv, env=engine_env, warnings=warnings)
@@ -139,7 +144,8 @@ def _default_env(
     if gpu_ids:
         engine_env["CUDA_VISIBLE_DEVICES"] = _visible_devices(gpu_ids)
     if criu_compatible:
-        # io_uring and libuv keep kernel state CRIU cannot dump.
+        # io_uring and libuv keep kernel state CRIU cannot dump (the filter in
+        # no_io_uring is what holds for uvloop; these ask the libraries nicely too).
         engine_env["UV_USE_IO_URING"] = "0"
         engine_env["USE_LIBUV"] = "0"
     return engine_env

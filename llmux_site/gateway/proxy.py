@@ -112,6 +112,13 @@ class UpstreamPool:
             upstream = self._upstreams[address] = Upstream(address)
         return upstream
 
+    async def close(self, address: ListenAddress) -> None:
+        """Close this process's connections to one engine; returns once they are closed
+        (a later request opens new ones)."""
+        upstream = self._upstreams.pop(address, None)
+        if upstream is not None:
+            await upstream.session.close()
+
     async def aclose(self) -> None:
         upstreams, self._upstreams = list(self._upstreams.values()), {}
         for upstream in upstreams:
