@@ -56,6 +56,12 @@ class CheckpointImage(models.Model):
     dump_ms = models.FloatField(null=True, blank=True)
     restore_ms = models.FloatField(null=True, blank=True)
     restored_count = models.PositiveIntegerField(default=0)
+    # The create time of the engine the last restore brought back (its pid is `pid`): that
+    # very engine, evicted again with keep_images, keeps this image instead of a new dump.
+    restored_create_time = models.FloatField(null=True, blank=True)
+    reused_count = models.PositiveIntegerField(
+        default=0, help_text="evictions that kept this image instead of dumping again"
+    )
     last_restored_at = models.DateTimeField(null=True, blank=True)
     verified_at = models.DateTimeField(
         null=True, blank=True, help_text="a restored engine passed its readiness probe"

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import psutil
 from django.conf import settings
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from checkpoints_app.models import CheckpointImage, ImageKind, ImageStatus
 from llmux_site.core.criu import DUMP_LOG, RESTORE_LOG, DumpResult, RestoreResult, bytes_of
 from llmux_site.core.images import check_budget, fingerprint, is_image, read_meta
-from llmux_site.core.processes import UNREADABLE
+from llmux_site.core.processes import UNREADABLE, EngineProcess
 from llmux_site.core.switching import EngineTarget
 from llmux_site.logs import event
 from models_app import metrics
@@ -279,6 +279,35 @@ class DbImageStore:
             )
         return path
 
+    def reusable(self, target: EngineTarget, process: EngineProcess) -> Path | None:
+        """With keep_images: the ready image this very engine was restored from."""
+        if not RegistryConfig.load().keep_images:
+            return None
+        for image in CheckpointImage.objects.filter(
+            model_name=target.name,
+            kind=ImageKind.CRIU,
+            status=ImageStatus.READY,
+            fingerprint=fingerprint(target),
+            pid=process.pid,
+            restored_create_time__isnull=False,
+        ):
+            same = abs((image.restored_create_time or 0) - process.create_time) <= 0.02
+            if same and is_image(Path(image.location)):
+                return Path(image.location)
+        return None
+
+    def reused(self, target: EngineTarget, images_dir: Path) -> None:
+        """The engine restored from the image was evicted again without a new dump."""
+        CheckpointImage.objects.filter(location=str(images_dir)).update(
+            reused_count=F("reused_count") + 1
+        )
+        event(
+            log,
+            "checkpoint_reused",
+            f"{target.name} evicted to its image {images_dir} (no new dump)",
+            model=target.name,
+        )
+
     def restoring(self, images_dir: Path) -> None:
         image = _row(images_dir)
         image.status = ImageStatus.RESTORING
@@ -296,6 +325,7 @@ class DbImageStore:
         image.restore_ms = result.seconds * 1000
         image.progress_bytes = image.progress_total = image.bytes
         image.pid, image.pgid = result.process.pid, result.process.pgid
+        image.restored_create_time = result.process.create_time
         image.save()
         metrics.CHECKPOINT_BYTES.labels(image.model_name, "restore").inc(image.bytes)
         metrics.CHECKPOINT_SECONDS.labels("restore").observe(result.seconds)

@@ -9,7 +9,9 @@ CRIU log (`-v4`) into the image directory, where it stays with the image.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -221,10 +223,20 @@ class Criu:
             progress(size)
         # The dumped tree has exited: reap what is ours now. A zombie keeps its pid, and the
         # restore needs exactly those pids back ("Can't fork for <pid>: File exists").
-        exit_code(process)
-        reap_orphans(process.pgid, leader=process.pid)
-        _wait_reaped(process.pgid)
+        _wait_reaped(process)
         return DumpResult(images_dir, size, time.monotonic() - started)
+
+    def end_kept(self, process: EngineProcess) -> None:
+        """End an engine whose image is kept as its checkpoint, as a dump would end it (at
+        once: it is drained), with its /dev/shm files: the image has its own copies, put
+        back at each restore."""
+        with shm_lock(self.shm_lock_file):
+            shared = shm_files_of(process_tree(process.pid, process.pgid))
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pgid, signal.SIGKILL)
+            _wait_reaped(process)
+            for path in shared:
+                path.unlink(missing_ok=True)
 
     def restore(
         self,
@@ -259,16 +271,21 @@ class Criu:
         return RestoreResult(process, time.monotonic() - started)
 
 
-def _wait_reaped(pgid: int, timeout: float = REAP_TIMEOUT) -> None:
-    """Wait until no process of the dumped group is left, zombies included.
+def _wait_reaped(process: EngineProcess, timeout: float = REAP_TIMEOUT) -> None:
+    """Wait until no process of the ended tree is left, zombies included, reaping what is
+    ours: a zombie keeps its pid, and a restore needs exactly those pids back ("Can't fork
+    for <pid>: File exists").
 
     Under `llmux worker` the engines' parent is the host's engine owner (engine_owner),
-    which reaps them within a fraction of a second; a restore started before would find
-    its pids taken. A parent that never reaps is not waited for past `timeout`: the
-    restore then fails, saying which pid it could not get back.
+    which reaps them within a fraction of a second. A parent that never reaps is not waited
+    for past `timeout`: the restore then fails, saying which pid it could not get back.
     """
     deadline = time.monotonic() + timeout
-    while group_processes(pgid) and time.monotonic() < deadline:
+    while True:
+        exit_code(process)  # reaps the leader if it is our child (or inherited)
+        reap_orphans(process.pgid, leader=process.pid)
+        if not group_processes(process.pgid) or time.monotonic() >= deadline:
+            return
         time.sleep(0.02)
 
 

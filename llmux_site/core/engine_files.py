@@ -19,6 +19,7 @@ import stat
 __all__ = [
     "PRIVATE_TMP_MODE",
     "EngineFilesError",
+    "ensure_private_tmp",
     "prepare_private_tmp",
     "private_root",
     "remove_engine_files",
@@ -101,6 +102,16 @@ def private_root(path: str) -> None:
         raise EngineFilesError(f"{path} is not a directory of this user's own: refused")
     if stat.S_IMODE(info.st_mode) & 0o077:
         os.chmod(path, PRIVATE_TMP_MODE)
+
+
+def ensure_private_tmp(path: str) -> None:
+    """The engine's temporary directory, created (0700) if a stop removed it, never emptied:
+    an engine restored from a checkpoint finds its sockets and files where it left them."""
+    with contextlib.suppress(FileExistsError):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.mkdir(path, PRIVATE_TMP_MODE)
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        raise EngineFilesError(f"{path} should be an engine's temporary directory but is not")
 
 
 def remove_private_tmp(path: str) -> None:

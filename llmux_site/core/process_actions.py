@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from llmux_site.core.criu import Criu, CriuError, DumpResult, RestoreResult, bytes_of
 from llmux_site.core.cuda_helper import SuspendHelper
+from llmux_site.core.engine_files import ensure_private_tmp
 from llmux_site.core.images import (
     CudaMode,
     ImageMeta,
@@ -77,6 +78,16 @@ class ImageStore(Protocol):
     def restored(self, target: EngineTarget, images_dir: Path, result: RestoreResult) -> None:
         """The image was restored (it stays, and may be restored again)."""
 
+    def reusable(self, target: EngineTarget, process: EngineProcess) -> Path | None:
+        """With keep_images: the ready image this very engine process was restored from.
+
+        Evicting it again, the engine is stopped and the image kept as its checkpoint: as
+        far as serving goes its state is the image's (what it served since changed caches
+        and counters only), and a kill takes milliseconds where a dump takes seconds."""
+
+    def reused(self, target: EngineTarget, images_dir: Path) -> None:
+        """The engine was evicted to the image it came from (no new dump)."""
+
     def restore_failed(self, target: EngineTarget, images_dir: Path, error: str) -> None:
         """The restore failed: the image is kept, marked, and not tried again."""
 
@@ -122,6 +133,11 @@ class HostProcessActions:
 
     async def checkpoint(self, target: EngineTarget, process: EngineProcess) -> None:
         criu, images = self._criu("checkpoint")
+        kept = await asyncio.to_thread(images.reusable, target, process)
+        if kept is not None:
+            await asyncio.to_thread(criu.end_kept, process)
+            await asyncio.to_thread(images.reused, target, kept)
+            return
         pids = engine_pids(process)
         device = (self.device_memory(pids) or 0) if self.device_memory is not None else 0
         # An engine on GPUs: configured with gpu_ids, or ("all GPUs") holding device memory
@@ -199,6 +215,8 @@ class HostProcessActions:
         try:
             if meta is None:
                 raise CriuError(f"{images_dir} has no readable llmux-image.json")
+            if target.spec.tmp_dir is not None:  # a stop since the dump removed it
+                ensure_private_tmp(target.spec.tmp_dir)
             total = (await asyncio.to_thread(bytes_of, images_dir)) or 1
             result = await asyncio.to_thread(
                 criu.restore,

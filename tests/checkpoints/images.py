@@ -7,6 +7,7 @@ from pathlib import Path
 
 from llmux_site.core.criu import DumpResult, RestoreResult
 from llmux_site.core.images import fingerprint, is_image, read_meta
+from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switching import EngineTarget
 
 
@@ -18,6 +19,9 @@ class DirectoryImages:
     events: list[tuple[str, str]] = field(default_factory=list)  # (event, image dir name)
     progress_seen: list[tuple[str, int, int]] = field(default_factory=list)
     room: int | None = None  # bytes an image may take; None: no limit
+    reuse: bool = False  # keep_images: a restored engine evicted again keeps its image
+    _origins: dict[tuple[int, float], Path] = field(default_factory=dict)
+    restores: dict[Path, int] = field(default_factory=dict)  # image -> times restored
 
     def _model_dir(self, target: EngineTarget) -> Path:
         return self.root / target.name.replace("/", "_")
@@ -58,7 +62,16 @@ class DirectoryImages:
         self.events.append(("restoring", images_dir.name))
 
     def restored(self, target: EngineTarget, images_dir: Path, result: RestoreResult) -> None:
+        self._origins[result.process.identity] = images_dir
+        self.restores[images_dir] = self.restores.get(images_dir, 0) + 1
         self.events.append(("restored", images_dir.name))
+
+    def reusable(self, target: EngineTarget, process: EngineProcess) -> Path | None:
+        kept = self._origins.get(process.identity) if self.reuse else None
+        return kept if kept is not None and (kept / "READY").exists() else None
+
+    def reused(self, target: EngineTarget, images_dir: Path) -> None:
+        self.events.append(("reused", images_dir.name))
 
     def restore_failed(self, target: EngineTarget, images_dir: Path, error: str) -> None:
         (images_dir / "FAILED").write_text(error)

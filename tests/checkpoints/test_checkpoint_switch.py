@@ -239,6 +239,36 @@ async def test_twenty_cycles_of_two_alternating_models_leave_nothing_behind(
     assert shm_leftovers() <= shm_before
 
 
+async def test_with_keep_images_a_restored_engine_is_evicted_to_its_image_without_a_dump(
+    sims: SimModels, images: DirectoryImages, criu: Criu
+) -> None:
+    """keep_images: each model is dumped once; later evictions end the restored engine
+    and keep the image it came from, which is restored again and again."""
+    images.reuse = True
+    ports = sims.ports()
+    actions = HostProcessActions(criu=criu, images=images)
+    policy = EvictionPolicy.from_label("retain+checkpoint")
+    models = [
+        sims.target(f"m/{name}", uds=True, eviction=policy, extra_args=WEIGHTS)
+        for name in ("a", "b")
+    ]
+    ok(await switch(ports, actions, models[0]), BringUpKind.COLD_START)
+    answers = {models[0].name: answer(models[0])}
+    for cycle in range(6):
+        incoming, outgoing = models[(cycle + 1) % 2], models[cycle % 2]
+        result = await switch(ports, actions, incoming, outgoing)
+        ok(result, BringUpKind.COLD_START if cycle == 0 else BringUpKind.RESTORE)
+        assert answers.setdefault(incoming.name, answer(incoming)) == answer(incoming)
+        assert http_request(incoming.address, "GET", "/sim/state").json()["weights_ok"]
+        assert ports.last(outgoing.name).status is EngineStatus.CHECKPOINTED
+    sims.track(ports.last(models[0].name).process)  # type: ignore[arg-type]
+
+    events = [event for event, _ in images.events]
+    assert events.count("dumped") == 2  # one image per model, made once
+    assert sorted(images.restores.values()) == [2, 3]  # each image restored again and again
+    assert events.count("reused") == 4  # every later eviction kept the image
+
+
 def supervisor_alive(process: EngineProcess | None) -> bool:
     return process is not None and supervisor.is_alive(process)
 

@@ -128,7 +128,9 @@ async def test_an_image_is_reused_when_the_record_forgot_it_and_dropped_once_sup
     setup.track(setup.a)
     assert http_request(setup.a.address, "GET", "/sim/state").json()["weights_ok"]
 
-    # Checkpointed again into a fresh image: the restored and verified one is superseded.
+    # Checkpointed again into a fresh image (an engine that is not known to come from the
+    # image is dumped, not evicted back to it): the restored and verified one is superseded.
+    await sync_to_async(CheckpointImage.objects.update)(restored_create_time=None)
     ok(await switch(setup.ports, setup.actions, setup.b, setup.a), BringUpKind.WAKE)
     first, second = await sync_to_async(images_of)("m/a")
     assert (first.status, second.status) == (ImageStatus.DELETED, ImageStatus.READY)
@@ -237,3 +239,18 @@ def test_an_image_whose_restorer_died_is_ready_again(images_dir: Path) -> None:
     live.refresh_from_db()
     assert image.status == ImageStatus.READY and location.exists()
     assert live.status == ImageStatus.RESTORING
+
+
+async def test_with_keep_images_the_restored_engine_is_evicted_to_its_image(setup: Setup) -> None:
+    await sync_to_async(RegistryConfig.objects.filter(pk=1).update)(keep_images=True)
+    await setup.models()
+    await setup.a_checkpointed()
+    ok(await switch(setup.ports, setup.actions, setup.a, setup.b), BringUpKind.RESTORE)
+    ok(await switch(setup.ports, setup.actions, setup.b, setup.a), BringUpKind.WAKE)
+    (image,) = await sync_to_async(images_of)("m/a")  # no second image of a
+    assert (image.status, image.restored_count, image.reused_count) == (ImageStatus.READY, 1, 1)
+
+    ok(await switch(setup.ports, setup.actions, setup.a, setup.b), BringUpKind.RESTORE)
+    setup.track(setup.a)
+    (image,) = await sync_to_async(images_of)("m/a")
+    assert image.restored_count == 2  # the one image, restored again

@@ -162,3 +162,12 @@ def test_a_private_root_is_made_0700_and_one_of_another_user_is_refused(
     os.chown(foreign, 65534, 65534)  # nobody's (the tests run as root)
     with pytest.raises(EngineFilesError, match="not a directory of this user's own"):
         engine_files.private_root(str(foreign))
+
+
+def test_a_restore_finds_its_tmpdir_again_with_what_it_left_there(short_tmp_dir: Path) -> None:
+    tmp_dir = short_tmp_dir / "tmp" / "e"
+    engine_files.ensure_private_tmp(str(tmp_dir))  # a stop removed it: made again
+    assert stat.S_IMODE(tmp_dir.stat().st_mode) == 0o700
+    (tmp_dir / "ipc-socket").write_text("the engine's")
+    engine_files.ensure_private_tmp(str(tmp_dir))
+    assert (tmp_dir / "ipc-socket").read_text() == "the engine's"  # never emptied

@@ -17,8 +17,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 # What vLLM's CPU build needs on these 2-core, 24 GiB machines (ENGINE_CONTRACT §6): a
 # fixed KV cache (the default share of memory refuses to start), no compile step, no
-# usage reports sent out.
-CPU_ARGS = ["--enforce-eager", "--kv-cache-memory-bytes", "268435456", "--max-model-len", "512"]
+# usage reports sent out. float32: in bfloat16, on CPUs with Intel AMX, a worker was seen
+# dying of SIGILL at its first request (AMX has no float32 path, so none is taken).
+CPU_ARGS = [
+    "--enforce-eager",
+    "--kv-cache-memory-bytes",
+    "268435456",
+    "--max-model-len",
+    "512",
+    "--dtype",
+    "float32",
+]
 CPU_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
 # A real vLLM takes 20-60 s to start here, more on a loaded machine.
 STARTUP_TIMEOUT_SECS = 300
