@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
-"""CUDA suspend on a real GPU, driven through llmux's own lifecycle code.
+"""CUDA suspend and CRIU checkpoints on a real GPU, driven through llmux's own lifecycle code.
 
 For the GPU machine (the `device` tool): starts the simulator with `--device cuda` and
 WEIGHTS of weights, evicts it by each policy given (`retain+cuda_suspend`,
-`offload+cuda_suspend`, ...) through `lifecycle.evict` with the worker's process
-actions (`HostProcessActions`: the helper process and the driver API), brings it back
-through `lifecycle.bring_up` and `lifecycle.readiness`, and checks weights and answer.
+`offload+cuda_suspend`, `retain+checkpoint`, `offload+checkpoint`, `discard+checkpoint`,
+...) through `lifecycle.evict` with the worker's process actions (`HostProcessActions`:
+the CUDA helper process and the driver API; with `--criu`, CRIU and an image store on
+plain directories), brings it back through `lifecycle.bring_up` and `lifecycle.readiness`,
+and checks weights and answer. A checkpoint eviction's image is removed after its policy
+(disk). Django-free: the core alone.
 GPU memory is read with nvidia-smi: the baseline before the engine starts, while it
 runs, while it is evicted and after it is back. Prints one JSON object per policy and
 writes them all to OUT (default: stdout only).
 
-    python3 scripts/device_cuda_suspend.py --weights 16GiB \
-        --policy retain+cuda_suspend --policy offload+cuda_suspend --out results.json
+    python3 scripts/device_cuda_suspend.py --weights 16GiB --criu .criu/criu \
+        --policy retain+cuda_suspend --policy retain+checkpoint --out results.json
 
 Not part of the test suite (it needs a GPU, torch and cuda-bindings).
 """
@@ -22,6 +25,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -37,13 +41,16 @@ import aiohttp  # noqa: E402
 
 from llmux_site.core import lifecycle  # noqa: E402
 from llmux_site.core.addresses import ListenAddress  # noqa: E402
+from llmux_site.core.criu import Criu, bytes_of  # noqa: E402
 from llmux_site.core.cuda_helper import HelperProcess  # noqa: E402
 from llmux_site.core.engine_client import CallTimeouts  # noqa: E402
 from llmux_site.core.gpu import GpuProbeError, NvmlProbe  # noqa: E402
+from llmux_site.core.no_io_uring import COMMAND as NO_IO_URING  # noqa: E402
 from llmux_site.core.policy import EvictionPolicy  # noqa: E402
 from llmux_site.core.process_actions import HostProcessActions  # noqa: E402
 from llmux_site.core.processes import ProcessSpec  # noqa: E402
 from llmux_site.core.switching import EngineStatus, EngineTarget  # noqa: E402
+from tests.checkpoints.images import DirectoryImages  # noqa: E402
 
 TIMEOUTS = CallTimeouts(
     health=10, control=120, sleep=300, wake=300, rpc=600, inference=120, probe=120
@@ -135,9 +142,15 @@ async def answer_and_state(target: EngineTarget) -> tuple[str, dict[str, Any]]:
     return str(text), dict(state)
 
 
-async def one_policy(label: str, weights: str, work: Path, baseline: int) -> dict[str, Any]:
+async def one_policy(
+    label: str, weights: str, work: Path, baseline: int, criu: Criu | None
+) -> dict[str, Any]:
+    policy = EvictionPolicy.from_label(label)
+    checkpoint = policy.process.value == "checkpoint"
     port = free_port()
     argv = [
+        # As llmux starts an engine that may be checkpointed (launch.build_engine_command).
+        *(NO_IO_URING if checkpoint else ()),
         sys.executable,
         "-m",
         "llmux_site.simulator",
@@ -162,7 +175,7 @@ async def one_policy(label: str, weights: str, work: Path, baseline: int) -> dic
         address=ListenAddress.tcp(port),
         served_name=MODEL,
         spec=ProcessSpec(argv=argv, log_path=work / f"{label}.log", env=env),
-        eviction=EvictionPolicy.from_label(label),
+        eviction=policy,
         status=EngineStatus.NOT_STARTED,
         startup_timeout=900,
         gpu_ids=(0,),
@@ -172,7 +185,10 @@ async def one_policy(label: str, weights: str, work: Path, baseline: int) -> dic
     process = await lifecycle.cold_start(target, timeouts=TIMEOUTS)
     result["cold_start_s"] = round(time.monotonic() - started, 3)
     running = dataclasses.replace(target, status=EngineStatus.RUNNING, process=process)
-    actions = HostProcessActions(suspend=HelperProcess())
+    images = DirectoryImages(work / "images")
+    actions = HostProcessActions(
+        suspend=HelperProcess(), criu=criu, images=images if criu is not None else None
+    )
     try:
         await lifecycle.readiness(running, process, timeouts=TIMEOUTS)
         before, state = await answer_and_state(running)
@@ -194,7 +210,12 @@ async def one_policy(label: str, weights: str, work: Path, baseline: int) -> dic
         result["escalation_reason"] = outcome.error
         result["evicted_mib"] = settled_mib(3.0)
 
-        if outcome.status in (EngineStatus.SUSPENDED, EngineStatus.SLEEPING):
+        image = images.latest(running) if checkpoint else None
+        if image is not None:
+            result["image_bytes"] = bytes_of(image) + bytes_of(image / "shm")
+            result["cuda_mode"] = json.loads((image / "llmux-image.json").read_text())["cuda_mode"]
+        back_states = (EngineStatus.SUSPENDED, EngineStatus.SLEEPING, EngineStatus.CHECKPOINTED)
+        if outcome.status in back_states:
             evicted = dataclasses.replace(running, status=outcome.status, evicted=outcome.evicted)
             started = time.monotonic()
             kind, back = await lifecycle.bring_up(
@@ -210,8 +231,11 @@ async def one_policy(label: str, weights: str, work: Path, baseline: int) -> dic
             result["weights_ok_after"] = state.get("weights_ok")
             result["back_mib"] = settled_mib()
             result["same_pid"] = back.pid == process.pid
+            process = back  # a restored engine is a new process with the same pid
     finally:
         lifecycle.kill_now(process, 10)
+        for image_dir in (work / "images").glob("*/*"):  # the disk holds one at a time
+            shutil.rmtree(image_dir, ignore_errors=True)
         await asyncio.to_thread(settle_back_to, baseline)
         helper = actions.suspend_helper
         if isinstance(helper, HelperProcess):
@@ -229,6 +253,7 @@ async def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--work", type=Path, help="keep the engine logs and cache here")
     parser.add_argument("--copy-floor-bytes", type=int, help="also time a pinned copy of this")
+    parser.add_argument("--criu", help="the criu to run (for checkpoint policies)")
     args = parser.parse_args()
     results: list[dict[str, Any]] = []
     baseline = settled_mib()
@@ -241,7 +266,8 @@ async def main() -> None:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         for label in args.policy or ["retain+cuda_suspend", "offload+cuda_suspend"]:
-            result = await one_policy(label, args.weights, work, baseline)
+            criu = Criu(args.criu, shm_lock_file=work / "criu.lock") if args.criu else None
+            result = await one_policy(label, args.weights, work, baseline, criu)
             print(json.dumps(result), flush=True)
             results.append(result)
     if args.out:

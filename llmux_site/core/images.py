@@ -32,6 +32,7 @@ __all__ = [
     "ImageMeta",
     "check_budget",
     "choose_cuda_mode",
+    "cuda_plugin_installed",
     "expected_image_bytes",
     "fingerprint",
     "is_image",
@@ -49,6 +50,7 @@ MARGIN_BYTES = 64 * 1024 * 1024
 NVIDIA_VERSION_FILE = Path("/proc/driver/nvidia/version")
 # CRIU's CUDA plugin checkpoints device memory itself from this driver branch on.
 PLUGIN_MIN_DRIVER = 580
+CUDA_PLUGIN_FILE = "cuda_plugin.so"
 
 
 class CudaMode(enum.StrEnum):
@@ -159,12 +161,16 @@ def nvidia_driver_version(path: Path = NVIDIA_VERSION_FILE) -> str | None:
     return found.group(1) if found else None
 
 
-def choose_cuda_mode(on_gpu: bool, driver: str | None, override: str) -> CudaMode:
-    """How CUDA state goes into an image: by the driver found, unless overridden.
+def choose_cuda_mode(
+    on_gpu: bool, driver: str | None, override: str, *, plugin_installed: bool = False
+) -> CudaMode:
+    """How CUDA state goes into an image: by what is installed, unless overridden.
 
-    Driver >= 580: CRIU's CUDA plugin suspends and restores the device state itself.
-    570-579: the plugin cannot, so llmux suspends CUDA (its own helper) before the dump and
-    resumes it after the restore. A CPU engine needs neither.
+    CRIU's CUDA plugin suspends and restores the device state itself, but only where it is
+    installed (Debian ships none; `checkpoint.cuda_plugin_dir`) and the driver is 580 or
+    newer. Anywhere else llmux suspends CUDA (its own helper, driver 570 and newer) before
+    the dump and resumes it after the restore: seen working on driver 580 too. A CPU
+    engine needs neither.
     """
     if not on_gpu:
         return CudaMode.NONE
@@ -173,4 +179,11 @@ def choose_cuda_mode(on_gpu: bool, driver: str | None, override: str) -> CudaMod
     if override != "auto":
         raise ValueError(f"LLMUX_CRIU_CUDA must be auto, plugin or suspend, not {override!r}")
     major = int(driver.split(".")[0]) if driver and driver.split(".")[0].isdigit() else 0
-    return CudaMode.PLUGIN if major >= PLUGIN_MIN_DRIVER else CudaMode.SUSPEND
+    if plugin_installed and major >= PLUGIN_MIN_DRIVER:
+        return CudaMode.PLUGIN
+    return CudaMode.SUSPEND
+
+
+def cuda_plugin_installed(plugin_dir: str | None) -> bool:
+    """Whether CRIU's CUDA plugin is in `plugin_dir` (its file name, as CRIU builds it)."""
+    return bool(plugin_dir) and Path(str(plugin_dir), CUDA_PLUGIN_FILE).is_file()

@@ -6,7 +6,7 @@ an eviction that needs it escalates to stop (lifecycle), recorded with the reaso
 A checkpoint writes one fresh directory per image and describes it (`images.ImageMeta`)
 once CRIU has finished; the store records each image's life (writing, ready, restored,
 verified, failed). For an engine on GPUs the CUDA state goes into the image by CRIU's CUDA
-plugin (driver >= 580) or by suspending CUDA first (570-579), as `images.choose_cuda_mode`
+plugin (where installed, driver >= 580) or by suspending CUDA first, as `images.choose_cuda_mode`
 decides; the choice is kept in the image, and its restore does the matching thing.
 """
 
@@ -25,6 +25,7 @@ from llmux_site.core.images import (
     CudaMode,
     ImageMeta,
     choose_cuda_mode,
+    cuda_plugin_installed,
     expected_image_bytes,
     fingerprint,
     nvidia_driver_version,
@@ -143,7 +144,12 @@ class HostProcessActions:
         # An engine on GPUs: configured with gpu_ids, or ("all GPUs") holding device memory
         # on a host with an NVIDIA driver.
         on_gpu = bool(target.gpu_ids) or (self.driver_version is not None and device > 0)
-        mode = choose_cuda_mode(on_gpu, self.driver_version, self.cuda_mode)
+        mode = choose_cuda_mode(
+            on_gpu,
+            self.driver_version,
+            self.cuda_mode,
+            plugin_installed=cuda_plugin_installed(criu.plugin_dir),
+        )
         # The plugin copies device memory into the image; suspended first, it sits in host
         # memory, which the resident size does not count yet.
         expected = expected_image_bytes(pids, device if mode is not CudaMode.NONE else 0)

@@ -14,6 +14,7 @@ from llmux_site.core.images import (
     ImageMeta,
     check_budget,
     choose_cuda_mode,
+    cuda_plugin_installed,
     expected_image_bytes,
     is_image,
     nvidia_driver_version,
@@ -24,23 +25,33 @@ GIB = 1024**3
 
 
 @pytest.mark.parametrize(
-    ("gpus", "driver", "override", "mode"),
+    ("gpus", "driver", "plugin", "override", "mode"),
     [
-        ((), "580.65.06", "auto", CudaMode.NONE),  # a CPU engine needs neither
-        ((), None, "suspend", CudaMode.NONE),
-        ((0,), "580.159.04", "auto", CudaMode.PLUGIN),
-        ((0, 1), "590.1", "auto", CudaMode.PLUGIN),
-        ((0,), "575.57.08", "auto", CudaMode.SUSPEND),
-        ((0,), "570.86.15", "auto", CudaMode.SUSPEND),
-        ((0,), None, "auto", CudaMode.SUSPEND),  # unknown driver: the way that always works
-        ((0,), "580.159.04", "suspend", CudaMode.SUSPEND),
-        ((0,), "575.57.08", "plugin", CudaMode.PLUGIN),
+        ((), "580.65.06", True, "auto", CudaMode.NONE),  # a CPU engine needs neither
+        ((), None, False, "suspend", CudaMode.NONE),
+        ((0,), "580.159.04", True, "auto", CudaMode.PLUGIN),
+        ((0, 1), "590.1", True, "auto", CudaMode.PLUGIN),
+        # Driver 580 without the plugin installed (Debian ships none): suspend first, which
+        # is what was seen working on the GPU machine.
+        ((0,), "580.159.04", False, "auto", CudaMode.SUSPEND),
+        ((0,), "575.57.08", True, "auto", CudaMode.SUSPEND),
+        ((0,), "570.86.15", False, "auto", CudaMode.SUSPEND),
+        ((0,), None, True, "auto", CudaMode.SUSPEND),  # unknown driver: the way that works
+        ((0,), "580.159.04", True, "suspend", CudaMode.SUSPEND),
+        ((0,), "575.57.08", False, "plugin", CudaMode.PLUGIN),
     ],
 )
-def test_the_cuda_mode_follows_the_driver_unless_overridden(
-    gpus: tuple[int, ...], driver: str | None, override: str, mode: CudaMode
+def test_the_cuda_mode_follows_what_is_installed_unless_overridden(
+    gpus: tuple[int, ...], driver: str | None, plugin: bool, override: str, mode: CudaMode
 ) -> None:
-    assert choose_cuda_mode(bool(gpus), driver, override) is mode
+    assert choose_cuda_mode(bool(gpus), driver, override, plugin_installed=plugin) is mode
+
+
+def test_the_plugin_is_installed_where_its_file_is(tmp_path: Path) -> None:
+    assert not cuda_plugin_installed(None)
+    assert not cuda_plugin_installed(str(tmp_path))
+    (tmp_path / "cuda_plugin.so").write_bytes(b"")
+    assert cuda_plugin_installed(str(tmp_path))
 
 
 def test_an_unknown_override_is_refused() -> None:
