@@ -23,7 +23,7 @@ class ImageStatus(models.TextChoices):
 
 
 class CheckpointImage(models.Model):
-    """One checkpoint image; deleted only after a verified restore, never after a failed one."""
+    """One checkpoint image; a failed restore keeps it, within LLMUX_IMAGES_KEEP_CORRUPT."""
 
     model = models.ForeignKey(
         ModelDefinition, null=True, blank=True, on_delete=models.SET_NULL, related_name="images"

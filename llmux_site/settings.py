@@ -264,6 +264,9 @@ LLMUX_CRIU_CUDA = env_choice("LLMUX_CRIU_CUDA", "auto", ("auto", "plugin", "susp
 # a dump that would not fit evicts by stop instead. The reserve is always left free.
 LLMUX_IMAGES_BUDGET = env_size("LLMUX_IMAGES_BUDGET", None)
 LLMUX_IMAGES_RESERVE = env_size("LLMUX_IMAGES_RESERVE", 1024**3) or 0
+# Images whose restore failed are kept for inspection, the newest few per model; older
+# ones are deleted (a real vLLM's image is 1.5 GB, and repeated failures filled the disk).
+LLMUX_IMAGES_KEEP_CORRUPT = env_int("LLMUX_IMAGES_KEEP_CORRUPT", 3, minimum=0)
 Q_CLUSTER: dict[str, Any] = {
     "name": env_str("LLMUX_CLUSTER_NAME", "llmux"),
     "workers": env_int("LLMUX_WORKERS", 3, minimum=2, maximum=64),

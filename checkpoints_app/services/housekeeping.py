@@ -3,14 +3,16 @@
 An image is deleted only when something newer or nothing at all depends on it: after a
 verified restore (with `keep_images` off), when a newer image of the same model is ready
 and this one was restored and verified, or when its model was deleted. Never because a
-restore failed (that image is kept for inspection until an operator deletes it), and never
-an image marked `keep` or named by a model's checkpoint_path.
+restore failed (that image is kept for inspection), and never an image marked `keep` or
+named by a model's checkpoint_path. Images whose restore failed are kept within a budget:
+the newest LLMUX_IMAGES_KEEP_CORRUPT of each model, older ones deleted (`prune_corrupt`).
 """
 
 from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.utils import timezone
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
@@ -24,7 +26,8 @@ def delete_image(image: CheckpointImage, *, reason: str) -> None:
     """Remove the image's files; the row stays as history, marked deleted."""
     remove_files(image)
     image.status = ImageStatus.DELETED
-    image.error = reason if not image.error else image.error
+    # The row keeps why its files went, before what went wrong with it (a restore's error).
+    image.error = f"deleted: {reason}\n{image.error}"[:8000] if image.error else reason
     image.save(update_fields=["status", "error"])
     announce(image)
     event(
@@ -54,8 +57,31 @@ def drop_superseded(newest: CheckpointImage) -> list[int]:
     return dropped
 
 
+def prune_corrupt(model_name: str | None = None) -> list[int]:
+    """Delete the files of corrupt images beyond the newest LLMUX_IMAGES_KEEP_CORRUPT of
+    each model (of `model_name` only, when given); the rows stay, with the reason."""
+    keep = settings.LLMUX_IMAGES_KEEP_CORRUPT
+    corrupt = CheckpointImage.objects.filter(status=ImageStatus.CORRUPT, keep=False)
+    if model_name is not None:
+        corrupt = corrupt.filter(model_name=model_name)
+    kept: dict[str, int] = {}
+    deleted = []
+    for image in corrupt.order_by("model_name", "-created_at", "-id"):
+        kept[image.model_name] = kept.get(image.model_name, 0) + 1
+        if kept[image.model_name] <= keep:
+            continue
+        delete_image(
+            image,
+            reason=f"only the newest {keep} corrupt images of a model are kept "
+            "(LLMUX_IMAGES_KEEP_CORRUPT)",
+        )
+        deleted.append(image.pk)
+    return deleted
+
+
 def collect_garbage() -> list[int]:
-    """Delete what nothing depends on: images of deleted models, superseded images."""
+    """Delete what nothing depends on: images of deleted models, superseded images, and
+    corrupt images beyond the budget."""
     deleted = []
     orphans = CheckpointImage.objects.filter(
         model__isnull=True, status__in=(ImageStatus.READY, ImageStatus.CORRUPT), keep=False
@@ -67,7 +93,7 @@ def collect_garbage() -> list[int]:
         "model_name", "-created_at", "-id"
     ):
         deleted += drop_superseded(newest)
-    return deleted
+    return deleted + prune_corrupt()
 
 
 def recover_images() -> list[int]:

@@ -355,6 +355,9 @@ class DbImageStore:
             image=image.pk,
             error=error,
         )
+        from checkpoints_app.services.housekeeping import prune_corrupt
+
+        prune_corrupt(image.model_name)  # repeated failures must not fill the disk
 
     def verified(self, target: EngineTarget, images_dir: Path) -> None:
         image = _row(images_dir)
