@@ -47,6 +47,10 @@ was, and a figure measured while it was busy is a lower bound of what llmux does
   (`scripts/bench_checkpoint.py`) that says what each row includes.
 - **Scheduling policies**: llmux's profiles under fifo, cost_aware and time_slice with
   simulated switch costs (`scripts/bench_policies.py`).
+- **Real vLLM**: vLLM's CPU build (scripts/install-vllm.sh) with the tiny local model,
+  two engines behind `llmux serve` evicted by `retain+checkpoint` with `keep_images`;
+  every figure from llmux's own swap and image records of one run
+  (`scripts/bench_real_vllm.py`).
 - **Dashboard and API at scale**: server time of the overview, the swap history and the
   API's status and swaps with 100 models and 100,000 swap events, through Django's full
   request handling (`scripts/bench_dashboard.py`).
@@ -83,12 +87,15 @@ def main() -> None:
     # "## Dashboard pages and API at scale": 100 models, 100,000 swap events.
     dashboard = run("bench_dashboard.py", *(["--runs", "5"] if args.quick else []))
     policies = run("bench_policies.py")
+    # Real vLLM (its CPU build): CRIU dump and restore against a cold start of the engine.
+    real = run("bench_real_vllm.py", "--switches", "6" if args.quick else "8")
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = (
         f"{HEADER}\n## Run of {stamp}\n\n### Gateway\n\n{gateway}\n\n"
         f"### Gateway as users run it (`llmux serve`)\n\n{served}\n\n"
         f"### Switch orchestration overhead\n\n{switches}\n\n{checkpoint}\n\n"
-        f"{dashboard}\n\n{policies}\n"
+        f"{dashboard}\n\n{policies}\n\n"
+        f"## Real vLLM: CRIU checkpoints against a cold start\n\n{real}\n"
     )
     old = OUTPUT.read_text() if OUTPUT.exists() else ""
     kept = [old.index(heading) for heading in KEPT_SECTIONS if heading in old]
