@@ -143,21 +143,26 @@ def test_it_runs_the_web_process_and_the_worker_and_stops_both_on_sigterm(
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
 
 
+def refused_start(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`llmux serve ARGS` that is expected to stop before it serves."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
+    env["LLMUX_DATA_DIR"] = str(data_dir)
+    return subprocess.run(
+        [sys.executable, "manage.py", "llmux", "serve", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_it_refuses_a_port_that_is_already_taken(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
-        env["LLMUX_DATA_DIR"] = str(tmp_path)
-        result = subprocess.run(
-            [sys.executable, "manage.py", "llmux", "serve", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = refused_start(tmp_path, "--port", str(port))
     assert result.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
@@ -170,16 +175,7 @@ def test_it_refuses_a_model_on_its_own_port(tmp_path: Path) -> None:
             {"vllm_command": "llmux-sim", "models": {"loop": {"model_path": "m", "port": port}}}
         )
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
-    env["LLMUX_DATA_DIR"] = str(tmp_path / "data")
-    result = subprocess.run(
-        [sys.executable, "manage.py", "llmux", "serve", "--port", str(port), "--config", config],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = refused_start(tmp_path / "data", "--port", str(port), "--config", str(config))
     assert result.returncode != 0
     assert f"model loop listens on port {port}, llmux's own port" in result.stderr
 

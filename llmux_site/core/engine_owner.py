@@ -14,7 +14,9 @@ of its cluster. It is a child subreaper, so
   once criu exits (no worker process may be a subreaper itself);
 - the owner reaps every engine process the moment it ends (so a dumped tree's pids are free
   for its restore) and writes each engine leader's exit code where any worker process reads
-  it (`exit_code_of`).
+  it (`exit_code_of`);
+- when an engine's leader ends, the owner kills the rest of its process group first: a
+  real vLLM's engine core and workers outlive a killed API server.
 
 Processes that are not under an owner (tests that drive the lifecycle in-process, scripts)
 spawn engines as their own children, as before. Pure core: no Django; the worker command
@@ -26,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -142,6 +145,8 @@ def reap_engines() -> list[int]:
             continue
         pid = int(name)
         created = _create_time(start)
+        if pid == pgrp:
+            _end_group(pgrp)
         try:
             done, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
@@ -151,6 +156,18 @@ def reap_engines() -> list[int]:
             if pid == pgrp:  # a group leader: an engine (or a restored engine's root)
                 _record_exit(pid, created, os.waitstatus_to_exitcode(status))
     return reaped
+
+
+def _end_group(pgid: int) -> None:
+    """An engine whose leader died is dead: kill what is left of its process group.
+
+    vLLM's engine core and workers run on after a kill -9 of its API server, holding their
+    memory (2 GB of a CPU engine; GPU memory on a GPU), and nothing else would stop them.
+    Done before the leader is reaped: while its zombie holds the number, the group can be
+    no other's.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _record_exit(pid: int, create_time: float, code: int) -> None:

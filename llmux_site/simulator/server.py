@@ -34,7 +34,7 @@ def make_memory(config: SimConfig, weights_bytes: int) -> MemoryBackend:
 
 
 def spawn_children(count: int) -> list[subprocess.Popen[bytes]]:
-    """Children in this process group that exit when this process dies."""
+    """Children in this process group that outlive this process's death, as vLLM's do."""
     argv = [sys.executable, "-m", "llmux_site.simulator.child", str(os.getpid())]
     return [subprocess.Popen(argv, stdin=subprocess.DEVNULL) for _ in range(count)]
 
