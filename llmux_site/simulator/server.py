@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import socket
 import signal
 import subprocess
 import sys
@@ -77,15 +78,28 @@ def install_signal_handlers(engine: Engine, stop: asyncio.Event) -> None:
     loop.add_signal_handler(signal.SIGINT, stop.set)
 
 
-async def _start_site(runner: web.AppRunner, config: SimConfig) -> web.BaseSite:
-    site: web.BaseSite
+def bind_address(config: SimConfig) -> socket.socket:
+    """The engine's socket, bound but not listening, as vLLM binds it before it loads.
+
+    vLLM binds its address first (`--uds`: the socket file appears) and listens only once
+    it serves, so through its whole start a client is refused ("Connection refused"), and
+    an address in use fails the start at once.
+    """
     if config.uds is not None:
         refuse_taken_socket_path(Path(config.uds))
-        site = web.UnixSite(runner, config.uds)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        address: str | tuple[str, int] = config.uds
     else:
-        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
-    await site.start()
-    return site
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        address = (config.host, config.port)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 async def _wait_or_stop(seconds: float, stop: asyncio.Event) -> bool:
@@ -118,6 +132,7 @@ async def serve(config: SimConfig) -> int:
         build_app(engine), handler_cancellation=True, access_log=None, shutdown_timeout=0.1
     )
     try:
+        listener = bind_address(config)
         await engine.load()
         if "startup" in config.faults.crash:
             crash_now("startup")
@@ -125,7 +140,7 @@ async def serve(config: SimConfig) -> int:
         if await _wait_or_stop(delay, stop):
             return 0
         await runner.setup()
-        await _start_site(runner, config)
+        await web.SockSite(runner, listener).start()  # listens: clients are served from now
         log(
             f"serving {config.model_path} as {', '.join(config.served_model_names)} on "
             f"{config.listen_description()} (weights {source.size / MIB:.1f} MiB from "
