@@ -40,14 +40,21 @@ def _digest(*parts: bytes) -> bytes:
     return hasher.digest()
 
 
-def request_key(*, seed: int, prompt: str, temperature: float, request_seed: int | None) -> bytes:
-    """What a request's output depends on besides the weights; random unless deterministic."""
+def request_key(
+    *, seed: int, prompt: str, temperature: float, request_seed: int | None, sample: int = 0
+) -> bytes:
+    """What a request's output depends on besides the weights; random unless deterministic.
+
+    `sample` numbers the sequences of one prompt (`n` > 1): each is its own draw.
+    """
     if temperature == 0:
         nonce = b"greedy"
     elif request_seed is not None:
         nonce = b"seed:%d" % request_seed
     else:
         nonce = os.urandom(16)
+    if sample:
+        nonce += b"#%d" % sample
     return _digest(b"%d" % seed, prompt.encode(), nonce)
 
 
@@ -88,6 +95,45 @@ def count_tokens(text: str) -> int:
     return len(text.split())
 
 
+# Token ids (/tokenize, /detokenize, prompts given as ids): one per whitespace token, so
+# they agree with count_tokens. A word of VOCAB is its index; any other word is its UTF-8
+# bytes read as a number above them, so every id decodes back to its word without a table
+# (the ids are large: the simulated model has no vocabulary size).
+_VOCAB_IDS = {word: index for index, word in enumerate(VOCAB)}
+FIRST_BYTES_ID = len(VOCAB)
+
+
+def token_ids(text: str) -> list[int]:
+    """The ids of `text`'s tokens."""
+    return [_word_id(word) for word in text.split()]
+
+
+def _word_id(word: str) -> int:
+    known = _VOCAB_IDS.get(word)
+    if known is not None:
+        return known
+    return FIRST_BYTES_ID + int.from_bytes(word.encode(errors="surrogatepass"), "big")
+
+
+def token_strs(ids: Sequence[int]) -> list[str]:
+    """The text of each token id ("" for an id that is no token)."""
+    return [_word(token) for token in ids]
+
+
+def detokenize(ids: Sequence[int]) -> str:
+    """The text of token ids, words joined by single spaces (what tokens keep of a text)."""
+    return " ".join(word for word in token_strs(ids) if word)
+
+
+def _word(token: int) -> str:
+    if 0 <= token < FIRST_BYTES_ID:
+        return VOCAB[token]
+    raw = token - FIRST_BYTES_ID
+    if raw <= 0:
+        return ""
+    return raw.to_bytes((raw.bit_length() + 7) // 8, "big").decode(errors="replace")
+
+
 def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -107,6 +153,11 @@ def chat_prompt(messages: Sequence[Mapping[str, Any]]) -> str:
 def chat_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
     """Usage prompt tokens of a chat: the whitespace tokens of every message's content."""
     return sum(count_tokens(_content_text(message.get("content"))) for message in messages)
+
+
+def chat_token_ids(messages: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The token ids of a chat, as many as its usage counts (no template tokens)."""
+    return token_ids(" ".join(_content_text(message.get("content")) for message in messages))
 
 
 def join_tokens(words: Sequence[str], first_index: int = 0) -> str:

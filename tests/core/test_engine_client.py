@@ -165,7 +165,7 @@ async def test_it_works_over_a_unix_socket(sim: SimLauncher) -> None:
         chat = await client.chat({"model": "tiny", "messages": [{"role": "user", "content": "x"}]})
         assert chat["usage"]["completion_tokens"] == 16
         done = await client.completion({"model": "tiny", "prompt": "a b", "max_tokens": 2})
-        assert done["usage"] == {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}
+        assert (done["usage"]["prompt_tokens"], done["usage"]["completion_tokens"]) == (2, 2)
         vectors = await client.embeddings({"model": "tiny", "input": ["a", "b"]})
         assert len(vectors["data"]) == 2
 
@@ -177,7 +177,7 @@ async def test_openai_errors_become_engine_http_errors(sim: SimLauncher) -> None
             await client.completion({"model": "other", "prompt": "x"})
         assert (missing.value.status, missing.value.message) == (
             404,
-            "The model `other` does not exist.",
+            "The model `other` does not exist. Valid aliases: llmux-sim/test.",
         )
         await client.sleep(1)
         with pytest.raises(EngineHTTPError) as asleep:

@@ -39,20 +39,17 @@ def test_the_model_path_is_the_default_name(sim: SimLauncher) -> None:
 
 def test_a_wrong_model_is_a_404_openai_error(sim: SimLauncher) -> None:
     engine = sim.start()
-    for path, body, param in [
-        ("/v1/completions", {"model": "nope", "prompt": "hi"}, "model"),
-        ("/v1/chat/completions", {**CHAT, "model": "nope"}, "model"),
-        ("/v1/embeddings", {"model": "nope", "input": "hi"}, None),  # as vLLM 0.32 answers
+    named = "The model `nope` does not exist. Valid aliases: llmux-sim/test."
+    for path, body, message, param in [
+        ("/v1/completions", {"model": "nope", "prompt": "hi"}, named, "model"),
+        ("/v1/chat/completions", {**CHAT, "model": "nope"}, named, "model"),
+        # as vLLM 0.32's pooling routes answer: no names, no param
+        ("/v1/embeddings", {"model": "nope", "input": "hi"}, named.split(" Valid")[0], None),
     ]:
         reply = engine.post(path, body)
         assert reply.status == 404
         assert reply.json() == {
-            "error": {
-                "message": "The model `nope` does not exist.",
-                "type": "NotFoundError",
-                "param": param,
-                "code": 404,
-            }
+            "error": {"message": message, "type": "NotFoundError", "param": param, "code": 404}
         }
 
 
@@ -64,7 +61,13 @@ def test_a_completion_has_openai_shape_and_usage(sim: SimLauncher) -> None:
     [choice] = body["choices"]
     assert (choice["index"], choice["finish_reason"]) == (0, "length")
     assert len(choice["text"].split()) == 5
-    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+    assert body["usage"] == {
+        "prompt_tokens": 3,
+        "completion_tokens": 5,
+        "total_tokens": 8,
+        "prompt_tokens_details": None,
+        "completion_tokens_details": None,
+    }
 
 
 def test_max_tokens_defaults_to_16(sim: SimLauncher) -> None:
@@ -81,7 +84,8 @@ def test_a_chat_completion_has_openai_shape_and_usage(sim: SimLauncher) -> None:
     [choice] = body["choices"]
     assert choice["message"]["role"] == "assistant"
     assert len(choice["message"]["content"].split()) == 6
-    assert body["usage"] == {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10}
+    assert (body["usage"]["prompt_tokens"], body["usage"]["completion_tokens"]) == (4, 6)
+    assert body["usage"]["total_tokens"] == 10
 
 
 def test_embeddings_have_openai_shape_and_usage(sim: SimLauncher) -> None:
@@ -182,18 +186,33 @@ def test_two_engines_of_one_model_answer_alike(sim: SimLauncher) -> None:
     assert other.post("/v1/completions", greedy).json()["choices"][0]["text"] != texts[0]
 
 
-def test_a_request_longer_than_max_model_len_is_a_400(sim: SimLauncher) -> None:
+def test_a_request_beyond_max_model_len_is_refused_or_cut_as_vllm_does(sim: SimLauncher) -> None:
+    # vLLM 0.32: a prompt or a max_tokens beyond the context is a 400; a max_tokens that
+    # only overflows it with the prompt is cut to what is left.
     engine = sim.start("--max-model-len", "10")
-    reply = engine.post("/v1/completions", {"prompt": "one two three", "max_tokens": 8})
-    assert reply.status == 400
-    assert "maximum context length is 10" in reply.json()["error"]["message"]
+    cut = engine.post("/v1/completions", {"prompt": "one two three", "max_tokens": 8})
+    assert cut.status == 200
+    assert cut.json()["usage"]["completion_tokens"] == 7
+    too_long = engine.post("/v1/completions", {"prompt": "word " * 11, "max_tokens": 1})
+    assert too_long.status == 400
+    assert too_long.json()["error"]["param"] == "input_tokens"
+    assert "maximum context length is 10" in too_long.json()["error"]["message"]
+    too_many = engine.post("/v1/completions", {"prompt": "one", "max_tokens": 11})
+    assert too_many.status == 400
+    assert too_many.json()["error"] == {
+        "message": "max_tokens=11 cannot be greater than max_model_len=10. Please request "
+        "fewer output tokens. (parameter=max_tokens, value=11)",
+        "type": "BadRequestError",
+        "param": "max_tokens",
+        "code": 400,
+    }
 
 
-def test_bad_json_is_a_400_openai_error(sim: SimLauncher) -> None:
+def test_a_body_that_is_no_object_is_a_400_as_vllm_validation_answers(sim: SimLauncher) -> None:
     engine = sim.start()
     reply = engine.post("/v1/completions", "not an object")
     assert reply.status == 400
-    assert reply.json()["error"]["type"] == "BadRequestError"
+    assert (reply.json()["error"]["type"], reply.json()["error"]["param"]) == ("Bad Request", "body")
 
 
 async def _timed_stream(engine: SimEngine, body: dict[str, object]) -> list[tuple[float, bytes]]:
@@ -222,14 +241,15 @@ async def test_a_stream_arrives_token_by_token_at_the_configured_rate(sim: SimLa
     events = await _timed_stream(engine, body)
     assert events[-1][1] == b"data: [DONE]"
     chunks = [json.loads(line[len(b"data: ") :]) for _, line in events[:-1]]
-    tokens = [c["choices"][0]["text"] for c in chunks if c["choices"][0]["finish_reason"] is None]
+    tokens = [c["choices"][0]["text"] for c in chunks]
     assert len(tokens) == 200
     first_token_at, last_token_at = events[0][0], events[199][0]
     # Incremental: the first token arrives long before the last (relative, so a loaded
     # machine does not make it flaky); 200 tokens at 1,000/s take at least 0.15 s.
     assert first_token_at < last_token_at / 3, events[:3]
     assert last_token_at >= 0.15
-    assert chunks[200]["choices"][0]["finish_reason"] == "length"
+    # As vLLM: the last token's chunk carries the finish reason.
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None] * 199 + ["length"]
     again = await _timed_stream(engine, body)
     assert [line for _, line in again[:200]] != [line for _, line in events[:200]]  # new ids
     texts = [json.loads(line[6:])["choices"][0]["text"] for _, line in again[:200]]
