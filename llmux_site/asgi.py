@@ -1,8 +1,9 @@
 """ASGI entry point of the web process.
 
-`/v1/` goes straight to the gateway, a lean ASGI app (no Django request handling, no
-middleware, no thread hop per request: DESIGN.md measured Django's handler at about half
-the throughput). Everything else (pages, admin, API, static assets) is Django.
+`/v1/` (and vLLM's `/tokenize` and `/detokenize`) goes straight to the gateway, a lean ASGI
+app (no Django request handling, no middleware, no thread hop per request: DESIGN.md
+measured Django's handler at about half the throughput). Everything else (pages, admin,
+API, static assets) is Django.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ django_app = get_asgi_application()
 from django.conf import settings  # noqa: E402
 
 from dashboard.routing import websocket_application  # noqa: E402
-from llmux_site.gateway.app import GatewayApp  # noqa: E402
+from llmux_site.gateway.app import TOKENIZER_ENDPOINTS, GatewayApp  # noqa: E402
 from llmux_site.gateway.proxies import TrustedProxies  # noqa: E402
 from llmux_site.gateway.tuning import tune_web_process  # noqa: E402
 from llmux_site.pages import static_pages  # noqa: E402
@@ -56,12 +57,16 @@ websockets = websocket_application()  # the dashboard's live status
 proxies = TrustedProxies(settings.LLMUX_TRUSTED_PROXIES)
 
 GATEWAY_PREFIX = "/v1/"
+# vLLM's tokenizer routes, at the root as vLLM serves them: forwarded like `/v1/`.
+GATEWAY_PATHS = frozenset(TOKENIZER_ENDPOINTS)
 
 
 async def application(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
     if proxies and scope["type"] != "lifespan":
         scope = proxies.real_client(scope)
-    if scope["type"] == "http" and scope["path"].startswith(GATEWAY_PREFIX):
+    if scope["type"] == "http" and (
+        scope["path"].startswith(GATEWAY_PREFIX) or scope["path"] in GATEWAY_PATHS
+    ):
         await gateway(scope, receive, send)
     elif scope["type"] == "websocket":
         await websockets(scope, receive, send)

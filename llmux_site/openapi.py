@@ -55,6 +55,10 @@ INFERENCE = {
     "/v1/responses": "Responses (OpenAI); switches the model in when needed",
     "/v1/rerank": "Rerank documents (vLLM); switches the model in when needed",
     "/v1/score": "Score text pairs (vLLM); switches the model in when needed",
+    "/tokenize": "Token ids of a `prompt` or chat `messages` (vLLM's route, at the root); "
+    "switches the model in when needed",
+    "/detokenize": "Text of `tokens` (vLLM's route, at the root); switches the model in when "
+    "needed",
 }
 
 
@@ -68,7 +72,7 @@ def _errors(*codes: str) -> dict[str, Any]:
 def _inference(path: str, summary: str) -> dict[str, Any]:
     return {
         "post": {
-            "operationId": "gateway_" + path.removeprefix("/v1/").replace("/", "_"),
+            "operationId": "gateway_" + path.strip("/").removeprefix("v1/").replace("/", "_"),
             "tags": ["gateway"],
             "summary": summary,
             "requestBody": {

@@ -12,6 +12,12 @@ def test_the_schema_documents_the_gateway_with_openai_error_shapes(admin_client:
     schema = admin_client.get("/api/schema/", {"format": "json"}).json()
     for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"):
         assert path in schema["paths"], path
+    # vLLM's tokenizer routes, forwarded at the root where vLLM serves them
+    for path, operation in (
+        ("/tokenize", "gateway_tokenize"),
+        ("/detokenize", "gateway_detokenize"),
+    ):
+        assert schema["paths"][path]["post"]["operationId"] == operation
     chat = schema["paths"]["/v1/chat/completions"]["post"]
     statuses = {"400", "401", "403", "404", "408", "413", "415", "429", "431", "502", "503"}
     assert set(chat["responses"]) == {"200", "504", *statuses}

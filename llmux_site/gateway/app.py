@@ -47,6 +47,8 @@ DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 # The only paths forwarded to engines: vLLM's inference routes, each naming its `model` in
 # a JSON body. vLLM serves others beside them (loading and unloading LoRA adapters, sleep,
 # wake, collective RPC, ...) that act on the engine itself; no client may reach those.
+# Its tokenizer routes are at the root, not under /v1/ (llmux_site/asgi.py sends them here).
+TOKENIZER_ENDPOINTS: Final = ("/tokenize", "/detokenize")
 INFERENCE_ENDPOINTS: Final = (
     "/v1/chat/completions",
     "/v1/completions",
@@ -54,6 +56,7 @@ INFERENCE_ENDPOINTS: Final = (
     "/v1/responses",
     "/v1/rerank",
     "/v1/score",
+    *TOKENIZER_ENDPOINTS,
 )
 MODELS_PATH: Final = "/v1/models"
 JSON_TYPE: Final = b"application/json"
@@ -117,7 +120,8 @@ class ResponseTap:
 
 
 class GatewayApp:
-    """ASGI3 application for http scopes under ``/v1/`` (lifespan closes the sessions)."""
+    """ASGI3 application for http scopes under ``/v1/`` and vLLM's tokenizer routes (lifespan
+    closes the sessions)."""
 
     def __init__(
         self,
