@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import errno
 import os
-import socket
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path

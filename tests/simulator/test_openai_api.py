@@ -212,7 +212,8 @@ def test_a_body_that_is_no_object_is_a_400_as_vllm_validation_answers(sim: SimLa
     engine = sim.start()
     reply = engine.post("/v1/completions", "not an object")
     assert reply.status == 400
-    assert (reply.json()["error"]["type"], reply.json()["error"]["param"]) == ("Bad Request", "body")
+    error = reply.json()["error"]
+    assert (error["type"], error["param"]) == ("Bad Request", "body")
 
 
 async def _timed_stream(engine: SimEngine, body: dict[str, object]) -> list[tuple[float, bytes]]:
