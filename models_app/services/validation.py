@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -32,7 +32,12 @@ from models_app.models import (
     Verdict,
 )
 from models_app.services import control
-from models_app.services.engines import listen_address, sleep_mode_available
+from models_app.services.engines import (
+    engine_command,
+    eviction_policy,
+    listen_address,
+    sleep_mode_available,
+)
 from models_app.services.host_actions import capabilities
 from models_app.services.runtime import current_process, override_policy, runtime_for
 from models_app.services.switch_ports import gpu_probe
@@ -81,19 +86,33 @@ def unavailable(model: ModelDefinition, policy: EvictionPolicy, support: Support
 
 def _prepare(model: ModelDefinition, policy: EvictionPolicy, timeout: float) -> None:
     """Make `policy` the model's eviction (an override, undone by `validate`), and restart
-    an engine started without the vLLM sleep mode it needs: the sleep flag follows the
-    eviction an engine is started for."""
+    an engine started for another launch than the policy's: the sleep flag, and the
+    io_uring refusal CRIU needs, follow the eviction an engine is started for."""
+    runtime = runtime_for(model)
+    started_for = override_policy(runtime) or eviction_policy(model, RegistryConfig.load())
     control.set_eviction_override(model, policy)
-    if policy.vllm_sleep_level is None:
-        return
-    process = current_process(runtime_for(model))
+    process = current_process(runtime)
     live = process and supervisor.adopt(process.pid, process.create_time, process.pgid)
-    if live and not sleep_mode_in(live.argv):
+    if live and _launched_otherwise(model, live.argv, started_for, policy):
         wait_for(
             control.stop(model, actor=ACTOR, trigger=SwapTrigger.API),
             timeout,
-            f"restarting {model.name} with vLLM sleep mode",
+            f"restarting {model.name} as {policy.label} starts it",
         )
+
+
+def _launched_otherwise(
+    model: ModelDefinition, argv: Sequence[str], started_for: EvictionPolicy, policy: EvictionPolicy
+) -> bool:
+    """Whether an engine running `argv`, started for `started_for`, lacks `policy`'s launch.
+
+    An engine started for stop and dumped for a checkpoint failed (its uvloop had an
+    io_uring, which CRIU cannot dump): the validation must run the policy as it runs."""
+    if policy.vllm_sleep_level is not None and not sleep_mode_in(argv):
+        return True
+    config = RegistryConfig.load()
+    then, now = engine_command(model, config, started_for), engine_command(model, config, policy)
+    return (then.argv, then.env) != (now.argv, now.env)
 
 
 def host_support() -> Support:
