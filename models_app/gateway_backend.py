@@ -138,6 +138,7 @@ class DjangoGatewayBackend:
             entry: dict[str, Any] = {
                 "id": model.name,
                 "object": "model",
+                "created": model.created,
                 "owned_by": "llmux",
                 "llmux": {"state": state, "enabled": model.enabled},
             }

@@ -31,6 +31,7 @@ class GatewayModel:
     enabled: bool
     max_model_len: int | None
     group: str  # its GPU group (as switching.group_of computes it)
+    created: int = 0  # when it was defined (Unix seconds): `/v1/models`' `created`
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ def gateway_registry() -> GatewayRegistry:
             max_model_len=_max_model_len(model.extra_args),
             group=groups.get(model.name)
             or gpu_groups({**enabled, model.name: model.gpu_ids})[model.name],
+            created=int(model.created_at.timestamp()),
         )
         names[model.name] = model.name
         for alias in model.aliases.all():

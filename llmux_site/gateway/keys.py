@@ -247,11 +247,16 @@ class UsageMeter:
 
     def _take(self, raw: bytes) -> None:
         try:
-            usage = json.loads(raw).get("usage")
+            answer = json.loads(raw)
+            # /v1/responses nests it in the response (its stream's response.completed).
+            usage = answer.get("usage") or (answer.get("response") or {}).get("usage")
         except (ValueError, AttributeError):
             return
         if isinstance(usage, dict):
+            # Chat and completions say prompt/completion, /v1/responses input/output.
+            prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+            completion = usage.get("completion_tokens", usage.get("output_tokens"))
             self.usage = {
-                "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-                "completion_tokens": int(usage.get("completion_tokens") or 0),
+                "prompt_tokens": int(prompt or 0),
+                "completion_tokens": int(completion or 0),
             }

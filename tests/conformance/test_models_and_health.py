@@ -43,6 +43,7 @@ def test_the_gateway_lists_the_registry_s_models(stack: Stack) -> None:
     for model in models.values():
         assert (model["object"], model["max_model_len"]) == ("model", MAX_MODEL_LEN)
         assert isinstance(model["owned_by"], str)
+        assert isinstance(model["created"], int) and model["created"] > 0  # as OpenAI's
 
 
 def test_health_refuses_connections_while_the_engine_starts_then_answers_200(

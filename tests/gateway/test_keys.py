@@ -147,6 +147,30 @@ def test_usage_is_read_from_a_streams_usage_chunk_cut_anywhere() -> None:
         assert usage == {"prompt_tokens": 3, "completion_tokens": 2}, cut
 
 
+def test_usage_is_read_from_responses_whole_and_streamed() -> None:
+    usage = {"input_tokens": 7, "output_tokens": 4, "total_tokens": 11}
+    whole = json.dumps({"object": "response", "usage": usage}).encode()
+    json_start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"application/json")],
+    }
+    assert run_meter(json_start, [whole]) == {"prompt_tokens": 7, "completion_tokens": 4}
+    completed = json.dumps({"type": "response.completed", "response": {"usage": usage}})
+    events = (
+        b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta"}\n\n'
+        + b"event: response.completed\ndata: "
+        + completed.encode()
+        + b"\n\n"
+    )
+    sse_start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"text/event-stream")],
+    }
+    assert run_meter(sse_start, [events]) == {"prompt_tokens": 7, "completion_tokens": 4}
+
+
 def test_an_error_answer_has_no_usage() -> None:
     start = {"type": "http.response.start", "status": 400, "headers": []}
     assert run_meter(start, [b'{"usage": {"prompt_tokens": 1}}']) is None
