@@ -257,8 +257,8 @@ LLMUX_TRUSTED_PROXIES = _trusted_proxies()
 # checkpoint.criu_path when that program is there, `off` never (such an eviction then
 # escalates to stop, recorded). docs/CHECKPOINTS.md.
 LLMUX_CRIU = env_choice("LLMUX_CRIU", "auto", ("auto", "off"))
-# How an engine's CUDA state goes into an image: `auto` by the driver version (>= 580:
-# CRIU's CUDA plugin; 570-579: llmux suspends CUDA first), or forced.
+# How an engine's CUDA state goes into an image: `auto` by what is installed (CRIU's CUDA
+# plugin where it is and the driver is >= 580, else llmux suspends CUDA first), or forced.
 LLMUX_CRIU_CUDA = env_choice("LLMUX_CRIU_CUDA", "auto", ("auto", "plugin", "suspend"))
 # Disk budget of the images directory (unset: the filesystem's free space is the limit);
 # a dump that would not fit evicts by stop instead. The reserve is always left free.

@@ -4,20 +4,21 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('checkpoints_app', '0002_image_progress_and_reuse'),
+        ("checkpoints_app", "0002_image_progress_and_reuse"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='checkpointimage',
-            name='restored_create_time',
+            model_name="checkpointimage",
+            name="restored_create_time",
             field=models.FloatField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='checkpointimage',
-            name='reused_count',
-            field=models.PositiveIntegerField(default=0, help_text='evictions that kept this image instead of dumping again'),
+            model_name="checkpointimage",
+            name="reused_count",
+            field=models.PositiveIntegerField(
+                default=0, help_text="evictions that kept this image instead of dumping again"
+            ),
         ),
     ]
