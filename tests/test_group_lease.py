@@ -39,7 +39,7 @@ def test_a_holder_busy_for_longer_than_its_lease_lives_keeps_it(
     monkeypatch.setattr(switching, "LINGER_SECS", 0.0)
     models = [
         ModelDefinition.objects.create(name=f"m{n}", model_path=f"sim/m{n}", port=20000 + n)
-        for n in range(200)
+        for n in range(500)  # enough that even a fast box is busy for 2+ lease lifetimes
     ]
     for model in models:
         control.stop(model)  # none runs: each is a quick, skipped operation

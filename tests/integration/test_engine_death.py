@@ -59,14 +59,16 @@ def answer(client: openai.OpenAI, model: str) -> str:
 
 
 def stream_and_kill(
-    client: openai.OpenAI, model: str, victim: psutil.Process, max_tokens: int
+    client: openai.OpenAI, model: str, victim: psutil.Process, max_tokens: int, n: int = 1
 ) -> openai.APIError:
-    """Stream a long answer and kill -9 `victim` once tokens flow; the error raised."""
+    """Stream a long answer (`n` of them at once) and kill -9 `victim` once tokens flow;
+    the error raised."""
     stream = client.chat.completions.create(
         model=model,
         messages=QUESTION,
-        temperature=0,
+        temperature=0 if n == 1 else 1,  # vLLM: greedy sampling makes one answer only
         max_tokens=max_tokens,
+        n=n,
         stream=True,
         extra_body={"ignore_eos": True},  # vLLM: the answer runs to max_tokens
     )

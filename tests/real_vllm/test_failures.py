@@ -24,11 +24,14 @@ from tests.real_vllm.test_stop_switching import chat
 
 pytestmark = pytest.mark.timeout(1800)  # three cold starts of a real vLLM on 2 cores
 
-# A stream long enough to be still running when the kill lands, even when the gateway and
-# the client are starved of CPU for a second (vLLM makes about 400 tokens a second here):
-# the tiny model's whole context (the tier's default max-model-len is 512).
+# Streams long enough to be still running when the kill lands, even when the gateway and
+# the client are starved of CPU for seconds: vLLM makes about 400 tokens a second here and
+# runs ahead of a slow reader (a CI run once read 1,082 tokens of one stream to its end
+# after the kill, all made before it). So eight answers at once, each the tiny model's
+# whole context (the tier's default max-model-len is 512): about 15,000 tokens to make.
 CONTEXT = ["--max-model-len", "2048"]
 LONG_ANSWER = 1900
+ANSWERS = 8
 
 
 @pytest.fixture
@@ -50,7 +53,9 @@ def kill_mid_stream(server: Llmux, client: openai.OpenAI, pick_victim: str) -> N
     tree = engine_tree(pid)
     victim = tree[0] if pick_victim == "api" else engine_core(tree)
     streaming = client.with_options(timeout=120)  # an error, never a hang
-    assert_openai_error(stream_and_kill(streaming, "tiny", victim, max_tokens=LONG_ANSWER))
+    assert_openai_error(
+        stream_and_kill(streaming, "tiny", victim, max_tokens=LONG_ANSWER, n=ANSWERS)
+    )
     assert still_running(tree) == [], f"after a kill -9 of the {pick_victim} process"
 
 
