@@ -3,7 +3,7 @@
 A switch verifies that an eviction really gave memory back, and the dashboard shows what each
 GPU holds; both read a `GpuProbe`. On a GPU host that is NVML (`pynvml`, from the
 `nvidia-ml-py` package, imported only when asked for). Elsewhere the simulated engines report
-their "GPU" memory through a ledger directory (`llmux_site.simulator.ledger`), and
+their "GPU" memory through a ledger directory (format in `llmux_site.core.gpu_ledger`), and
 `LedgerProbe` reads it, ignoring entries of dead or recycled pids.
 
 GPU ids are the ones written in `gpu_ids` / `CUDA_VISIBLE_DEVICES`. NVML numbers devices in
@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import psutil
 
+from llmux_site.core.gpu_ledger import ledger_entries, read_ledger
 from llmux_site.core.processes import VANISHED
-from llmux_site.simulator.ledger import ledger_entries, read_ledger
 
 GIB = 1024**3
 # The ledger knows what simulated engines hold, not how big the simulated GPU is.

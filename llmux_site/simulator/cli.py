@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from llmux_site.core.gpu_ledger import default_ledger_dir, is_under_shm
 from llmux_site.simulator.config import PLATFORMS, RUNNERS, VERSION, SimConfig
 from llmux_site.simulator.faults import FAULT_HELP, FaultSpecError, parse_faults, split_fault_env
-from llmux_site.simulator.ledger import default_ledger_dir, is_under_shm
 from llmux_site.simulator.vllm_api import (
     DEFAULT_VERSION,
     LEGACY_VERSION,

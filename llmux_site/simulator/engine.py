@@ -9,12 +9,12 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, NoReturn
 
+from llmux_site.core.gpu_ledger import LedgerWriter
 from llmux_site.simulator import textgen
 from llmux_site.simulator.config import SimConfig
 from llmux_site.simulator.errors import ApiError
 from llmux_site.simulator.faults import Faults
 from llmux_site.simulator.inflight import Inflight, Ticket
-from llmux_site.simulator.ledger import LedgerWriter
 from llmux_site.simulator.weights import MemoryBackend, WeightsLocation, WeightsSource
 
 TAGS = ("weights", "kv_cache")

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from llmux_site.core.gpu_ledger import LedgerWriter
 from llmux_site.simulator.app import build_app
 from llmux_site.simulator.config import SimConfig
 from llmux_site.simulator.engine import Engine, crash_now, log
-from llmux_site.simulator.ledger import LedgerWriter, visible_gpu_ids
 from llmux_site.simulator.weights import CpuMemory, MemoryBackend, resolve_weights_source
 
 MIB = 1024 * 1024
@@ -32,6 +32,14 @@ def make_memory(config: SimConfig, weights_bytes: int) -> MemoryBackend:
 
         return CudaMemory(weights_bytes)
     return CpuMemory(weights_bytes)
+
+
+def visible_gpu_ids(environ: dict[str, str] | None = None, *, count: int = 1) -> list[int]:
+    """The first `count` GPU ids of CUDA_VISIBLE_DEVICES (non-numeric ids skipped), else [0]."""
+    env = os.environ if environ is None else environ
+    raw = env.get("CUDA_VISIBLE_DEVICES", "")
+    ids = [int(part) for part in raw.split(",") if part.strip().isdigit()]
+    return ids[: max(1, count)] or [0]
 
 
 def spawn_children(count: int) -> list[subprocess.Popen[bytes]]:

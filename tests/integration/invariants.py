@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from llmux_site.simulator.ledger import CREATE_TIME_TOLERANCE_S, process_create_time
+from llmux_site.core.gpu_ledger import CREATE_TIME_TOLERANCE_S, process_create_time
 
 # The states in which an engine holds its GPU group (or is about to): draining still
 # serves, starting allocates. Two of them at once means two engines on one GPU.

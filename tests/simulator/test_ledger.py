@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from llmux_site.simulator.ledger import LedgerWriter, ledger_entries, read_ledger
+from llmux_site.core.gpu_ledger import LedgerWriter, ledger_entries, read_ledger
 from tests.simulator.harness import SimLauncher
 
 
@@ -91,7 +91,7 @@ def test_a_missing_ledger_directory_reads_as_empty(tmp_path: Path) -> None:
 
 def test_the_ledger_reader_imports_neither_django_nor_aiohttp() -> None:
     code = (
-        "import sys, llmux_site.simulator.ledger as l; "
+        "import sys, llmux_site.core.gpu_ledger as l; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'django', 'aiohttp'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,10 +1,14 @@
 """The simulated-GPU ledger: one JSON file per engine process saying how much "GPU" it holds.
 
-Where NVML is absent the project's GPU probe reads this instead, so this module stays pure:
-standard library and psutil only (no Django, no aiohttp).
+Core owns the format because both sides of it are ours: the simulator (`llmux-sim`) writes
+its entry through `LedgerWriter`, and where NVML is absent the GPU probe (`gpu.LedgerProbe`)
+reads them all. So this module stays pure: standard library and psutil only (no Django, no
+aiohttp), and it is the one module of core the simulator imports besides `openai_errors`.
 
 File `<dir>/<pid>.json`: {"pid", "create_time", "model", "gpu_ids", "bytes"}; `bytes` is the
 process's total, spread evenly over its `gpu_ids` (tensor-parallel shards) when read back.
+The directory is LLMUX_SIM_LEDGER_DIR (llmux sets it for the engines it starts), else a
+per-user one under the temporary directory, never under /dev/shm.
 """
 
 from __future__ import annotations
@@ -59,14 +63,6 @@ def default_ledger_dir() -> Path:
 def is_under_shm(path: Path) -> bool:
     """True for /dev/shm and anything below it (after resolving links)."""
     return path.resolve().is_relative_to(SHM)
-
-
-def visible_gpu_ids(environ: dict[str, str] | None = None, *, count: int = 1) -> list[int]:
-    """The first `count` GPU ids of CUDA_VISIBLE_DEVICES (non-numeric ids skipped), else [0]."""
-    env = os.environ if environ is None else environ
-    raw = env.get("CUDA_VISIBLE_DEVICES", "")
-    ids = [int(part) for part in raw.split(",") if part.strip().isdigit()]
-    return ids[: max(1, count)] or [0]
 
 
 def process_create_time(pid: int) -> float | None:
