@@ -175,6 +175,13 @@ class RegistryConfig(models.Model):
             obj, _ = cls.objects.get_or_create(pk=cls.SINGLETON_PK)
             return obj
 
+    @classmethod
+    def current(cls) -> RegistryConfig:
+        """The settings for reading: the stored row, or the defaults unsaved (a read path
+        never inserts; `load()` creates the row for the writers that need it)."""
+        stored = cls.objects.filter(pk=cls.SINGLETON_PK).first()
+        return stored if stored is not None else cls(pk=cls.SINGLETON_PK)
+
     def default_eviction(self) -> EvictionPolicy:
         return EvictionPolicy(
             WeightsAction(self.default_weights), ProcessAction(self.default_process)
