@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
 from dashboard.snapshot import snapshot
-from models_app.services import notify
+from models_app import protocol
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Broadcaster:
         self._changed.set()
 
     async def _run(self) -> None:
-        listener = await notify.bus().listen(self._on_message)
+        listener = await protocol.bus().listen(self._on_message)
         layer = get_channel_layer()
         try:
             while self.subscribers > 0:

@@ -15,7 +15,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,9 +27,9 @@ from llmux_site.core.addresses import ListenAddress
 from llmux_site.gateway.backend import Route
 from llmux_site.gateway.errors import GatewayError
 from llmux_site.logs import event
-from models_app import metrics, selectors
+from models_app import metrics, protocol, selectors
 from models_app.models import EngineState, Mode, ModelDefinition, SwapTrigger, SwitchStatus
-from models_app.services import notify, presence, reconcile, switching
+from models_app.services import presence, reconcile, switching
 from models_app.services.api_keys import GatewayKeys
 
 log = logging.getLogger(__name__)
@@ -293,7 +293,7 @@ class DjangoGatewayBackend:
                 assert self.registry is not None
                 spec = self.registry.models[model]
                 # A lingering worker reads the group's state while we write the request.
-                notify.publish(notify.WANTED, {"group": spec.group, "model": spec.pk})
+                protocol.publish(protocol.Wanted(spec.group, spec.pk))
                 waiter.switch_id = await self._run_db(
                     self._request_switch, spec.pk, model, spec.group, self._presence_snapshot()
                 )
@@ -350,7 +350,7 @@ class DjangoGatewayBackend:
         last_registry = last_report = 0.0
         # Workers publish "look now" on this host's bus after each state change, so a
         # drain or an activation is seen at once; the poll below is the fallback.
-        listener = await notify.bus().listen(self._on_message)
+        listener = await protocol.bus().listen(self._on_message)
         try:
             await self._refresh_loop(last_registry, last_report)
         finally:
@@ -383,39 +383,31 @@ class DjangoGatewayBackend:
                     await self._wake.wait()
 
     def _on_message(self, data: bytes) -> None:
-        kind, payload = notify.parse(data)
-        if kind == notify.REGISTRY:
+        message = protocol.read(data)
+        if isinstance(message, protocol.RegistryChanged):
             self._registry_stale = True
             self._keys_stale = True
             self._wake.set()
             return
-        if kind == notify.PROBING and isinstance(payload, dict):
-            for name, version in payload.items():
-                if isinstance(version, int):
-                    self.probing[str(name)] = version
+        if isinstance(message, protocol.Probing):
+            self.probing[message.model] = message.version
             self._notify()  # waiters for it may go now
             return
-        if kind != notify.RUNTIME:
-            return  # demand, queue and drain news are for workers
-        if isinstance(payload, dict):
-            self._apply_pushed(payload)  # the committed states: no read needed
+        if isinstance(message, protocol.EngineStates):
+            self._apply_pushed(message.states)  # the committed states: no read needed
             if any(self.states.get(name, ("",))[0] == EngineState.FAILED for name in self.waiters):
                 self._wake.set()  # a waiter's switch may have failed: read its outcome
-        else:
-            self._wake.set()
+        elif message is None:
+            self._wake.set()  # a notice we cannot read: the database says what changed
+        # Demand, queue and drain news are for workers.
 
-    def _apply_pushed(self, payload: dict[str, Any]) -> None:
+    def _apply_pushed(self, states: Mapping[str, protocol.CommittedState]) -> None:
         """Take committed engine states from a bus notice, without a database read."""
-        rows = {}
-        for name, entry in payload.items():
-            if isinstance(entry, list) and len(entry) == 3:
-                state, token, version = entry
-                rows[str(name)] = (str(state), int(token), int(version))
-        if self._merge(rows):
+        if self._merge(states):
             self._notify()
             self._announce_drains()
 
-    def _merge(self, rows: dict[str, tuple[str, int, int]]) -> bool:
+    def _merge(self, rows: Mapping[str, tuple[str, int, int]]) -> bool:
         """Cache every row at least as new as the cached one; True if a state changed."""
         states = dict(self.states)
         for name, (state, token, version) in rows.items():
@@ -447,7 +439,7 @@ class DjangoGatewayBackend:
         if self.close_upstream is not None and model is not None:
             with contextlib.suppress(Exception):  # never keep a worker waiting on us
                 await self.close_upstream(model.route.upstream)
-        notify.publish(notify.DRAINED, [self.instance_id, name, token])
+        protocol.publish(protocol.Drained(self.instance_id, name, token))
 
     async def _refresh_registry(self) -> None:
         fingerprint = await self._run_db(selectors.registry_fingerprint)

@@ -6,12 +6,12 @@ from typing import Any
 
 from django.db.models.signals import post_delete, post_save
 
+from models_app import protocol
 from models_app.models import ModelAlias, ModelDefinition, RegistryConfig
-from models_app.services import notify
 
 
 def _registry_changed(**_kwargs: Any) -> None:
-    notify.registry_changed()
+    protocol.after_commit(protocol.RegistryChanged())
 
 
 def connect() -> None:

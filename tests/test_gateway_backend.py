@@ -12,9 +12,10 @@ from asgiref.sync import sync_to_async
 
 from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switching import EngineStatus
+from models_app import protocol
 from models_app.gateway_backend import DjangoGatewayBackend
 from models_app.models import ModelDefinition
-from models_app.services import notify
+from models_app.protocol import CommittedState, Drained, EngineStates
 from models_app.services.runtime import begin_drain, record_engine_status
 from tests.plugins.engines import free_port
 
@@ -32,7 +33,7 @@ async def until(check: Callable[[], object], timeout: float = 2.0) -> None:
 
 
 def listeners() -> int:
-    return len(list(notify.bus().directory.glob("*.sock")))
+    return len(list(protocol.bus().directory.glob("*.sock")))
 
 
 async def started_backend() -> DjangoGatewayBackend:
@@ -54,7 +55,7 @@ async def test_a_state_pushed_on_the_bus_admits_a_waiter_the_database_would_not(
         await until(lambda: "alpha" in backend.waiters and backend.waiters["alpha"].switch_id)
         assert not waiter.done()
         # No worker runs the switch and the table never says running: only the bus can.
-        notify.publish(notify.RUNTIME, {"alpha": ["running", 0, 1]})  # state, token, version
+        protocol.publish(EngineStates({"alpha": CommittedState("running", 0, 1)}))
         slot = await asyncio.wait_for(waiter, 1.0)
         assert slot.route.model == "alpha"
         slot.release()
@@ -66,11 +67,11 @@ async def test_a_state_pushed_on_the_bus_admits_a_waiter_the_database_would_not(
 async def test_a_drain_with_nothing_in_flight_is_acknowledged_on_the_bus_at_once() -> None:
     backend = await started_backend()
     heard: list[bytes] = []
-    listener = await notify.bus().listen(heard.append)
+    listener = await protocol.bus().listen(heard.append)
     try:
-        notify.publish(notify.RUNTIME, {"alpha": ["draining", 4, 1]})
-        drained = [notify.DRAINED, [backend.instance_id, "alpha", 4]]
-        await until(lambda: drained in [list(notify.parse(m)) for m in heard], timeout=1.0)
+        protocol.publish(EngineStates({"alpha": CommittedState("draining", 4, 1)}))
+        drained = Drained(backend.instance_id, "alpha", 4)
+        await until(lambda: drained in [protocol.read(m) for m in heard], timeout=1.0)
     finally:
         listener.close()
         await backend.aclose()
@@ -90,17 +91,17 @@ def record_draining() -> int:
 async def test_a_drain_is_acknowledged_when_the_last_request_in_flight_ends() -> None:
     backend = await started_backend()
     heard: list[bytes] = []
-    listener = await notify.bus().listen(heard.append)
+    listener = await protocol.bus().listen(heard.append)
     try:
         # As a worker does: the state is committed, then pushed.
         await sync_to_async(record_running)()
         slot = await asyncio.wait_for(backend.acquire("alpha", deadline=time.monotonic() + 5), 1)
         token = await sync_to_async(record_draining)()
         await asyncio.sleep(0.3)
-        assert not [m for m in heard if m.startswith(notify.DRAINED)]  # one still in flight
+        assert not [m for m in heard if m.startswith(Drained.KIND)]  # one still in flight
         slot.release()
-        drained = [notify.DRAINED, [backend.instance_id, "alpha", token]]
-        await until(lambda: drained in [list(notify.parse(m)) for m in heard], timeout=1.0)
+        drained = Drained(backend.instance_id, "alpha", token)
+        await until(lambda: drained in [protocol.read(m) for m in heard], timeout=1.0)
     finally:
         listener.close()
         await backend.aclose()

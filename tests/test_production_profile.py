@@ -121,11 +121,11 @@ def test_bus_hints_reach_a_process_on_another_host_through_redis(
     # Two data directories stand for two hosts: their buses share no socket directory,
     # so what the second hears came through the cluster's Redis channel.
     listen = """
-from models_app.services import notify
-listener = notify.bus().listen_sync()
-assert notify.bus().relay.wait_subscribed(20)
+from models_app import protocol
+listener = protocol.bus().listen_sync()
+assert protocol.bus().relay.wait_subscribed(20)
 print("subscribed", flush=True)
-print(listener.wait(30, only=notify.QUEUED))
+print(listener.wait(30, only=protocol.Queued.KIND))
 """
     other_host = production_env | {"LLMUX_DATA_DIR": str(tmp_path / "other-host")}
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")} | other_host
@@ -140,7 +140,7 @@ print(listener.wait(30, only=notify.QUEUED))
     try:
         assert listening.stdout is not None
         assert listening.stdout.readline().strip() == "subscribed", listening.stderr
-        publish = "from models_app.services import notify; notify.publish(notify.QUEUED)"
+        publish = "from models_app import protocol; protocol.publish(protocol.Queued())"
         sent = run_manage(["shell", "--no-imports", "-c", publish], production_env)
         assert sent.returncode == 0, sent.stderr
         out, err = listening.communicate(timeout=60)

@@ -27,13 +27,11 @@ from llmux_site.core.images import check_budget, fingerprint, is_image, read_met
 from llmux_site.core.processes import UNREADABLE, EngineProcess
 from llmux_site.core.switching import EngineTarget
 from llmux_site.logs import event
-from models_app import metrics
+from models_app import metrics, protocol
 from models_app.models import ModelDefinition, RegistryConfig
-from models_app.services import notify
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = b"checkpoint"  # bus kind: an image's progress or status changed
 # Statuses whose files are on disk and count against the budget.
 ON_DISK = (ImageStatus.WRITING, ImageStatus.READY, ImageStatus.RESTORING, ImageStatus.CORRUPT)
 PROGRESS_EVERY = 0.5  # seconds between progress writes of one image
@@ -89,15 +87,14 @@ def _row(images_dir: Path) -> CheckpointImage:
 
 def announce(image: CheckpointImage) -> None:
     """Tell the dashboard and other processes (host bus) about an image's progress."""
-    notify.after_commit(
-        CHECKPOINT,
-        {
-            "image": image.pk,
-            "model": image.model_name,
-            "status": image.status,
-            "done": image.progress_bytes,
-            "total": image.progress_total,
-        },
+    protocol.after_commit(
+        protocol.ImageProgress(
+            image=image.pk,
+            model=image.model_name,
+            status=image.status,
+            done=image.progress_bytes,
+            total=image.progress_total,
+        )
     )
 
 

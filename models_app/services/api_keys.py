@@ -25,8 +25,8 @@ from llmux_site.gateway.keys import (
     hash_secret,
     rate_limited,
 )
+from models_app import protocol
 from models_app.models import ApiKey
-from models_app.services import notify
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,13 @@ def create_key(
         expires_at=expires_at,
         created_by=created_by if getattr(created_by, "is_authenticated", False) else None,
     )
-    notify.registry_changed()  # web processes reload their key tables
+    protocol.after_commit(protocol.RegistryChanged())  # web processes reload their key tables
     return NewKey(key, f"llmux-{prefix}-{secret}")
 
 
 def revoke_key(key: ApiKey) -> None:
     ApiKey.objects.filter(pk=key.pk).update(revoked=True, updated_at=timezone.now())
-    notify.registry_changed()
+    protocol.after_commit(protocol.RegistryChanged())
 
 
 def rate_window() -> RateWindow:

@@ -6,6 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
+from models_app import protocol
 from models_app.models import (
     Mode,
     ModelDefinition,
@@ -14,7 +15,7 @@ from models_app.models import (
     SwapTrigger,
     SwitchRequest,
 )
-from models_app.services import notify, switching
+from models_app.services import switching
 from models_app.services.runtime import runtime_for
 
 STOP = EvictionPolicy(WeightsAction.RETAIN, ProcessAction.STOP)
@@ -30,7 +31,7 @@ def set_mode(mode: str, *, actor: str = "") -> RegistryConfig:
         raise ControlError(f"unknown mode {mode!r}; expected auto or manual")
     config = RegistryConfig.load()
     RegistryConfig.objects.filter(pk=config.pk).update(mode=mode, updated_at=timezone.now())
-    notify.registry_changed()
+    protocol.after_commit(protocol.RegistryChanged())
     config.refresh_from_db()
     return config
 
@@ -44,7 +45,7 @@ def pin(
         RegistryConfig.objects.filter(pk=RegistryConfig.SINGLETON_PK).update(
             mode=Mode.MANUAL, pinned_model=model, updated_at=timezone.now()
         )
-        notify.registry_changed()
+        protocol.after_commit(protocol.RegistryChanged())
         return force_switch(model, actor=actor, trigger=trigger)
 
 
@@ -53,7 +54,7 @@ def unpin(*, actor: str = "") -> RegistryConfig:
     RegistryConfig.objects.filter(pk=RegistryConfig.SINGLETON_PK).update(
         mode=Mode.AUTO, pinned_model=None, updated_at=timezone.now()
     )
-    notify.registry_changed()
+    protocol.after_commit(protocol.RegistryChanged())
     return RegistryConfig.load()
 
 

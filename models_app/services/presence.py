@@ -9,8 +9,8 @@ from typing import NamedTuple
 
 from django.utils import timezone
 
+from models_app import protocol
 from models_app.models import WebInstance
-from models_app.services import notify
 
 # A web process heartbeats every second; three missed beats and it counts as gone (its
 # in-flight requests died with it, so it must not hold up a drain).
@@ -37,7 +37,7 @@ def report(
     # One UPDATE in the usual case (the row exists after the first report).
     if not WebInstance.objects.filter(id=instance_id).update(**fields):
         WebInstance.objects.update_or_create(id=instance_id, defaults=fields)
-    notify.after_commit(notify.PRESENCE)
+    protocol.after_commit(protocol.PresenceReported())
 
 
 def forget(instance_id: str) -> None:

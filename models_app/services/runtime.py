@@ -12,8 +12,9 @@ from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
 from llmux_site.core.processes import EngineProcess
 from llmux_site.core.readiness import readiness_probe
 from llmux_site.core.switching import EngineChange, EngineStatus, EngineTarget
+from models_app import protocol
 from models_app.models import EngineRuntime, EngineState, ModelDefinition, RegistryConfig
-from models_app.services import notify
+from models_app.protocol import CommittedState
 from models_app.services.engines import (
     eviction_policy,
     listen_address,
@@ -57,9 +58,9 @@ def record_changes(
         states = {}
         for model, change in changes:
             version, token = _write_status(model, change, group)
-            states[model.name] = [change.status.value, token, version]
-        notify.after_commit(notify.RUNTIME, states)
-    return {name: int(entry[2]) for name, entry in states.items()}
+            states[model.name] = CommittedState(change.status.value, token, version)
+        protocol.after_commit(protocol.EngineStates(states))
+    return {name: state.version for name, state in states.items()}
 
 
 def begin_drain(
@@ -78,9 +79,8 @@ def begin_drain(
         change = EngineChange(model.name, EngineStatus.DRAINING, process)
         new_token = None if current_token is None else current_token + 1
         version, token = _write_status(model, change, group, new_token=new_token)
-        notify.after_commit(
-            notify.RUNTIME, {model.name: [EngineStatus.DRAINING.value, token, version]}
-        )
+        state = CommittedState(EngineStatus.DRAINING.value, token, version)
+        protocol.after_commit(protocol.EngineStates({model.name: state}))
         return token
 
 
@@ -98,9 +98,8 @@ def record_death(runtime: EngineRuntime, error: str) -> bool:
         if written is None:  # someone wrote the row since it was read
             return False
         version, token = written
-        notify.after_commit(
-            notify.RUNTIME, {runtime.model.name: [EngineStatus.FAILED.value, token, version]}
-        )
+        state = CommittedState(EngineStatus.FAILED.value, token, version)
+        protocol.after_commit(protocol.EngineStates({runtime.model.name: state}))
     return True
 
 

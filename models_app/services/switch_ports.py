@@ -27,7 +27,7 @@ from llmux_site.core.switching import (
     SwitchResult,
 )
 from llmux_site.logs import event
-from models_app import metrics
+from models_app import metrics, protocol
 from models_app.models import (
     ModelDefinition,
     SwapEvent,
@@ -35,7 +35,7 @@ from models_app.models import (
     SwitchRequest,
     SwitchStatus,
 )
-from models_app.services import notify, presence
+from models_app.services import presence
 from models_app.services.runtime import begin_drain, record_changes
 
 T = TypeVar("T")
@@ -121,14 +121,14 @@ class DbSwitchPorts:
 
     async def _listen(self) -> None:
         if self._listener is None:
-            self._listener = await notify.bus().listen(self._on_message)
+            self._listener = await protocol.bus().listen(self._on_message)
 
     def _on_message(self, data: bytes) -> None:
-        kind, payload = notify.parse(data)
-        if kind == notify.DRAINED and isinstance(payload, list) and len(payload) == 3:
-            instance, model, token = payload
-            self._bus_acks.add((str(instance), str(model), int(token)))
-        self._kinds.add(kind)
+        message = protocol.read(data)
+        if isinstance(message, protocol.Drained):
+            self._bus_acks.add((message.instance, message.model, message.token))
+        if message is not None:  # an unreadable one only wakes: the database decides
+            self._kinds.add(message.KIND)
         self._signal.set()
 
     async def _pause(self) -> set[bytes]:
@@ -197,7 +197,7 @@ class DbSwitchPorts:
                 return True
             # The database decides whenever the bus said nothing new (or a web process
             # reported): it also drops web processes that died during the drain.
-            quiet = not kinds or notify.PRESENCE in kinds
+            quiet = not kinds or protocol.PresenceReported.KIND in kinds
             if quiet and await self._db(presence.all_drained, model, token):
                 return True
             if time.monotonic() >= deadline:
@@ -240,7 +240,7 @@ class DbSwitchPorts:
         else:
             SwapEvent.objects.filter(pk=self.swap.pk).update(phase=phase.value)
         self.phase_written = phase
-        notify.publish(notify.SWAP)  # autocommitted: the dashboard may read it now
+        protocol.publish(protocol.SwapChanged())  # autocommitted: the dashboard may read it now
 
     def _open_swap(self, phase: Phase) -> None:
         outgoing = self.plan.outgoing
@@ -305,14 +305,14 @@ class DbSwitchPorts:
         # so a web process never acts on a hint about an earlier start of the engine.
         version = self._versions.get(model)
         if version is not None:
-            notify.publish(notify.PROBING, {model: version})
+            protocol.publish(protocol.Probing(model, version))
 
     async def settle(self, model: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         kinds: set[bytes] = set()
         while time.monotonic() < deadline:
             # Only a web process's report (or the poll interval) can change the answer.
-            look = not kinds or notify.PRESENCE in kinds
+            look = not kinds or protocol.PresenceReported.KIND in kinds
             if look and await self._db(presence.total_waiting, model) == 0:
                 return
             kinds = await self._pause()
@@ -366,7 +366,7 @@ def finish_swap(request: SwitchRequest, ports: DbSwitchPorts, result: SwitchResu
         status=request_status, error=result.error, finished_at=now
     )
     if ports.swap is not None:
-        notify.publish(notify.SWAP)
+        protocol.publish(protocol.SwapChanged())
         _observe(ports, swap_outcome, total_ms, result)
 
 

@@ -24,6 +24,7 @@ from llmux_site.core.gpu import gpu_groups
 from llmux_site.core.policy import EvictionPolicy
 from llmux_site.core.switcher import run_eviction, run_switch
 from llmux_site.core.switching import Outcome, SwitchResult
+from models_app import protocol
 from models_app.models import (
     OPEN_SWITCH_STATUSES,
     GroupLease,
@@ -33,7 +34,7 @@ from models_app.models import (
     SwitchRequest,
     SwitchStatus,
 )
-from models_app.services import host_actions, notify, reconcile, scheduler
+from models_app.services import host_actions, reconcile, scheduler
 from models_app.services.planning import SwitchState, build_plan, read_switch_state
 from models_app.services.switch_ports import DbSwitchPorts, finish_swap
 
@@ -102,7 +103,7 @@ def request_operation(
         # is just ending, it looks at the queue once more after releasing the lease, and
         # if it died, the sweep re-queues the request once the lease expired. Published
         # before the task is enqueued: a lingering holder need not wait for the broker.
-        notify.after_commit(notify.QUEUED)
+        protocol.after_commit(protocol.Queued())
         if not lease_held(group):
             transaction.on_commit(lambda: enqueue_group(group))
     return request
@@ -163,11 +164,11 @@ class LeaseSession:
 
     def on_message(self, message: bytes | None) -> bool:
         """Read ahead for announced demand in this group; True if the message was that."""
-        kind, payload = notify.parse(message or b"")
-        if kind != notify.WANTED or not isinstance(payload, dict):
+        wanted = protocol.read(message)
+        if not isinstance(wanted, protocol.Wanted):
             return False
-        if payload.get("group") == self.group and isinstance(payload.get("model"), int):
-            self.read_ahead = read_switch_state(self.group, payload["model"])
+        if wanted.group == self.group:
+            self.read_ahead = read_switch_state(self.group, wanted.model_id)
         return True
 
 
@@ -199,7 +200,7 @@ def _drain_queue(group: str, holder: str, handled: int) -> int:
     instead of after a task dispatch.
     """
     session = LeaseSession(group, lease_failure(group))
-    listener = notify.bus().listen_sync()
+    listener = protocol.bus().listen_sync()
     linger_until = time.monotonic() + LINGER_SECS
     renew_every = LEASE_TTL.total_seconds() / 3
     renew_at = time.monotonic() + renew_every
@@ -229,11 +230,11 @@ def _drain_queue(group: str, holder: str, handled: int) -> int:
                     return handled
             # Only a newly queued operation (or demand announced ahead of it) is news to a
             # lingering task, unless the policy waits on demand to change.
-            kinds = None if look_again is not None else (notify.QUEUED, notify.WANTED)
+            kinds = None if look_again is not None else (protocol.Queued.KIND, protocol.Wanted.KIND)
             message = listener.wait(pause, only=kinds)
             if session.on_message(message):
                 # Its request is being written now: wait for it rather than look early.
-                listener.wait(min(pause, 0.1), only=notify.QUEUED)
+                listener.wait(min(pause, 0.1), only=protocol.Queued.KIND)
     finally:
         listener.close()
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmux_site.core.config import ModelSpec, RegistrySpec
+from models_app import protocol
 from models_app.models import ModelAlias, ModelDefinition, RegistryConfig
-from models_app.services import notify
 from models_app.services.registry.columns import (
     MODEL_FIELDS,
     SETTINGS_FIELDS,
@@ -123,4 +123,4 @@ def write_models(plans: list[ModelPlan], *, prune: list[str] | None = None) -> N
         for plan in plans
         for alias in sorted(plan.aliases - current)
     )
-    notify.registry_changed()  # deletes and bulk inserts send no signal
+    protocol.after_commit(protocol.RegistryChanged())  # deletes, bulk inserts: no signal
