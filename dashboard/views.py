@@ -26,7 +26,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
-from checkpoints_app.services.store import used_bytes
+from checkpoints_app.services.records import used_bytes
 from dashboard import actions, params
 from dashboard.charts import chart_data
 from dashboard.snapshot import snapshot

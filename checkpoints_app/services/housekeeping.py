@@ -6,6 +6,8 @@ and this one was restored and verified, or when its model was deleted. Never bec
 restore failed (that image is kept for inspection), and never an image marked `keep` or
 named by a model's checkpoint_path. Images whose restore failed are kept within a budget:
 the newest LLMUX_IMAGES_KEEP_CORRUPT of each model, older ones deleted (`prune_corrupt`).
+Each deletion is a compare-and-set from the status it was chosen in, so an image whose
+restore began meanwhile keeps its files.
 """
 
 from __future__ import annotations
@@ -16,19 +18,23 @@ from django.conf import settings
 from django.utils import timezone
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
-from checkpoints_app.services.store import announce, remove_files, writer_alive
+from checkpoints_app.services.records import announce, lost, remove_files, transition, writer_alive
 from llmux_site.logs import event
 
 log = logging.getLogger(__name__)
 
 
-def delete_image(image: CheckpointImage, *, reason: str) -> None:
-    """Remove the image's files; the row stays as history, marked deleted."""
-    remove_files(image)
-    image.status = ImageStatus.DELETED
+def delete_image(image: CheckpointImage, *, reason: str) -> bool:
+    """Mark the row deleted (it stays as history), then remove the image's files; whether
+    it was deleted. It is not when its row left the status it was read in (a restore began,
+    or another deletion won): then nothing is touched."""
     # The row keeps why its files went, before what went wrong with it (a restore's error).
-    image.error = f"deleted: {reason}\n{image.error}"[:8000] if image.error else reason
-    image.save(update_fields=["status", "error"])
+    error = f"deleted: {reason}\n{image.error}"[:8000] if image.error else reason
+    expected = ImageStatus(image.status)
+    if not transition(image, expected, ImageStatus.DELETED, error=error):
+        lost(image, "a deletion", expected, level=logging.INFO)
+        return False
+    remove_files(image)
     announce(image)
     event(
         log,
@@ -38,6 +44,7 @@ def delete_image(image: CheckpointImage, *, reason: str) -> None:
         image=image.pk,
         reason=reason,
     )
+    return True
 
 
 def drop_superseded(newest: CheckpointImage) -> list[int]:
@@ -50,11 +57,11 @@ def drop_superseded(newest: CheckpointImage) -> list[int]:
         keep=False,
         created_at__lte=newest.created_at,
     ).exclude(pk=newest.pk)
-    dropped = []
-    for image in older:
-        delete_image(image, reason=f"superseded by image {newest.pk}")
-        dropped.append(image.pk)
-    return dropped
+    return [
+        image.pk
+        for image in older
+        if delete_image(image, reason=f"superseded by image {newest.pk}")
+    ]
 
 
 def prune_corrupt(model_name: str | None = None) -> list[int]:
@@ -70,12 +77,12 @@ def prune_corrupt(model_name: str | None = None) -> list[int]:
         kept[image.model_name] = kept.get(image.model_name, 0) + 1
         if kept[image.model_name] <= keep:
             continue
-        delete_image(
+        if delete_image(
             image,
             reason=f"only the newest {keep} corrupt images of a model are kept "
             "(LLMUX_IMAGES_KEEP_CORRUPT)",
-        )
-        deleted.append(image.pk)
+        ):
+            deleted.append(image.pk)
     return deleted
 
 
@@ -87,8 +94,8 @@ def collect_garbage() -> list[int]:
         model__isnull=True, status__in=(ImageStatus.READY, ImageStatus.CORRUPT), keep=False
     )
     for image in orphans:
-        delete_image(image, reason="its model was deleted")
-        deleted.append(image.pk)
+        if delete_image(image, reason="its model was deleted"):
+            deleted.append(image.pk)
     for newest in CheckpointImage.objects.filter(status=ImageStatus.READY).order_by(
         "model_name", "-created_at", "-id"
     ):
@@ -99,19 +106,22 @@ def collect_garbage() -> list[int]:
 def recover_images() -> list[int]:
     """Images left `writing` by a writer that is gone (kill -9 during a dump): failed.
     Images left `restoring` by one: ready again (a restore only reads the image)."""
+    # Losing either means the writer ended its own image meanwhile: its record stands.
     for image in CheckpointImage.objects.filter(status=ImageStatus.RESTORING):
-        if not writer_alive(image.writer):
-            image.status = ImageStatus.READY
-            image.save(update_fields=["status"])
+        if not writer_alive(image.writer) and transition(
+            image, ImageStatus.RESTORING, ImageStatus.READY
+        ):
             announce(image)
     failed = []
     for image in CheckpointImage.objects.filter(status=ImageStatus.WRITING):
-        if writer_alive(image.writer):
+        if writer_alive(image.writer) or not transition(
+            image,
+            ImageStatus.WRITING,
+            ImageStatus.FAILED,
+            error="the process writing this image ended before the dump finished",
+            completed_at=timezone.now(),
+        ):
             continue
-        image.status = ImageStatus.FAILED
-        image.error = "the process writing this image ended before the dump finished"
-        image.completed_at = timezone.now()
-        image.save(update_fields=["status", "error", "completed_at"])
         remove_files(image)
         announce(image)
         failed.append(image.pk)

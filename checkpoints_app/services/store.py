@@ -4,70 +4,53 @@ Implements the core's `ImageStore`. A row is written `writing` before CRIU start
 becomes `ready` only after CRIU succeeded and the image described itself; a dump that
 fails, or whose writer dies (the sweep's `recover_images`), ends `failed`, so no
 half-written image is ever restored. A restore that fails marks the image `corrupt` and
-keeps it for inspection.
+keeps it for inspection. Every status change is a compare-and-set (records.transition);
+what losing one means is said at each.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
-import socket
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
-import psutil
 from django.conf import settings
-from django.db.models import F, Sum
+from django.db.models import F
 from django.utils import timezone
 
 from checkpoints_app.models import CheckpointImage, ImageKind, ImageStatus
+from checkpoints_app.services.housekeeping import (
+    collect_garbage,
+    delete_image,
+    drop_superseded,
+    prune_corrupt,
+)
+from checkpoints_app.services.records import (
+    announce,
+    images_root,
+    lost,
+    remove_files,
+    transition,
+    used_bytes,
+    writer_identity,
+)
 from llmux_site.core.criu import DUMP_LOG, RESTORE_LOG, DumpResult, RestoreResult, bytes_of
-from llmux_site.core.images import check_budget, fingerprint, is_image, read_meta
-from llmux_site.core.processes import UNREADABLE, EngineProcess
+from llmux_site.core.images import ImageMeta, check_budget, fingerprint, is_image, read_meta
+from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switching import EngineTarget
 from llmux_site.logs import event
-from models_app import metrics, protocol
+from models_app import metrics
 from models_app.models import ModelDefinition, RegistryConfig
 
 log = logging.getLogger(__name__)
 
-# Statuses whose files are on disk and count against the budget.
-ON_DISK = (ImageStatus.WRITING, ImageStatus.READY, ImageStatus.RESTORING, ImageStatus.CORRUPT)
 PROGRESS_EVERY = 0.5  # seconds between progress writes of one image
 
 
-def images_root(config: RegistryConfig | None = None) -> Path:
-    config = config or RegistryConfig.load()
-    return Path(config.images_dir) if config.images_dir else Path(settings.LLMUX_DIRS["images"])
-
-
-def writer_identity() -> str:
-    me = psutil.Process()
-    return f"{socket.gethostname()}:{me.pid}:{me.create_time():.3f}"
-
-
-def writer_alive(writer: str) -> bool:
-    """Whether the process that writes an image still runs (on this host)."""
-    host, _, rest = writer.partition(":")
-    pid, _, created = rest.partition(":")
-    if host != socket.gethostname():
-        return True  # another host's writer: that host's sweep decides
-    try:
-        process = psutil.Process(int(pid))
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return abs(process.create_time() - float(created)) < 1.0
-    except (*UNREADABLE, ValueError):
-        return False
-
-
-def used_bytes() -> int:
-    """What images on disk take (a dump in progress counts by its estimate)."""
-    on_disk = CheckpointImage.objects.filter(status__in=ON_DISK)
-    written = on_disk.exclude(status=ImageStatus.WRITING).aggregate(n=Sum("bytes"))["n"] or 0
-    writing = on_disk.filter(status=ImageStatus.WRITING).aggregate(n=Sum("expected_bytes"))["n"]
-    return int(written) + int(writing or 0)
+class ImageUnavailable(Exception):
+    """The image stopped being ready before its restore began (deleted meanwhile)."""
 
 
 def _slug(name: str) -> str:
@@ -85,27 +68,18 @@ def _row(images_dir: Path) -> CheckpointImage:
     return CheckpointImage.objects.get(location=str(images_dir))
 
 
-def announce(image: CheckpointImage) -> None:
-    """Tell the dashboard and other processes (host bus) about an image's progress."""
-    protocol.after_commit(
-        protocol.ImageProgress(
-            image=image.pk,
-            model=image.model_name,
-            status=image.status,
-            done=image.progress_bytes,
-            total=image.progress_total,
-        )
-    )
-
-
-def remove_files(image: CheckpointImage) -> None:
-    """Delete an image's directory, inside the images root only."""
-    path = Path(image.location)
-    root = images_root().resolve()
-    if path.resolve().is_relative_to(root) and path.resolve() != root:
-        shutil.rmtree(path, ignore_errors=True)
-    else:  # an operator's checkpoint_path: never deleted by llmux
-        log.warning("not deleting %s: it is outside the images directory %s", path, root)
+def _dumped_fields(result: DumpResult, meta: ImageMeta | None) -> dict[str, Any]:
+    return {
+        "bytes": result.bytes,
+        "progress_bytes": result.bytes,
+        "progress_total": result.bytes,
+        "dump_ms": result.seconds * 1000,
+        "completed_at": timezone.now(),
+        "cuda_mode": meta.cuda_mode if meta else "",
+        "tool_version": meta.tool_version if meta else "",
+        "driver_version": meta.driver_version if meta else "",
+        "error": "",
+    }
 
 
 class DbImageStore:
@@ -117,8 +91,6 @@ class DbImageStore:
     # -- dump -----------------------------------------------------------------------
 
     def new_image(self, target: EngineTarget, expected_bytes: int) -> Path:
-        from checkpoints_app.services.housekeeping import collect_garbage
-
         config = RegistryConfig.load()
         root = images_root(config)
         budget, reserve = settings.LLMUX_IMAGES_BUDGET, settings.LLMUX_IMAGES_RESERVE
@@ -176,17 +148,11 @@ class DbImageStore:
     def dumped(self, target: EngineTarget, images_dir: Path, result: DumpResult) -> None:
         self._progress_at.pop(str(images_dir), None)
         image = _row(images_dir)
-        meta = read_meta(images_dir)
-        image.status = ImageStatus.READY
-        image.bytes = result.bytes
-        image.progress_bytes = image.progress_total = result.bytes
-        image.dump_ms = result.seconds * 1000
-        image.completed_at = timezone.now()
-        image.cuda_mode = meta.cuda_mode if meta else ""
-        image.tool_version = meta.tool_version if meta else ""
-        image.driver_version = meta.driver_version if meta else ""
-        image.error = ""
-        image.save()
+        fields = _dumped_fields(result, meta=read_meta(images_dir))
+        if not transition(image, ImageStatus.WRITING, ImageStatus.READY, **fields):
+            # The sweep took its writer for dead and failed it (and removed its files).
+            lost(image, "the finished dump", ImageStatus.WRITING)
+            return
         announce(image)
         event(
             log,
@@ -199,17 +165,18 @@ class DbImageStore:
         )
         metrics.CHECKPOINT_BYTES.labels(image.model_name, "dump").inc(image.bytes)
         metrics.CHECKPOINT_SECONDS.labels("dump").observe(result.seconds)
-        from checkpoints_app.services.housekeeping import drop_superseded
-
         drop_superseded(image)
 
     def dump_failed(self, target: EngineTarget, images_dir: Path, error: str) -> None:
         self._progress_at.pop(str(images_dir), None)
         image = _row(images_dir)
-        image.status = ImageStatus.FAILED
-        image.error = (error + "\n" + _log_text(images_dir, DUMP_LOG)).strip()[-8000:]
-        image.completed_at = timezone.now()
-        image.save()
+        text = (error + "\n" + _log_text(images_dir, DUMP_LOG)).strip()[-8000:]
+        now = timezone.now()
+        if not transition(
+            image, ImageStatus.WRITING, ImageStatus.FAILED, error=text, completed_at=now
+        ):
+            lost(image, "the failed dump", ImageStatus.WRITING)  # the sweep failed it first
+            return
         remove_files(image)  # half an image can never be restored: free the disk now
         announce(image)
         event(
@@ -238,10 +205,10 @@ class DbImageStore:
         return self._checkpoint_path(target)
 
     def _lost(self, image: CheckpointImage) -> None:
-        image.status = ImageStatus.DELETED
-        image.error = "the image directory is gone or incomplete"
-        image.save(update_fields=["status", "error"])
-        log.warning("image %s of %s is gone from disk", image.pk, image.model_name)
+        error = "the image directory is gone or incomplete"
+        # Losing means a restore or a deletion took the row first: theirs is the record.
+        if transition(image, ImageStatus.READY, ImageStatus.DELETED, error=error):
+            log.warning("image %s of %s is gone from disk", image.pk, image.model_name)
 
     def _checkpoint_path(self, target: EngineTarget) -> Path | None:
         """The model's configured image (lazy restore), unless it failed before."""
@@ -307,23 +274,38 @@ class DbImageStore:
 
     def restoring(self, images_dir: Path) -> None:
         image = _row(images_dir)
-        image.status = ImageStatus.RESTORING
-        image.writer = writer_identity()  # a restore whose worker died is undone by the sweep
-        image.progress_bytes, image.progress_total = 0, image.bytes
-        image.save(update_fields=["status", "writer", "progress_bytes", "progress_total"])
+        # Raises when it loses (the image was deleted since `latest` chose it): the
+        # bring-up then cold-starts, and the image is not marked corrupt.
+        if not transition(
+            image,
+            ImageStatus.READY,
+            ImageStatus.RESTORING,
+            writer=writer_identity(),  # a restore whose worker died is undone by the sweep
+            progress_bytes=0,
+            progress_total=image.bytes,
+        ):
+            lost(image, "the restore", ImageStatus.READY)
+            raise ImageUnavailable(f"image {image.pk} of {image.model_name} is not ready")
         announce(image)
 
     def restored(self, target: EngineTarget, images_dir: Path, result: RestoreResult) -> None:
         self._progress_at.pop(str(images_dir), None)
         image = _row(images_dir)
-        image.status = ImageStatus.READY  # it may be restored again
-        image.restored_count += 1
-        image.last_restored_at = timezone.now()
-        image.restore_ms = result.seconds * 1000
-        image.progress_bytes = image.progress_total = image.bytes
-        image.pid, image.pgid = result.process.pid, result.process.pgid
-        image.restored_create_time = result.process.create_time
-        image.save()
+        if not transition(  # ready again: it may be restored again
+            image,
+            ImageStatus.RESTORING,
+            ImageStatus.READY,
+            restored_count=image.restored_count + 1,  # only the restorer moves it
+            last_restored_at=timezone.now(),
+            restore_ms=result.seconds * 1000,
+            progress_bytes=image.bytes,
+            progress_total=image.bytes,
+            pid=result.process.pid,
+            pgid=result.process.pgid,
+            restored_create_time=result.process.create_time,
+        ):
+            lost(image, "the finished restore", ImageStatus.RESTORING)
+            return
         metrics.CHECKPOINT_BYTES.labels(image.model_name, "restore").inc(image.bytes)
         metrics.CHECKPOINT_SECONDS.labels("restore").observe(result.seconds)
         announce(image)
@@ -339,9 +321,10 @@ class DbImageStore:
     def restore_failed(self, target: EngineTarget, images_dir: Path, error: str) -> None:
         self._progress_at.pop(str(images_dir), None)
         image = _row(images_dir)
-        image.status = ImageStatus.CORRUPT
-        image.error = (error + "\n" + _log_text(images_dir, RESTORE_LOG)).strip()[-8000:]
-        image.save()
+        text = (error + "\n" + _log_text(images_dir, RESTORE_LOG)).strip()[-8000:]
+        if not transition(image, ImageStatus.RESTORING, ImageStatus.CORRUPT, error=text):
+            lost(image, "the failed restore", ImageStatus.RESTORING)
+            return
         announce(image)
         event(
             log,
@@ -352,8 +335,6 @@ class DbImageStore:
             image=image.pk,
             error=error,
         )
-        from checkpoints_app.services.housekeeping import prune_corrupt
-
         prune_corrupt(image.model_name)  # repeated failures must not fill the disk
 
     def verified(self, target: EngineTarget, images_dir: Path) -> None:
@@ -361,6 +342,4 @@ class DbImageStore:
         image.verified_at = timezone.now()
         image.save(update_fields=["verified_at"])
         if not RegistryConfig.load().keep_images and not image.keep:
-            from checkpoints_app.services.housekeeping import delete_image
-
             delete_image(image, reason="restored and verified (keep_images is off)")

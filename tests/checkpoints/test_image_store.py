@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
 from checkpoints_app.services.housekeeping import collect_garbage, recover_images
-from checkpoints_app.services.store import DbImageStore, writer_identity
+from checkpoints_app.services.records import writer_identity
+from checkpoints_app.services.store import DbImageStore
 from llmux_site.core.criu import Criu
 from llmux_site.core.policy import EvictionPolicy
 from llmux_site.core.process_actions import HostProcessActions
