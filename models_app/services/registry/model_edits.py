@@ -36,8 +36,12 @@ def save_model(name: str, entry: object, *, restricted: bool) -> ModelOutcome:
         before = model_spec(current) if current is not None else None  # before the plan
         plan = plan_model(spec, current)
         others = [other for other in existing if other != name]
-        errors = database_conflicts([spec], existing, others, note="")
-        errors += field_errors([plan], None) + engine_rules.port_errors([spec])
+        # A clash with another model is refused on its own, as an import's parse refuses
+        # a file whose models clash, before the checks of the model's own values.
+        clashes = database_conflicts([spec], existing, others, note="")
+        if clashes:
+            raise ConfigError(clashes)
+        errors = field_errors([plan], None) + engine_rules.port_errors([spec])
         if restricted and plan.action != "unchanged":
             command = settings.vllm_command  # unchanged: an edit of one model keeps it
             errors += engine_rules.added_privileges(
