@@ -60,11 +60,6 @@ KNOWN_VIOLATIONS: Mapping[str, frozenset[str]] = {
         {
             "models_app.api.serializers -> checkpoints_app.models",
             "models_app.api.views -> checkpoints_app.models",
-            "models_app.management.commands.llmux -> checkpoints_app.services.housekeeping",
-            "models_app.management.commands.llmux_validate -> checkpoints_app.services.operations",
-            "models_app.services.host_actions -> checkpoints_app.services.store",
-            "models_app.services.sweeper -> checkpoints_app.services.housekeeping",
-            "models_app.services.validation -> checkpoints_app.services.operations",
         }
     ),
     # models_app.metrics -> dashboard.snapshot also closes a cycle, through
@@ -75,9 +70,6 @@ KNOWN_VIOLATIONS: Mapping[str, frozenset[str]] = {
             "models_app.api.views -> dashboard.snapshot",
             "models_app.metrics -> dashboard.snapshot",
         }
-    ),
-    "item 7: no cycle (store imports housekeeping inside functions, and back)": frozenset(
-        {"checkpoints_app.services.store -> checkpoints_app.services.housekeeping"}
     ),
 }
 KNOWN = {edge: item for item, edges in KNOWN_VIOLATIONS.items() for edge in edges}
@@ -312,7 +304,7 @@ def test_an_import_against_the_layers_is_refused(importer: str, imported: str, b
         ("models_app.services.control", "django"),
         ("models_app.services.control", "llmux_site.core.switcher"),
         ("models_app.api.views", "models_app.services.control"),
-        ("checkpoints_app.services.store", "models_app.services.notify"),
+        ("checkpoints_app.services.store", "models_app.protocol"),
         ("dashboard.views", "checkpoints_app.models"),
         ("llmux_site.asgi", "dashboard.routing"),
     ],

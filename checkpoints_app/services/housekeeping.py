@@ -20,8 +20,12 @@ from django.utils import timezone
 from checkpoints_app.models import CheckpointImage, ImageStatus
 from checkpoints_app.services.records import announce, lost, remove_files, transition, writer_alive
 from llmux_site.logs import event
+from models_app.image_port import DeletedImage, ImageBusy, ImageNotFound
 
 log = logging.getLogger(__name__)
+
+# An operator may not delete an image while it is written or restored, nor delete it twice.
+BUSY = (ImageStatus.WRITING, ImageStatus.RESTORING, ImageStatus.DELETED)
 
 
 def delete_image(image: CheckpointImage, *, reason: str) -> bool:
@@ -45,6 +49,18 @@ def delete_image(image: CheckpointImage, *, reason: str) -> bool:
         reason=reason,
     )
     return True
+
+
+def delete_on_request(image_id: int, *, reason: str) -> DeletedImage:
+    """An operator's deletion of one image: refused (ImageBusy) while it is written or
+    restored, or once it is deleted, also when that began while the operator asked."""
+    image = CheckpointImage.objects.filter(pk=image_id).first()
+    if image is None:
+        raise ImageNotFound("no such image")
+    if image.status not in BUSY and delete_image(image, reason=reason):
+        return DeletedImage(image.pk, image.model_name)
+    image.refresh_from_db(fields=["status"])
+    raise ImageBusy(f"image {image.pk} is {image.status}: nothing to delete now")
 
 
 def drop_superseded(newest: CheckpointImage) -> list[int]:

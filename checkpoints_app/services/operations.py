@@ -7,57 +7,16 @@ worker (`llmux serve` or `llmux worker`) carries them out and reports progress.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
 from django.utils import timezone
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
 from checkpoints_app.services.store import DbImageStore
 from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
-from models_app.models import (
-    OPEN_SWITCH_STATUSES,
-    EngineState,
-    ModelDefinition,
-    RegistryConfig,
-    SwapEvent,
-    SwapTrigger,
-    SwitchRequest,
-    SwitchStatus,
-)
+from models_app.models import EngineState, ModelDefinition, RegistryConfig, SwapTrigger
 from models_app.services import control
 from models_app.services.engines import eviction_policy
 from models_app.services.runtime import engine_target, runtime_for
-
-POLL = 0.2
-
-
-class OperationError(Exception):
-    """The operation could not be done; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class Finished:
-    request: SwitchRequest
-    swap: SwapEvent | None
-
-
-def wait_for(request: SwitchRequest, timeout: float, what: str) -> Finished:
-    """Wait until a worker has finished `request`; raise with its error if it failed."""
-    deadline = time.monotonic() + timeout
-    while request.status in OPEN_SWITCH_STATUSES:
-        if time.monotonic() > deadline:
-            hint = " Is a worker running (`llmux serve` or `llmux worker`)?"
-            raise OperationError(
-                f"{what} is still {request.status} after {timeout:.0f} s."
-                + (hint if request.status == SwitchStatus.PENDING else "")
-            )
-        time.sleep(POLL)
-        request.refresh_from_db()
-    swap = SwapEvent.objects.filter(pk=request.swap_id).first() if request.swap_id else None
-    if request.status == SwitchStatus.FAILED:
-        raise OperationError(f"{what} failed: {request.error}")
-    return Finished(request, swap)
+from models_app.services.waiting import Finished, OperationError, wait_for
 
 
 def build_image(

@@ -21,6 +21,7 @@ from django.db.models import Sum
 from checkpoints_app.models import CheckpointImage, ImageStatus
 from llmux_site.core.processes import UNREADABLE
 from models_app import protocol
+from models_app.image_port import DumpInProgress
 from models_app.models import RegistryConfig
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,14 @@ def used_bytes() -> int:
     written = on_disk.exclude(status=ImageStatus.WRITING).aggregate(n=Sum("bytes"))["n"] or 0
     writing = on_disk.filter(status=ImageStatus.WRITING).aggregate(n=Sum("expected_bytes"))["n"]
     return int(written) + int(writing or 0)
+
+
+def dump_in_progress() -> DumpInProgress | None:
+    """The newest image being written now, and how far its dump got."""
+    image = CheckpointImage.objects.filter(status=ImageStatus.WRITING).order_by("-id").first()
+    if image is None:
+        return None
+    return DumpInProgress(image.model_name, image.progress_bytes, image.progress_total)
 
 
 def announce(image: CheckpointImage) -> None:

@@ -19,6 +19,7 @@ from llmux_site.core.lifecycle import ProcessActions
 from llmux_site.core.process_actions import HostProcessActions
 from llmux_site.core.processes import start_reaper
 from llmux_site.core.supervisor import set_child_subreaper
+from models_app import image_port
 from models_app.models import RegistryConfig
 from models_app.services.switch_ports import gpu_probe
 
@@ -95,8 +96,6 @@ def process_actions() -> ProcessActions | None:
     One helper process per worker process holds the CUDA driver (started on first use).
     Without process actions an eviction that needs one escalates to stop, recorded.
     """
-    from checkpoints_app.services.store import DbImageStore
-
     config = RegistryConfig.load()
     helper = _suspend_helper(config)
     criu = _criu(config)
@@ -113,7 +112,7 @@ def process_actions() -> ProcessActions | None:
     return HostProcessActions(
         suspend=helper,
         criu=criu,
-        images=DbImageStore() if criu is not None else None,
+        images=image_port.store() if criu is not None else None,
         cuda_mode=settings.LLMUX_CRIU_CUDA,
         device_memory=lambda pids: gpu_probe().used_by_pids(pids),
     )

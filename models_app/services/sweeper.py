@@ -11,7 +11,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
-from checkpoints_app.services.housekeeping import collect_garbage, recover_images
+from models_app import image_port
 from models_app.models import GroupLease, SwitchRequest, SwitchStatus
 from models_app.services import switching
 from models_app.services.reconcile import reconcile
@@ -88,9 +88,9 @@ def one_pass(passes: int = 0) -> None:
         if report.died or report.rolled_back or report.abandoned_switches:
             log.warning("reconcile: %s", report)
         requeue_stranded()
-        recover_images()
+        image_port.recover()
         if passes % GC_EVERY_PASSES == 0:
-            collect_garbage()
+            image_port.collect_garbage()
     except Exception:  # one bad pass must not end the sweep
         log.exception("sweep pass failed")
 

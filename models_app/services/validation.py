@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from checkpoints_app.services.operations import OperationError, wait_for
 from llmux_site.core import supervisor
 from llmux_site.core.engine_client import EngineClient
 from llmux_site.core.launch import sleep_mode_in
@@ -41,6 +40,7 @@ from models_app.services.engines import (
 from models_app.services.host_actions import capabilities
 from models_app.services.runtime import current_process, override_policy, runtime_for
 from models_app.services.switch_ports import gpu_probe
+from models_app.services.waiting import OperationError, wait_for
 
 DEFAULT_POLICIES = (
     "offload+keep_running",

@@ -11,7 +11,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from checkpoints_app.management.commands._common import add_common_arguments, model_named
-from checkpoints_app.services.operations import OperationError, restore
+from checkpoints_app.services.operations import restore
+from models_app.services.waiting import OperationError
 
 
 class Command(BaseCommand):

@@ -12,11 +12,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from checkpoints_app.services.housekeeping import recover_images
 from llmux_site import serve
 from llmux_site.core.addresses import is_loopback_host
 from llmux_site.core.config import ConfigError, load_config_file
 from llmux_site.core.threads import quick_thread_handoff
+from models_app import image_port
 from models_app.models import ModelDefinition
 from models_app.services.accounts import ensure_initial_admin
 from models_app.services.host_actions import own_engines_here
@@ -59,7 +59,7 @@ class Command(BaseCommand):
         report = reconcile()
         if report.died or report.rolled_back or report.abandoned_switches:
             self.say(f"recovered from an earlier run: {report}")
-        failed_images = recover_images()
+        failed_images = image_port.recover()
         if failed_images:
             self.say(f"images left half-written by an earlier run, marked failed: {failed_images}")
         install_schedules()

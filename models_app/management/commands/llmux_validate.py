@@ -8,9 +8,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from checkpoints_app.services.operations import OperationError
 from models_app.models import ModelDefinition, ValidationRun, Verdict
 from models_app.services.validation import parse_policies, validate
+from models_app.services.waiting import OperationError
 
 
 def _ms(value: float | None) -> str:

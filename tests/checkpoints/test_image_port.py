@@ -1,0 +1,82 @@
+"""models_app reaches checkpoint images only through its port, which checkpoints_app fills."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from checkpoints_app.models import CheckpointImage, ImageStatus
+from checkpoints_app.services.store import DbImageStore
+from models_app import image_port
+from models_app.image_port import DeletedImage, ImageBusy, ImageNotFound
+from models_app.models import ModelDefinition, RegistryConfig
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def root(short_tmp_dir: Path) -> Path:
+    root = short_tmp_dir / "images"
+    RegistryConfig.objects.update_or_create(pk=1, defaults={"images_dir": str(root)})
+    return root
+
+
+def ready_image(root: Path) -> CheckpointImage:
+    location = root / "m" / "one"
+    location.mkdir(parents=True)
+    return CheckpointImage.objects.create(
+        model_name="m",
+        location=str(location),
+        status=ImageStatus.READY,
+        completed_at=timezone.now(),
+    )
+
+
+def test_checkpoints_app_registers_its_image_store_and_hooks() -> None:
+    assert isinstance(image_port.store(), DbImageStore)
+    assert image_port.recover() == [] and image_port.collect_garbage() == []
+    model = ModelDefinition.objects.create(name="m", model_path="m", port=18123)
+    assert image_port.has_usable_image(model) is False
+
+
+def test_an_operator_deletes_a_ready_image_through_the_port(root: Path) -> None:
+    image = ready_image(root)
+    assert image_port.delete(image.pk, reason="deleted by ops") == DeletedImage(image.pk, "m")
+    image.refresh_from_db()
+    assert image.status == ImageStatus.DELETED and image.error == "deleted by ops"
+    assert not Path(image.location).exists()
+
+
+def test_an_operator_cannot_delete_a_missing_or_busy_image(root: Path) -> None:
+    with pytest.raises(ImageNotFound):
+        image_port.delete(999_999, reason="deleted by ops")
+    image = ready_image(root)
+    DbImageStore().restoring(Path(image.location))
+    with pytest.raises(ImageBusy, match="is restoring: nothing to delete now"):
+        image_port.delete(image.pk, reason="deleted by ops")
+    assert Path(image.location).is_dir()
+
+
+def test_the_snapshot_hears_of_the_newest_dump_in_progress(root: Path) -> None:
+    assert image_port.dump_in_progress() is None
+    for name, done in (("a", 10), ("b", 20)):
+        CheckpointImage.objects.create(
+            model_name=name,
+            location=str(root / name),
+            status=ImageStatus.WRITING,
+            progress_bytes=done,
+            progress_total=100,
+        )
+    assert image_port.dump_in_progress() == ("b", 20, 100)
+
+
+def test_without_checkpoints_app_there_is_no_image_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(image_port, "_registered", None)
+    assert image_port.store() is None and image_port.recover() == []
+    assert image_port.collect_garbage() == [] and image_port.dump_in_progress() is None
+    model = ModelDefinition.objects.create(name="m", model_path="m", port=18123)
+    assert image_port.has_usable_image(model) is False
+    with pytest.raises(ImageNotFound):
+        image_port.delete(1, reason="deleted by ops")
