@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from dashboard.live import GROUP, broadcaster
-from dashboard.snapshot import snapshot
+from dashboard.payloads import (
+    LogMessage,
+    SnapshotEvent,
+    SnapshotMessage,
+    followed_model,
+    log_message,
+    snapshot_message,
+)
+from models_app import snapshot
 from models_app.models import ModelDefinition
 from models_app.services.engines import engine_log_path
 
@@ -36,7 +43,7 @@ class StatusConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self._follow: asyncio.Task[None] | None = None
         await self.channel_layer.group_add(GROUP, self.channel_name)
         broadcaster().subscribe()
-        await self._send("snapshot", await sync_to_async(snapshot)())
+        await self._send(snapshot_message(await sync_to_async(snapshot.status_snapshot)()))
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "_follow", None) is not None:
@@ -46,22 +53,19 @@ class StatusConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             broadcaster().unsubscribe()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        try:
-            request = json.loads(text_data or "")
-        except ValueError:
-            return
-        if isinstance(request, dict) and isinstance(request.get("follow_log"), str):
+        name = followed_model(text_data)
+        if name is not None:
             if self._follow is not None:
                 self._follow.cancel()
-            path = await sync_to_async(_log_path)(request["follow_log"])
+            path = await sync_to_async(_log_path)(name)
             if path is not None:
                 self._follow = asyncio.get_running_loop().create_task(self._tail(path))
 
-    async def status_snapshot(self, event: dict[str, Any]) -> None:
-        await self._send("snapshot", event["snapshot"])
+    async def status_snapshot(self, event: SnapshotEvent) -> None:
+        await self._send(snapshot_message(event["snapshot"]))
 
-    async def _send(self, kind: str, data: Any) -> None:
-        await self.send(text_data=json.dumps({"kind": kind, "data": data}))
+    async def _send(self, message: SnapshotMessage | LogMessage) -> None:
+        await self.send(text_data=json.dumps(message))
 
     async def _tail(self, path: str) -> None:
         """Send lines appended to the engine log from now on."""
@@ -78,7 +82,7 @@ class StatusConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 position += len(chunk)
                 lines = chunk.decode(errors="replace").splitlines()
                 if lines:
-                    await self._send("log", lines)
+                    await self._send(log_message(lines))
 
 
 def _size(path: str) -> int:

@@ -15,8 +15,9 @@ import logging
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
-from dashboard.snapshot import snapshot
+from dashboard.payloads import snapshot_event
 from models_app import protocol
+from models_app.snapshot import status_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,12 @@ class Broadcaster:
                     pass
                 self._changed.clear()
                 try:
-                    state = await sync_to_async(snapshot)()
+                    state = await sync_to_async(status_snapshot)()
                 except Exception:
                     log.exception("dashboard snapshot failed")
                     continue
                 if layer is not None:
-                    await layer.group_send(GROUP, {"type": "status.snapshot", "snapshot": state})
+                    await layer.group_send(GROUP, snapshot_event(state))
         finally:
             listener.close()
 

@@ -27,10 +27,9 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
 from checkpoints_app.services.records import used_bytes
-from dashboard import actions, params
+from dashboard import params
+from dashboard.action_forms import perform
 from dashboard.charts import chart_data
-from dashboard.snapshot import snapshot
-from llmux_site.core.config import config_document
 from llmux_site.core.policy import ProcessAction, WeightsAction
 from llmux_site.core.processes import read_log_tail
 from llmux_site.middleware import allow_inline_styles
@@ -45,9 +44,11 @@ from models_app.models import (
 )
 from models_app.roles import can_act, role_of
 from models_app.selectors import swap_history
-from models_app.services import api_keys, audit
+from models_app.services import definition_actions as definitions
+from models_app.services.acting import Acting, ActionError
 from models_app.services.engines import engine_log_path
-from models_app.services.registry import export_registry
+from models_app.services.registry import model_entry
+from models_app.snapshot import status_snapshot
 
 HISTORY_PAGE = 50
 LOG_LINES = 200
@@ -66,7 +67,7 @@ def _common(request: HttpRequest) -> dict[str, object]:
 @login_required
 @require_safe  # a page to read: GET and HEAD only
 def overview(request: HttpRequest) -> HttpResponse:
-    state = snapshot()
+    state = status_snapshot()
     return render(
         request,
         "dashboard/overview.html",
@@ -78,7 +79,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 @require_safe  # a page to read: GET and HEAD only
 def model_detail(request: HttpRequest, name: str) -> HttpResponse:
     model = get_object_or_404(ModelDefinition.objects.select_related("runtime"), name=name)
-    entry = config_document(export_registry())["models"].get(model.name, {})
+    entry = model_entry(model)
     return render(
         request,
         "dashboard/model.html",
@@ -210,15 +211,17 @@ def keys(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _acting(request: HttpRequest) -> Acting:
+    return Acting(request.user, SwapTrigger.DASHBOARD, request.META.get("REMOTE_ADDR", ""))
+
+
 def _key_action(request: HttpRequest) -> str | None:
-    remote = request.META.get("REMOTE_ADDR", "")
     form = request.POST
     if "revoke" in form:
         key = ApiKey.objects.filter(pk=params.whole("revoke", form["revoke"])).first()
         if key is None:
             raise params.BadParameter("revoke: no such key")
-        api_keys.revoke_key(key)
-        audit.record(request.user, "revoke_key", f"{key.name} ({key.prefix})", remote_addr=remote)
+        definitions.do_revoke_key(key, acting=_acting(request))
         messages.success(request, f"key {key.name} revoked")
         return None
     name = params.text("name", form.get("name", ""), max_length=128)
@@ -232,14 +235,13 @@ def _key_action(request: HttpRequest) -> str | None:
         else None
     )
     expires = timezone.now() + timedelta(days=days) if days else None
-    made = api_keys.create_key(
+    made = definitions.do_create_key(
         name,
         scopes=[s for s in scopes if s],
         rpm_limit=rpm,
         expires_at=expires,
-        created_by=request.user,
+        acting=_acting(request),
     )
-    audit.record(request.user, "create_key", f"{name} ({made.key.prefix})", remote_addr=remote)
     return made.plaintext
 
 
@@ -254,12 +256,11 @@ def playground(request: HttpRequest) -> HttpResponse:
 @require_POST
 def act(request: HttpRequest, name: str) -> HttpResponse:
     """Carry out one action (viewers are refused here, whatever the page showed)."""
-    remote = request.META.get("REMOTE_ADDR", "")
     try:
-        outcome = actions.perform(request.user, name, request.POST, remote_addr=remote)
+        outcome = perform(name, request.POST, _acting(request))
     except PermissionError as exc:
         return HttpResponseForbidden(str(exc))
-    except actions.ActionError as exc:
+    except ActionError as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, outcome.message)

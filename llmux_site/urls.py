@@ -32,5 +32,6 @@ urlpatterns = [
         name="api-docs",
     ),
     path("metrics", api_views.metrics_view, name="metrics"),
+    path("api/", include("checkpoints_app.api.urls")),
     path("api/", include("models_app.api.urls")),  # last: it ends with a JSON 404
 ]

@@ -4,18 +4,14 @@ Counters and histograms are written by whichever process observes them (a worker
 switch, a web process for a request) into prometheus_client's multiprocess directory
 (`PROMETHEUS_MULTIPROC_DIR`, set by the settings before anything imports the client);
 `/metrics` merges them. Gauges of the current state (engine states, in flight, queued,
-GPU memory) are read from the database and the GPU probe at scrape time instead, so a
-process that died never leaves a stale value behind. Histograms have real buckets.
+GPU memory) are read from the database and the GPU probe at scrape time instead
+(models_app.metrics_exposition), so a process that died never leaves a stale value behind.
+Histograms have real buckets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import Counter, Histogram
 
 SWITCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800)
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -96,42 +92,3 @@ def observe_request(model: str, status: int, ttfb_s: float | None, wait_s: float
         TTFB_SECONDS.labels(model).observe(ttfb_s)
     if wait_s is not None:
         QUEUE_WAIT_SECONDS.labels(model).observe(wait_s)
-
-
-class StateCollector(Collector):
-    """Gauges of the present, read when scraped (the database and the GPU probe)."""
-
-    def collect(self) -> Iterator[Any]:
-        from dashboard.snapshot import snapshot
-
-        state = snapshot()
-        engine = GaugeMetricFamily(
-            "llmux_engine_state", "1 for each model's current state", labels=["model", "state"]
-        )
-        in_flight = GaugeMetricFamily("llmux_in_flight", "Requests in flight", labels=["model"])
-        queued = GaugeMetricFamily("llmux_queue_depth", "Requests waiting", labels=["model"])
-        cost = GaugeMetricFamily(
-            "llmux_estimated_switch_cost_seconds",
-            "The last switch to each model",
-            labels=["model"],
-        )
-        for model in state["models"]:
-            engine.add_metric([model["name"], model["state"]], 1)
-            in_flight.add_metric([model["name"]], model["in_flight"])
-            queued.add_metric([model["name"]], model["queued"])
-            if model["last_switch_ms"] is not None:
-                cost.add_metric([model["name"]], model["last_switch_ms"] / 1000)
-        memory = GaugeMetricFamily("llmux_gpu_memory_bytes", "GPU memory in use", labels=["gpu"])
-        total = GaugeMetricFamily("llmux_gpu_memory_total_bytes", "GPU memory", labels=["gpu"])
-        for gpu in state["gpus"]:
-            memory.add_metric([str(gpu["id"])], gpu["used"])
-            total.add_metric([str(gpu["id"])], gpu["total"])
-        yield from (engine, in_flight, queued, cost, memory, total)
-
-
-def exposition() -> bytes:
-    """The text format, merged over every process that wrote metrics."""
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    registry.register(StateCollector())
-    return generate_latest(registry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from django.db.models import Count, Max, Q, QuerySet
 
@@ -12,12 +13,14 @@ from llmux_site.core.gpu import gpu_groups
 from llmux_site.gateway.backend import Route
 from models_app.models import (
     EngineRuntime,
+    EngineState,
     ModelAlias,
     ModelDefinition,
     RegistryConfig,
     SwapEvent,
     SwitchRequest,
 )
+from models_app.protocol import CommittedState
 from models_app.services.engines import listen_address
 
 
@@ -54,7 +57,7 @@ def registry_fingerprint() -> tuple[object, ...]:
 
 def gateway_registry() -> GatewayRegistry:
     fingerprint = registry_fingerprint()
-    config = RegistryConfig.load()
+    config = RegistryConfig.current()
     models: dict[str, GatewayModel] = {}
     names: dict[str, str] = {}
     definitions = list(ModelDefinition.objects.prefetch_related("aliases"))
@@ -91,15 +94,30 @@ def gateway_registry() -> GatewayRegistry:
     )
 
 
-def runtime_states() -> dict[str, tuple[str, int, int]]:
-    """Model name -> (state, drain token, row version) for every model with a runtime row."""
+def runtime_states() -> dict[str, CommittedState]:
+    """Model name -> its committed state, drain token and row version, for every model
+    with a runtime row (the shape the bus carries them in, so both merge alike)."""
     rows = EngineRuntime.objects.values_list("model__name", "state", "drain_token", "version")
-    return {name: (state, token, version) for name, state, token, version in rows}
+    return {name: CommittedState(state, token, version) for name, state, token, version in rows}
 
 
-def switch_outcomes(ids: list[int]) -> dict[int, tuple[str, str]]:
+class OperationOutcome(NamedTuple):
+    """Where a queued switch or eviction stands (a SwitchRequest row)."""
+
+    status: str  # a SwitchStatus value
+    error: str
+
+
+def switch_outcomes(ids: list[int]) -> dict[int, OperationOutcome]:
     rows = SwitchRequest.objects.filter(pk__in=ids).values_list("pk", "status", "error")
-    return {pk: (status, error) for pk, status, error in rows}
+    return {pk: OperationOutcome(status, error) for pk, status, error in rows}
+
+
+def engine_state(model: ModelDefinition) -> str:
+    """`model`'s engine state; not_started where it never had a runtime row (a read path
+    never creates one: services.runtime.runtime_for does, for writers)."""
+    state = EngineRuntime.objects.filter(model=model).values_list("state", flat=True).first()
+    return state if state is not None else EngineState.NOT_STARTED.value
 
 
 def _max_model_len(extra_args: list[str]) -> int | None:

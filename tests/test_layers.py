@@ -51,29 +51,6 @@ ENTRY_PARTS = frozenset(
     | {"views"}
 )
 
-# Imports that break a rule today (`importer -> imported`), by the item of issue 14 that
-# removes them while it is being built. They pass, each reported as an xfail with its item;
-# once one is gone, `test_a_known_violation_is_still_there` fails: delete its line then.
-# Never add one.
-KNOWN_VIOLATIONS: Mapping[str, frozenset[str]] = {
-    "item 3: checkpoints_app hooks into models_app through a port": frozenset(
-        {
-            "models_app.api.serializers -> checkpoints_app.models",
-            "models_app.api.views -> checkpoints_app.models",
-        }
-    ),
-    # models_app.metrics -> dashboard.snapshot also closes a cycle, through
-    # models_app.services.switch_ports.
-    "item 3: operator actions and the status snapshot move to models_app": frozenset(
-        {
-            "models_app.api.views -> dashboard.actions",
-            "models_app.api.views -> dashboard.snapshot",
-            "models_app.metrics -> dashboard.snapshot",
-        }
-    ),
-}
-KNOWN = {edge: item for item, edges in KNOWN_VIOLATIONS.items() for edge in edges}
-
 
 @dataclass(frozen=True, slots=True, order=True)
 class Import:
@@ -85,7 +62,7 @@ class Import:
 
     @property
     def edge(self) -> str:
-        """`importer -> imported`, as KNOWN_VIOLATIONS names it."""
+        """`importer -> imported`, as failures name it."""
         return f"{self.importer} -> {self.imported}"
 
 
@@ -226,11 +203,6 @@ def strongly_connected(edges: Iterable[tuple[str, str]]) -> list[list[str]]:
     return sorted(found)
 
 
-def in_a_cycle(edge: tuple[str, str], edges: Iterable[tuple[str, str]]) -> bool:
-    """Whether `edge` closes a cycle: both its ends lie in one strongly connected set."""
-    return any(set(edge) <= set(cycle) for cycle in strongly_connected(edges))
-
-
 @functools.cache
 def repository_graph() -> tuple[list[Import], list[tuple[str, str]]]:
     """The repository's imports, and the module-to-module edges among them (ours only)."""
@@ -249,7 +221,7 @@ def test_no_import_breaks_a_layer_rule() -> None:
     new = {
         f"{_where(imports, imp.edge)}: {'; '.join(broken_rules(imp))}"
         for imp in imports
-        if broken_rules(imp) and imp.edge not in KNOWN
+        if broken_rules(imp)
     }
 
     assert sorted(new) == []
@@ -257,20 +229,9 @@ def test_no_import_breaks_a_layer_rule() -> None:
 
 def test_no_import_cycle_between_modules() -> None:
     _imports, edges = repository_graph()
-    cycles = strongly_connected(e for e in edges if " -> ".join(e) not in KNOWN)
+    cycles = strongly_connected(edges)
 
     assert cycles == [], "modules importing each other: " + "; ".join(map(" ".join, cycles))
-
-
-@pytest.mark.parametrize("edge", sorted(KNOWN))
-def test_a_known_violation_is_still_there(edge: str) -> None:
-    imports, edges = repository_graph()
-    found = [imp for imp in imports if imp.edge == edge]
-    importer, _, imported = edge.partition(" -> ")
-    in_cycle = bool(found) and in_a_cycle((importer, imported), edges)
-
-    assert any(map(broken_rules, found)) or in_cycle, f"{edge}: fixed, delete it from KNOWN"
-    pytest.xfail(f"{_where(imports, edge)}: {KNOWN[edge]}")
 
 
 @pytest.mark.parametrize(
@@ -344,5 +305,3 @@ def test_cycles_are_found_however_long() -> None:
     edges = [("a", "b"), ("b", "c"), ("c", "a"), ("c", "d"), ("d", "e"), ("e", "d"), ("f", "a")]
 
     assert strongly_connected(edges) == [["a", "b", "c"], ["d", "e"]]
-    assert in_a_cycle(("e", "d"), edges)
-    assert not in_a_cycle(("c", "d"), edges)

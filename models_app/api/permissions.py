@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 
 from models_app.roles import can_act, role_of
 
@@ -25,3 +25,7 @@ class AdminOnly(BasePermission):
 
     def has_permission(self, request: Any, view: Any) -> bool:
         return role_of(request.user) == "admin"
+
+
+# What most endpoints need: a login, and a role that may do what the method does.
+PERMISSIONS = [IsAuthenticated, RolePermission]

@@ -33,7 +33,7 @@ WRITE_ACTIONS = {
 
 
 class AuditedRefusal(PermissionDenied):
-    """A refusal its action has audited already (dashboard.actions.perform does)."""
+    """A refusal its action has audited already (models_app.services.acting does)."""
 
 
 def audit_refusals(exc: Exception, context: dict[str, Any]) -> Response | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from checkpoints_app.models import CheckpointImage
 from llmux_site.core.policy import ProcessAction, WeightsAction
 from models_app.models import (
     ApiKey,
@@ -116,12 +115,6 @@ class SwapSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     class Meta:
         model = SwapEvent
         exclude = ["from_model", "to_model"]
-
-
-class ImageSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
-    class Meta:
-        model = CheckpointImage
-        exclude = ["model"]
 
 
 class AuditSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]

@@ -18,14 +18,12 @@ urlpatterns = [
     path("unpin/", views.Unpin.as_view(), name="api-unpin"),
     path("operations/<int:pk>/", views.OperationDetail.as_view(), name="api-operation"),
     path("swaps/", views.SwapList.as_view(), name="api-swaps"),
-    path("images/", views.ImageList.as_view(), name="api-images"),
-    path("images/<int:pk>/", views.ImageDetail.as_view(), name="api-image"),
-    path("images/<int:pk>/restore/", views.ImageRestore.as_view(), name="api-image-restore"),
     path("nodes/", views.NodeList.as_view(), name="api-nodes"),
     path("validations/", views.ValidationList.as_view(), name="api-validations"),
     path("audit/", views.AuditList.as_view(), name="api-audit"),
     path("keys/", views.KeyList.as_view(), name="api-keys"),
     path("keys/<int:pk>/", views.KeyDetail.as_view(), name="api-key"),
+    # (/api/images/: checkpoints_app.api.urls, included before these.)
     # Anything else under /api/ is a JSON 404, never the site's HTML page.
     re_path(r"^[\s\S]*$", views.not_found),  # [\s\S]: a name with a newline too
 ]

@@ -60,7 +60,7 @@ def live_instances() -> list[LiveInstance]:
 
 def total_waiting(model_name: str, instances: list[LiveInstance] | None = None) -> int:
     """Requests waiting for `model_name` (across `instances`, when already read)."""
-    return group_demand([model_name], instances)[model_name][0]
+    return group_demand([model_name], instances)[model_name].waiting
 
 
 def all_drained(model_name: str, token: int) -> bool:
@@ -68,11 +68,19 @@ def all_drained(model_name: str, token: int) -> bool:
     return all(int(instance.drained.get(model_name, -1)) >= token for instance in live_instances())
 
 
+class Demand(NamedTuple):
+    """One model's demand, summed over the live web processes."""
+
+    waiting: int  # requests waiting for it
+    oldest: float | None  # when the oldest of them started waiting (Unix seconds)
+    in_flight: int
+
+
 def group_demand(
     model_names: list[str], instances: list[LiveInstance] | None = None
-) -> dict[str, tuple[int, float | None, int]]:
-    """Per model: (waiting, oldest wait start, in flight) summed over live web processes."""
-    demand: dict[str, tuple[int, float | None, int]] = dict.fromkeys(model_names, (0, None, 0))
+) -> dict[str, Demand]:
+    """Per model: its Demand summed over live web processes."""
+    demand = dict.fromkeys(model_names, Demand(0, None, 0))
     for instance in live_instances() if instances is None else instances:
         for name in model_names:
             waiting, since, busy = demand[name]
@@ -81,5 +89,5 @@ def group_demand(
                 waiting += int(entry[0])
                 since = float(entry[1]) if since is None else min(since, float(entry[1]))
             busy += int(instance.in_flight.get(name, 0))
-            demand[name] = (waiting, since, busy)
+            demand[name] = Demand(waiting, since, busy)
     return demand

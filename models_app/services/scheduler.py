@@ -91,9 +91,7 @@ def active_runtime(group: str) -> EngineRuntime | None:
     )
 
 
-def snapshot_of(
-    active: EngineRuntime | None, demand: dict[str, tuple[int, float | None, int]]
-) -> QueueSnapshot:
+def snapshot_of(active: EngineRuntime | None, demand: dict[str, presence.Demand]) -> QueueSnapshot:
     return QueueSnapshot(
         active=active.model.name if active else None,
         active_since=active.activated_at.timestamp() if active and active.activated_at else None,
@@ -105,13 +103,13 @@ def snapshot_of(
 
 
 def skip_abandoned(
-    pending: list[SwitchRequest], demand: dict[str, tuple[int, float | None, int]]
+    pending: list[SwitchRequest], demand: dict[str, presence.Demand]
 ) -> list[SwitchRequest]:
     """Close request-triggered operations nobody waits for; return the rest."""
     cutoff = timezone.now() - ABANDONED_AFTER
     kept = []
     for request in pending:
-        waiting = demand.get(request.target.name, (0, None, 0))[0]
+        waiting = demand[request.target.name].waiting if request.target.name in demand else 0
         if waiting == 0 and request.created_at < cutoff:
             SwitchRequest.objects.filter(pk=request.pk, status=SwitchStatus.PENDING).update(
                 status=SwitchStatus.SKIPPED, finished_at=timezone.now()

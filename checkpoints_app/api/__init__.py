@@ -1,0 +1,1 @@
+"""The checkpoint images' endpoints of the management REST API (under `/api/images/`)."""

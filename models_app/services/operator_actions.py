@@ -1,0 +1,184 @@
+"""Operator actions on engines and the serving mode, shared by the REST API and the dashboard.
+
+One `do_…` per use case: it validates, carries the action out through the control
+service, and is audited (services.acting), a refusal too. Lifecycle actions are queued: a
+worker carries them out and the swap history shows them; the audit entry says what was
+asked and whether it was accepted. `wait_for_group=False` (the REST API) refuses a
+lifecycle action with GroupBusy while another operation runs on the model's GPU group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from llmux_site.core.policy import EvictionPolicy, PolicyError, ProcessAction
+from models_app import image_port
+from models_app.models import (
+    AuditResult,
+    EngineState,
+    Mode,
+    ModelDefinition,
+    RegistryConfig,
+    SwapTrigger,
+    SwitchRequest,
+    SwitchStatus,
+)
+from models_app.selectors import engine_state
+from models_app.services import control
+from models_app.services.acting import (
+    Acting,
+    ActionError,
+    Outcome,
+    StateError,
+    audited,
+    model_named,
+)
+from models_app.services.engines import eviction_policy
+from models_app.services.switching import group_of
+
+CHECKPOINTABLE = (EngineState.RUNNING, EngineState.SLEEPING, EngineState.SUSPENDED)
+
+
+class GroupBusy(StateError):
+    """Another operation runs on the model's GPU group (refused where the caller asks)."""
+
+
+def _queued(request: SwitchRequest, what: str) -> Outcome:
+    return Outcome(f"{what}: queued as operation {request.pk}", AuditResult.QUEUED, request.pk)
+
+
+def _policy(weights: str, process: str) -> EvictionPolicy:
+    try:
+        return EvictionPolicy.parse(weights, process)
+    except PolicyError as exc:
+        raise ActionError(str(exc)) from None
+
+
+def refuse_if_group_busy(name: str) -> None:
+    """GroupBusy while an operation on another model runs on `name`'s GPU group.
+
+    The REST API refuses a lifecycle action then (automation retries; docs/API.md), before
+    anything is attempted or recorded; the dashboard queues it behind the running one.
+    """
+    model = ModelDefinition.objects.filter(name=name).first()
+    if model is None:
+        return  # the action itself reports the unknown name
+    running = (
+        SwitchRequest.objects.filter(group=group_of(model), status=SwitchStatus.RUNNING)
+        .exclude(target=model)
+        .first()
+    )
+    if running is not None:
+        raise GroupBusy(f"operation {running.pk} is running on GPU group {running.group}")
+
+
+@contextmanager
+def _lifecycle(
+    acting: Acting, action: str, name: str, wait_for_group: bool
+) -> Iterator[Callable[[Outcome], Outcome]]:
+    """`audited`, after refusing with GroupBusy unless the caller queues behind a busy group."""
+    if not wait_for_group:
+        refuse_if_group_busy(name)
+    with audited(acting, action, name) as done:
+        yield done
+
+
+def do_switch(name: str, *, acting: Acting, wait_for_group: bool = True) -> Outcome:
+    """Make model `name` active now (no cooldown, even when no request waits)."""
+    with _lifecycle(acting, "switch", name, wait_for_group) as done:
+        model = model_named(name)
+        request = control.force_switch(model, actor=acting.name, trigger=SwapTrigger(acting.source))
+        return done(_queued(request, f"switch to {model.name}"))
+
+
+def do_evict(
+    name: str, *, weights: str, process: str, acting: Acting, wait_for_group: bool = True
+) -> Outcome:
+    """Evict model `name` by the policy `weights`+`process`, bringing nothing else up."""
+    with _lifecycle(acting, "evict", name, wait_for_group) as done:
+        model = model_named(name)
+        policy = _policy(weights, process)
+        request = control.evict(
+            model, policy, actor=acting.name, trigger=SwapTrigger(acting.source)
+        )
+        return done(_queued(request, f"evict {model.name} by {policy.label}"))
+
+
+def do_wake(name: str, *, acting: Acting, wait_for_group: bool = True) -> Outcome:
+    """Bring model `name` up (evicting its group's active model, as any switch does)."""
+    with _lifecycle(acting, "wake", name, wait_for_group) as done:
+        model = model_named(name)
+        request = control.wake(model, actor=acting.name, trigger=SwapTrigger(acting.source))
+        return done(_queued(request, f"wake {model.name}"))
+
+
+def do_stop(name: str, *, acting: Acting, wait_for_group: bool = True) -> Outcome:
+    """Stop model `name`'s engine."""
+    with _lifecycle(acting, "stop", name, wait_for_group) as done:
+        model = model_named(name)
+        request = control.stop(model, actor=acting.name, trigger=SwapTrigger(acting.source))
+        return done(_queued(request, f"stop {model.name}"))
+
+
+def do_checkpoint(
+    name: str, *, weights: str = "", acting: Acting, wait_for_group: bool = True
+) -> Outcome:
+    """Evict a running model by checkpoint (its own weights action, or the one chosen)."""
+    with _lifecycle(acting, "checkpoint", name, wait_for_group) as done:
+        model = model_named(name)
+        state = engine_state(model)
+        if state not in CHECKPOINTABLE:
+            raise StateError(f"{model.name} is {state}: bring it up first, then checkpoint it")
+        weights = weights or eviction_policy(model, RegistryConfig.current()).weights.value
+        policy = _policy(weights, ProcessAction.CHECKPOINT.value)
+        request = control.evict(
+            model, policy, actor=acting.name, trigger=SwapTrigger(acting.source)
+        )
+        return done(_queued(request, f"checkpoint {model.name} ({policy.label})"))
+
+
+def do_restore(name: str, *, acting: Acting, wait_for_group: bool = True) -> Outcome:
+    """Bring model `name` up from its newest usable checkpoint image."""
+    with _lifecycle(acting, "restore", name, wait_for_group) as done:
+        model = model_named(name)
+        if not image_port.has_usable_image(model):
+            raise StateError(f"{model.name} has no usable checkpoint image")
+        request = control.force_switch(model, actor=acting.name, trigger=SwapTrigger(acting.source))
+        return done(_queued(request, f"restore {model.name}"))
+
+
+def do_pin(name: str, *, acting: Acting, wait_for_group: bool = True) -> Outcome:
+    """Switch to model `name` and stay there (manual mode)."""
+    with _lifecycle(acting, "pin", name, wait_for_group) as done:
+        model = model_named(name)
+        request = control.pin(model, actor=acting.name, trigger=SwapTrigger(acting.source))
+        return done(_queued(request, f"pin {model.name}"))
+
+
+def do_unpin(*, acting: Acting) -> Outcome:
+    """Back to auto mode with no pinned model."""
+    with audited(acting, "unpin", "") as done:
+        control.unpin(actor=acting.name)
+        return done(Outcome("unpinned: mode auto"))
+
+
+def do_set_mode(mode: str, *, acting: Acting) -> Outcome:
+    """auto: requests switch models; manual: only the pinned (or active) model is served."""
+    with audited(acting, "mode", mode) as done:
+        if mode not in Mode.values:
+            raise ActionError(f"unknown mode {mode!r}; expected auto or manual")
+        control.set_mode(mode, actor=acting.name)
+        return done(Outcome(f"mode {mode}"))
+
+
+def do_delete_image(image_id: str, *, acting: Acting) -> Outcome:
+    """Delete a checkpoint image's files (its row stays as history)."""
+    with audited(acting, "delete_image", image_id) as done:
+        try:
+            image = image_port.delete(int(image_id), reason=f"deleted by {acting.name}")
+        except (ValueError, image_port.ImageNotFound):
+            raise ActionError("no such image") from None
+        except image_port.ImageBusy as exc:
+            raise StateError(str(exc)) from None
+        return done(Outcome(f"image {image.pk} of {image.model_name} deleted"))

@@ -1,0 +1,229 @@
+"""The status snapshot: what the overview renders, the websocket sends, `/api/status/`
+answers and the scrape-time gauges read, in one typed shape. Reads only: nothing here
+inserts (a registry without its settings row reads as the defaults).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypedDict
+
+from django.db.models import OuterRef, Subquery
+from django.utils import timezone
+
+from llmux_site.core.processes import process_trees
+from models_app import image_port
+from models_app.models import (
+    EngineRuntime,
+    EngineState,
+    ModelDefinition,
+    RegistryConfig,
+    SwapEvent,
+    SwapOutcome,
+)
+from models_app.services.presence import group_demand, live_instances
+from models_app.services.switch_ports import gpu_probe
+
+PHASE_FIELDS = ("backoff", "cooldown", "drain", "evict", "bringup", "readiness")
+
+# The switch in progress; functional form because `from` is a Python keyword.
+SwitchInProgress = TypedDict(
+    "SwitchInProgress",
+    {
+        "id": int,
+        "from": str,
+        "to": str,
+        "trigger": str,
+        "outcome": str,
+        "phase": str,
+        "bringup": str,
+        "phases_ms": dict[str, float | None],
+        "total_ms": float | None,
+        "started_at": str,
+        "error": str,
+    },
+)
+
+
+class GpuMemory(TypedDict):
+    """One GPU's memory, as the probe reads it."""
+
+    id: int
+    name: str
+    used: int
+    total: int
+
+
+class CheckpointProgress(TypedDict):
+    """The image being written, in bytes."""
+
+    model: str
+    done: int
+    total: int
+
+
+class ModelStatus(TypedDict):
+    """One model's row of the overview."""
+
+    name: str
+    state: str
+    state_label: str
+    eviction: str
+    gpu_ids: list[int]
+    in_flight: int
+    queued: int
+    pid: int | None
+    gpu_memory: int | None
+    uptime_s: float | None
+    last_switch: str | None
+    last_switch_ms: float | None
+    error: str
+
+
+class StatusSnapshot(TypedDict):
+    """Everything the overview shows, as JSON-able data."""
+
+    at: str
+    mode: str
+    pinned: str | None
+    models: list[ModelStatus]
+    switch: SwitchInProgress | None
+    gpus: list[GpuMemory]
+    checkpoint: CheckpointProgress | None
+
+
+class ApiStatus(StatusSnapshot):
+    """`/api/status/` (llmux's /control/status): the snapshot and the running models."""
+
+    active: list[str]
+
+
+def _switch(swap: SwapEvent | None) -> SwitchInProgress | None:
+    if swap is None:
+        return None
+    return {
+        "id": swap.pk,
+        "from": swap.from_name,
+        "to": swap.to_name,
+        "trigger": swap.trigger,
+        "outcome": swap.outcome,
+        "phase": swap.phase,
+        "bringup": swap.bringup,
+        "phases_ms": {p: getattr(swap, f"{p}_ms") for p in PHASE_FIELDS},
+        "total_ms": swap.total_ms,
+        "started_at": swap.started_at.isoformat(),
+        "error": swap.error[:500],
+    }
+
+
+def _gpus() -> list[GpuMemory]:
+    try:
+        return [
+            {"id": g.id, "name": g.name, "used": g.used_bytes, "total": g.total_bytes}
+            for g in gpu_probe().devices()
+        ]
+    except Exception:  # a probe error must not break the page
+        return []
+
+
+def _engine_memory(roots: list[tuple[int, int]]) -> dict[int, int | None]:
+    """GPU bytes held by each engine's tree (vLLM keeps weights in child processes), from
+    one scan of /proc for all of them."""
+    try:
+        probe = gpu_probe()
+        return {pid: probe.used_by_pids(tree) for pid, tree in process_trees(roots).items()}
+    except Exception:  # a probe error must not break the page
+        return {}
+
+
+def _checkpoint() -> CheckpointProgress | None:
+    dump = image_port.dump_in_progress()
+    if dump is None:
+        return None
+    return {"model": dump.model_name, "done": dump.done, "total": dump.total}
+
+
+def _models() -> list[ModelDefinition]:
+    """Every model with its runtime row and its last switch's start and duration."""
+    latest = SwapEvent.objects.filter(to_model=OuterRef("pk")).order_by("-started_at", "-id")
+    return list(
+        ModelDefinition.objects.select_related("runtime")
+        .annotate(
+            last_switch=Subquery(latest.values("started_at")[:1]),
+            last_switch_ms=Subquery(latest.values("total_ms")[:1]),
+        )
+        .order_by("name")
+    )
+
+
+def _runtime(model: ModelDefinition) -> EngineRuntime | None:
+    return getattr(model, "runtime", None)
+
+
+def _memory(models: list[ModelDefinition]) -> dict[int, int | None]:
+    """GPU memory by engine pid, for the engines with a live process."""
+    live = [
+        (runtime.pid, runtime.pgid or 0)
+        for m in models
+        if (runtime := _runtime(m)) is not None
+        and runtime.pid is not None
+        and runtime.state in EngineState.with_process()
+    ]
+    return _engine_memory(live) if live else {}
+
+
+class _Rows:
+    """What each model's row needs beyond the model: read once for all of them."""
+
+    def __init__(self, models: list[ModelDefinition], config: RegistryConfig) -> None:
+        self.demand = group_demand([m.name for m in models], live_instances())
+        self.memory = _memory(models)
+        self.default = config.default_eviction()
+        self.now = timezone.now()
+
+    def row(self, model: ModelDefinition) -> ModelStatus:
+        runtime = _runtime(model)
+        state = runtime.state if runtime else EngineState.NOT_STARTED.value
+        demand = self.demand[model.name]
+        running = runtime is not None and state == EngineState.RUNNING
+        activated = runtime.activated_at if runtime is not None and running else None
+        last_switch: datetime | None = model.last_switch  # type: ignore[attr-defined]
+        return {
+            "name": model.name,
+            "state": state,
+            "state_label": EngineState(state).label,
+            "eviction": (model.eviction_override() or self.default).label,
+            "gpu_ids": list(model.gpu_ids),
+            "in_flight": demand.in_flight,
+            "queued": demand.waiting,
+            "pid": runtime.pid if runtime else None,
+            "gpu_memory": self.memory.get(runtime.pid) if runtime and runtime.pid else None,
+            "uptime_s": (self.now - activated).total_seconds() if activated else None,
+            "last_switch": last_switch.isoformat() if last_switch else None,
+            "last_switch_ms": model.last_switch_ms,  # type: ignore[attr-defined]
+            "error": (runtime.last_error[:300] if runtime else ""),
+        }
+
+
+def status_snapshot() -> StatusSnapshot:
+    """Everything the overview shows, read now."""
+    config = RegistryConfig.current()
+    models = _models()
+    rows = _Rows(models, config)
+    current = SwapEvent.objects.filter(outcome=SwapOutcome.IN_PROGRESS).order_by("-id").first()
+    return {
+        "at": rows.now.isoformat(),
+        "mode": config.mode,
+        "pinned": config.pinned_model.name if config.pinned_model else None,
+        "models": [rows.row(model) for model in models],
+        "switch": _switch(current),
+        "gpus": _gpus(),
+        "checkpoint": _checkpoint(),
+    }
+
+
+def api_status() -> ApiStatus:
+    """`/api/status/`: the snapshot, and the names of the running models last."""
+    state = status_snapshot()
+    active = [m["name"] for m in state["models"] if m["state"] == EngineState.RUNNING]
+    return {**state, "active": active}
