@@ -68,6 +68,18 @@ class CudaMemory:
     def _sync(self) -> None:
         self._torch.cuda.synchronize(self._dev)
 
+    def _release_pinned(self) -> None:
+        """Give pinned host blocks no tensor holds back to the OS.
+
+        torch caches freed pinned blocks for reuse; the 8 GiB staging buffer of a load
+        stayed in the process after it, so a GPU-machine run (docs/PERFORMANCE.md) found
+        a discard+checkpoint image as large as an offload one. A real engine holds no
+        host copy of dropped weights, and neither does the simulator now.
+        """
+        empty = getattr(self._torch._C, "_host_emptyCache", None)
+        if empty is not None:
+            empty()
+
     def load_weights(self, source: WeightsSource) -> None:
         staging = self._empty(self._size, pinned=True)
         source.read_into(memoryview(staging.numpy()))
@@ -75,7 +87,9 @@ class CudaMemory:
             self._device = self._empty(self._size)
         self._device.copy_(staging, non_blocking=True)
         self._sync()
+        del staging
         self._host = None
+        self._release_pinned()
         self._location = WeightsLocation.DEVICE
 
     def offload_weights(self) -> None:
@@ -95,12 +109,14 @@ class CudaMemory:
         device.copy_(self._host, non_blocking=True)
         self._sync()
         self._device, self._host = device, None
+        self._release_pinned()
         self._location = WeightsLocation.DEVICE
 
     def discard_weights(self) -> None:
         self._device = None
         self._host = None
         self._torch.cuda.empty_cache()
+        self._release_pinned()
         self._location = WeightsLocation.DROPPED
 
     def allocate_garbage_weights(self) -> None:
