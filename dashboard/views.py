@@ -30,7 +30,7 @@ from checkpoints_app.services.records import used_bytes
 from dashboard import params
 from dashboard.action_forms import perform
 from dashboard.charts import chart_data
-from llmux_site.core.policy import ProcessAction, WeightsAction
+from llmux_site.core.eviction_policy import ProcessAction, WeightsAction
 from llmux_site.core.processes import read_log_tail
 from llmux_site.middleware import allow_inline_styles
 from models_app.models import (

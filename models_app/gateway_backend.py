@@ -29,7 +29,7 @@ from llmux_site.gateway.errors import GatewayError
 from llmux_site.logs import event
 from models_app import metrics, protocol, selectors
 from models_app.models import EngineState, Mode, ModelDefinition, SwapTrigger, SwitchStatus
-from models_app.services import presence, reconcile, switching
+from models_app.services import presence, reconcile, switch_queue
 from models_app.services.api_keys import GatewayKeys
 
 log = logging.getLogger(__name__)
@@ -313,7 +313,9 @@ class DjangoGatewayBackend:
             # The cached pk and group save two reads; a model deleted since fails the
             # insert (foreign key) like a read would have.
             definition = ModelDefinition(pk=pk, name=model)
-            request = switching.request_switch(definition, trigger=SwapTrigger.REQUEST, group=group)
+            request = switch_queue.request_switch(
+                definition, trigger=SwapTrigger.REQUEST, group=group
+            )
         return request.pk
 
     def _mark_dirty(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -33,7 +34,7 @@ class GatewayModel:
     route: Route  # built once per registry load, handed to every request
     enabled: bool
     max_model_len: int | None
-    group: str  # its GPU group (as switching.group_of computes it)
+    group: str  # its GPU group (gpu_group)
     created: int = 0  # when it was defined (Unix seconds): `/v1/models`' `created`
 
 
@@ -55,6 +56,19 @@ def registry_fingerprint() -> tuple[object, ...]:
     return (models["n"], models["at"], aliases["n"], aliases["top"], config)
 
 
+def gpu_group(model: ModelDefinition, enabled: Mapping[str, Sequence[int]] | None = None) -> str:
+    """The GPU group of `model`, the one place llmux computes it: models on intersecting GPU
+    sets share one, among the enabled models (`enabled`: their GPU ids, when already read);
+    a disabled model is placed as if it were enabled."""
+    placed = dict(_enabled_gpu_ids() if enabled is None else enabled)
+    placed[model.name] = model.gpu_ids
+    return gpu_groups(placed)[model.name]
+
+
+def _enabled_gpu_ids() -> dict[str, list[int]]:
+    return dict(ModelDefinition.objects.filter(enabled=True).values_list("name", "gpu_ids"))
+
+
 def gateway_registry() -> GatewayRegistry:
     fingerprint = registry_fingerprint()
     config = RegistryConfig.current()
@@ -62,7 +76,6 @@ def gateway_registry() -> GatewayRegistry:
     names: dict[str, str] = {}
     definitions = list(ModelDefinition.objects.prefetch_related("aliases"))
     enabled = {m.name: m.gpu_ids for m in definitions if m.enabled}
-    groups = gpu_groups(enabled)
     for model in definitions:
         route = Route(
             model=model.name,
@@ -76,8 +89,7 @@ def gateway_registry() -> GatewayRegistry:
             route=route,
             enabled=model.enabled,
             max_model_len=_max_model_len(model.extra_args),
-            group=groups.get(model.name)
-            or gpu_groups({**enabled, model.name: model.gpu_ids})[model.name],
+            group=gpu_group(model, enabled),
             created=int(model.created_at.timestamp()),
         )
         names[model.name] = model.name

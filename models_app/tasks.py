@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from models_app.services import switching
+from models_app.services import switch_queue
 
 
 def process_group(group: str) -> int:
     """Run the queued switches of one GPU group (safe to run twice: a lease decides)."""
-    return switching.process_group(group)
+    return switch_queue.process_group(group)
 
 
 def sweep() -> int:

@@ -42,8 +42,8 @@ from llmux_site.core.addresses import ListenAddress
 from llmux_site.core.criu import Criu
 from llmux_site.core.criu_shm import clean_link_remaps
 from llmux_site.core.engine_client import open_session
+from llmux_site.core.eviction_policy import EvictionPolicy
 from llmux_site.core.launch import build_engine_command
-from llmux_site.core.policy import EvictionPolicy
 from llmux_site.core.processes import EngineProcess, ProcessSpec, set_child_subreaper
 from llmux_site.core.switching import EngineStatus, EngineTarget
 from llmux_site.simulator.cli import parse_size

@@ -4,7 +4,7 @@
     .venv/bin/python scripts/bench_policies.py [--switch-cost 10 --switch-cost 20]
 
 The policies are the real `scheduling.decide`, run by the discrete-event simulator
-(`llmux_site.core.policy_sim`) with simulated switch costs; one run, all profiles and
+(`llmux_site.core.scheduling_sim`) with simulated switch costs; one run, all profiles and
 policies side by side. Prints a markdown section for docs/PERFORMANCE.md.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmux_site.core.policy_sim import SimResult, benchmark
 from llmux_site.core.scheduling import PolicyConfig
+from llmux_site.core.scheduling_sim import SimResult, benchmark
 
 # llmux's own policy benchmark runs without the min-active cooldown (with llmux's default
 # 5 s cooldown fifo already gets slices, and the two tie on `dominant`).
@@ -50,7 +50,7 @@ def main() -> None:
     out = [
         "## Scheduling policies (simulated switch costs)",
         "",
-        f"Run of {stamp}: llmux's profiles through `llmux_site.core.policy_sim` (the real "
+        f"Run of {stamp}: llmux's profiles through `llmux_site.core.scheduling_sim` (the real "
         f"policy code), service {args.service_time:g} s per request, llmux's benchmark "
         "settings (min_active_secs 0). GPU serving = 1 - switch time / busy time.",
     ]

@@ -44,9 +44,9 @@ from llmux_site.core.addresses import ListenAddress  # noqa: E402
 from llmux_site.core.criu import Criu, bytes_of  # noqa: E402
 from llmux_site.core.cuda_helper import HelperProcess  # noqa: E402
 from llmux_site.core.engine_client import CallTimeouts  # noqa: E402
+from llmux_site.core.eviction_policy import EvictionPolicy  # noqa: E402
 from llmux_site.core.gpu import GpuProbeError, NvmlProbe  # noqa: E402
 from llmux_site.core.no_io_uring import COMMAND as NO_IO_URING  # noqa: E402
-from llmux_site.core.policy import EvictionPolicy  # noqa: E402
 from llmux_site.core.process_actions import HostProcessActions  # noqa: E402
 from llmux_site.core.processes import ProcessSpec  # noqa: E402
 from llmux_site.core.switching import EngineStatus, EngineTarget  # noqa: E402

@@ -64,7 +64,7 @@ def test_a_module_missing_from_the_map_or_gone_from_the_code_is_found(tmp_path: 
     for name in ("__init__.py", "services/__init__.py", "services/control.py", "tasks.py"):
         (tmp_path / "models_app" / name).write_text("")
     page = (
-        "# Architecture\n\nThe worker runs `models_app/services/switching.py`.\n\n## Map\n"
+        "# Architecture\n\nThe worker runs `models_app/services/switch_queue.py`.\n\n## Map\n"
         "- `models_app/`: the domain app\n"
         "- `models_app/services/`: use cases\n"
         "- `models_app/services/control.py`: operator control\n"
@@ -72,4 +72,4 @@ def test_a_module_missing_from_the_map_or_gone_from_the_code_is_found(tmp_path: 
     )
 
     assert unmapped(tmp_path, page) == ["models_app/tasks.py"]
-    assert stale(tmp_path, page) == ["models_app/services/switching.py"]
+    assert stale(tmp_path, page) == ["models_app/services/switch_queue.py"]

@@ -6,6 +6,7 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from llmux_site.core.switching import AWAKE, EngineStatus
 from models_app.models import (
     EngineRuntime,
     EngineState,
@@ -66,3 +67,8 @@ def test_there_is_only_one_registry_config_row() -> None:
     with pytest.raises(IntegrityError), transaction.atomic():
         RegistryConfig.objects.create(pk=2)
     assert RegistryConfig.load().default_eviction().label == "retain+stop"
+
+
+def test_the_engine_state_choices_are_the_cores_engine_statuses() -> None:
+    assert [(s.name, s.value) for s in EngineState] == [(s.name, s.value) for s in EngineStatus]
+    assert EngineState.awake() == {"starting", "running", "draining"} == set(AWAKE)

@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from llmux_site.core import supervisor
+from llmux_site.core import processes, supervisor
 from llmux_site.core.config import parse_config
 from llmux_site.core.engine_client import EngineClient
 from llmux_site.core.switching import EngineStatus
@@ -67,21 +67,21 @@ def test_an_llmux_config_with_vllm_command_llmux_sim_starts_a_real_engine() -> N
     assert "serve" in command.argv and "org/tiny-model" in command.argv
     assert command.env["VLLM_SERVER_DEV_MODE"] == "1"
 
-    engine = supervisor.spawn(process_spec(model, config))
+    engine = processes.spawn(process_spec(model, config))
     try:
         asyncio.run(exercise(model, engine))
     finally:
         result = supervisor.stop(engine, grace=5)
     assert result.outcome in (supervisor.StopOutcome.TERMINATED, supervisor.StopOutcome.KILLED)
-    assert not supervisor.is_alive(engine)
+    assert not processes.is_alive(engine)
 
 
-async def wait_healthy(model: ModelDefinition, engine: supervisor.EngineProcess) -> None:
+async def wait_healthy(model: ModelDefinition, engine: processes.EngineProcess) -> None:
     async with EngineClient(listen_address(model)) as client:
         await supervisor.wait_healthy(engine, client.health, timeout=30)
 
 
-async def exercise(model: ModelDefinition, engine: supervisor.EngineProcess) -> None:
+async def exercise(model: ModelDefinition, engine: processes.EngineProcess) -> None:
     address = listen_address(model)
     async with EngineClient(address) as client:
         await supervisor.wait_healthy(engine, client.health, timeout=30)
@@ -107,7 +107,7 @@ def test_an_engine_gets_a_private_tmpdir_under_the_data_dir_and_loses_it_at_stop
     # vLLM's ZeroMQ sockets are TMPDIR/<36-character uuid>: within the 107-byte limit.
     assert len(os.fsencode(tmp_dir / ("x" * 36))) <= 107
 
-    engine = supervisor.spawn(spec)
+    engine = processes.spawn(spec)
     try:
         record_engine_status(model, EngineStatus.RUNNING, process=engine, evicted=None)
         asyncio.run(wait_healthy(model, engine))

@@ -11,6 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from llmux_site.core.config import parse_config
+from models_app import selectors
 from models_app.models import (
     OPEN_SWITCH_STATUSES,
     EngineRuntime,
@@ -21,7 +22,7 @@ from models_app.models import (
     SwitchRequest,
     SwitchStatus,
 )
-from models_app.services import control, reconcile, switching
+from models_app.services import control, reconcile, switch_queue
 from models_app.services.registry import apply_registry
 from tests.plugins.engines import free_port
 
@@ -35,15 +36,15 @@ def test_a_holder_busy_for_longer_than_its_lease_lives_keeps_it(
     # Operations back to back for more than two lease lifetimes. The lease was once renewed
     # only while its holder waited or inside one long switch, so it expired under a busy
     # holder, and a second worker claimed it and ran a switch beside the first.
-    monkeypatch.setattr(switching, "LEASE_TTL", LEASE_TTL)
-    monkeypatch.setattr(switching, "LINGER_SECS", 0.0)
+    monkeypatch.setattr(switch_queue, "LEASE_TTL", LEASE_TTL)
+    monkeypatch.setattr(switch_queue, "LINGER_SECS", 0.0)
     models = [
         ModelDefinition.objects.create(name=f"m{n}", model_path=f"sim/m{n}", port=20000 + n)
         for n in range(500)  # enough that even a fast box is busy for 2+ lease lifetimes
     ]
     for model in models:
         control.stop(model)  # none runs: each is a quick, skipped operation
-    group = switching.group_of(models[0])
+    group = selectors.gpu_group(models[0])
 
     working = threading.Event()
     done = threading.Event()
@@ -69,9 +70,9 @@ def test_a_holder_busy_for_longer_than_its_lease_lives_keeps_it(
     thread.start()
     started = time.monotonic()
     try:
-        assert switching.claim_lease(group, "holder")
+        assert switch_queue.claim_lease(group, "holder")
         working.set()
-        handled = switching.process_group(group, "holder")
+        handled = switch_queue.process_group(group, "holder")
     finally:
         done.set()
         thread.join(10)
@@ -91,8 +92,8 @@ def test_a_switch_that_loses_its_lease_is_closed_as_failed_not_left_running(
 ) -> None:
     # A request left "running" by a switch that raised would be joined by every later
     # request for its model, which would then wait for good.
-    monkeypatch.setattr(switching, "LEASE_TTL", timedelta(seconds=0.6))
-    monkeypatch.setattr(switching, "LINGER_SECS", 0.0)
+    monkeypatch.setattr(switch_queue, "LEASE_TTL", timedelta(seconds=0.6))
+    monkeypatch.setattr(switch_queue, "LINGER_SECS", 0.0)
     apply_registry(
         parse_config(
             {
@@ -108,7 +109,7 @@ def test_a_switch_that_loses_its_lease_is_closed_as_failed_not_left_running(
         )
     )
     model = ModelDefinition.objects.get(name="slow")
-    request = switching.request_switch(model, trigger="api")
+    request = switch_queue.request_switch(model, trigger="api")
     group = request.group
 
     def thief() -> None:
@@ -130,7 +131,7 @@ def test_a_switch_that_loses_its_lease_is_closed_as_failed_not_left_running(
     thread = threading.Thread(target=thief)
     thread.start()
     try:
-        switching.process_group(group, "holder")  # returns: nothing raised out of it
+        switch_queue.process_group(group, "holder")  # returns: nothing raised out of it
     finally:
         thread.join(15)
         # The thief repairs the group it took, as the sweep does for a dead holder.

@@ -9,7 +9,7 @@ import pytest
 from django.test import override_settings
 
 from checkpoints_app.services.store import DbImageStore
-from llmux_site.core import supervisor
+from llmux_site.core import processes
 from llmux_site.core.criu import Criu
 from llmux_site.core.cuda_helper import HelperProcess
 from llmux_site.core.process_actions import HostProcessActions
@@ -53,7 +53,7 @@ def test_criu_is_used_where_its_path_is_a_program(criu: Criu) -> None:
         with override_settings(LLMUX_CUDA_SUSPEND="off", LLMUX_CRIU="auto"):
             actions = host_actions.process_actions()
     finally:
-        supervisor.set_child_subreaper(False)  # process_actions made this process one
+        processes.set_child_subreaper(False)  # process_actions made this process one
     assert isinstance(actions, HostProcessActions) and actions.suspend_helper is None
     assert isinstance(actions.criu, Criu) and actions.criu.binary == criu.binary
     assert actions.criu.plugin_dir == "/opt/criu-plugins"

@@ -7,7 +7,7 @@ import pytest
 from llmux_site.core.config import parse_config
 from llmux_site.core.readiness import ONE_TOKEN, ProbeKind, ReadinessProbe
 from models_app.models import EngineRuntime, EngineState, ModelDefinition, RegistryConfig, SwapEvent
-from models_app.services import switching
+from models_app.services import switch_queue
 from models_app.services.registry import apply_registry
 from models_app.services.runtime import engine_target, stop_all_engines
 from tests.plugins.engines import free_port
@@ -50,12 +50,12 @@ def test_each_model_gets_the_probe_its_setting_or_engine_calls_for() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_an_embedding_model_becomes_ready(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(switching, "LINGER_SECS", 0.0)
+    monkeypatch.setattr(switch_queue, "LINGER_SECS", 0.0)
     import_models()
     model = ModelDefinition.objects.get(name="embed")
     try:
-        request = switching.request_switch(model, trigger="api")
-        switching.process_group(request.group, "holder")
+        request = switch_queue.request_switch(model, trigger="api")
+        switch_queue.process_group(request.group, "holder")
         state = EngineRuntime.objects.get(model=model).state
     finally:
         stop_all_engines(grace=5)

@@ -13,10 +13,10 @@ import pytest
 from django.test import override_settings
 
 from llmux_site.core.config import parse_config
+from llmux_site.core.eviction_policy import EvictionPolicy
 from llmux_site.core.launch import sleep_mode_in
-from llmux_site.core.policy import EvictionPolicy
 from models_app.models import EngineRuntime, EngineState, ModelDefinition, RegistryConfig, SwapEvent
-from models_app.services import control, switching
+from models_app.services import control, switch_queue
 from models_app.services.engines import engine_command
 from models_app.services.registry import ImportReport, apply_registry
 from models_app.services.runtime import engine_target, stop_all_engines
@@ -96,7 +96,7 @@ def test_the_served_model_name_reaches_the_engine() -> None:
 def test_a_sleeping_eviction_without_sleep_mode_stops_the_engine_and_the_swap_says_why(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(switching, "LINGER_SECS", 0.0)
+    monkeypatch.setattr(switch_queue, "LINGER_SECS", 0.0)
     import_models(
         a={"sleep_level": 1, "extra_args": [*FAST, *CPU_BUILD]},
         b={"sleep_level": 5, "extra_args": [*FAST, *CPU_BUILD]},
@@ -104,8 +104,8 @@ def test_a_sleeping_eviction_without_sleep_mode_stops_the_engine_and_the_swap_sa
     a, b = ModelDefinition.objects.get(name="a"), ModelDefinition.objects.get(name="b")
     try:
         for model in (a, b):
-            request = switching.request_switch(model, trigger="api")
-            switching.process_group(request.group, "holder")
+            request = switch_queue.request_switch(model, trigger="api")
+            switch_queue.process_group(request.group, "holder")
     finally:
         stop_all_engines(grace=5)
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
 from checkpoints_app.services.store import DbImageStore
-from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
+from llmux_site.core.eviction_policy import EvictionPolicy, ProcessAction, WeightsAction
 from models_app.models import EngineState, ModelDefinition, RegistryConfig, SwapTrigger
 from models_app.services import control
 from models_app.services.engines import eviction_policy
@@ -58,7 +58,7 @@ def has_usable_image(model: ModelDefinition) -> bool:
 def restore(model: ModelDefinition, *, timeout: float = 3600.0, actor: str = "") -> Finished:
     """Restore `model` from its newest usable image and leave it running."""
     state = runtime_for(model).state
-    if state in (EngineState.RUNNING, EngineState.STARTING, EngineState.DRAINING):
+    if state in EngineState.awake():
         raise OperationError(f"{model.name} is {state}: there is nothing to restore")
     if not has_usable_image(model):
         raise OperationError(

@@ -25,7 +25,7 @@ from typing import Any, Final, Literal, NamedTuple
 import yaml
 
 from .addresses import is_loopback_host
-from .policy import EvictionPolicy, ProcessAction, WeightsAction
+from .eviction_policy import EvictionPolicy, ProcessAction, WeightsAction
 from .readiness import probe_setting_error
 
 # Kept equal to models_app's MODEL_NAME_RE (a test pins it): this package imports no Django.

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import psutil
 
+from llmux_site.core.eviction_policy import ProcessAction
 from llmux_site.core.launch import sleep_mode_in
-from llmux_site.core.policy import ProcessAction
 from llmux_site.core.processes import UNREADABLE, EngineProcess
 from llmux_site.core.switching import EngineTarget, MemoryCheck
 

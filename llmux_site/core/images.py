@@ -20,8 +20,8 @@ from pathlib import Path
 
 import psutil
 
+from llmux_site.core.eviction_policy import WeightsAction
 from llmux_site.core.lifecycle import ProcessActionUnavailable
-from llmux_site.core.policy import WeightsAction
 from llmux_site.core.processes import UNREADABLE
 from llmux_site.core.switching import EngineTarget
 

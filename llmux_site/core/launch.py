@@ -19,8 +19,8 @@ from types import MappingProxyType
 from typing import Literal, get_args
 
 from llmux_site.core.addresses import ListenAddress
+from llmux_site.core.eviction_policy import EvictionPolicy
 from llmux_site.core.no_io_uring import COMMAND as NO_IO_URING_COMMAND
-from llmux_site.core.policy import EvictionPolicy
 
 __all__ = [
     "SIMULATOR_COMMAND",

@@ -21,21 +21,21 @@ from typing import Protocol
 
 import aiohttp
 
-from llmux_site.core import supervisor
+from llmux_site.core import processes, supervisor
 from llmux_site.core.addresses import ListenAddress
 from llmux_site.core.engine_client import CallTimeouts, EngineClient, open_session
 from llmux_site.core.engine_files import remove_engine_files
+from llmux_site.core.engine_log import read_failure_cause
 from llmux_site.core.eviction_checks import (
     MEMORY_LEFT_RATIO,
     SleepModeUnavailable,
     check_sleep_mode,
     verify_memory,
 )
+from llmux_site.core.eviction_policy import EvictionPolicy, ProcessAction, WeightsAction
 from llmux_site.core.launch import tensor_parallel_size
-from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
-from llmux_site.core.processes import live_process, process_tree
+from llmux_site.core.processes import EngineProcess, SupervisorError, live_process, process_tree
 from llmux_site.core.readiness import run_probe
-from llmux_site.core.supervisor import EngineProcess, SupervisorError
 from llmux_site.core.switching import BringUpKind, EngineStatus, EngineTarget, MemoryCheck
 
 __all__ = [
@@ -191,7 +191,7 @@ def _client(target: EngineTarget, timeouts: CallTimeouts | None, retries: int = 
 
 
 def _live(process: EngineProcess | None) -> EngineProcess | None:
-    return process if process is not None and supervisor.is_alive(process) else None
+    return process if process is not None and processes.is_alive(process) else None
 
 
 def engine_pids(process: EngineProcess) -> list[int]:
@@ -278,7 +278,7 @@ async def cold_start(
     (with the log tail) raised; on cancellation or SystemExit it is killed, then re-raised.
     """
     try:
-        process = supervisor.spawn(target.spec)
+        process = processes.spawn(target.spec)
     except SupervisorError as exc:
         raise BringUpError(f"cold start of {target.name} failed: {exc}") from exc
     try:
@@ -293,7 +293,7 @@ async def cold_start(
             )
     except Exception as exc:
         await stop_engine(target, process, stop_grace)
-        tail = supervisor.read_failure_cause(process.log_path)
+        tail = read_failure_cause(process.log_path)
         raise BringUpError(f"cold start of {target.name} failed: {exc}", log_tail=tail) from exc
     except BaseException:
         kill_now(process, stop_grace)
@@ -542,7 +542,7 @@ async def _revive_or_stop(
         await _revive(kind, target, process, timeouts=timeouts, actions=actions, weights=weights)
     except Exception as exc:
         await stop_engine(target, process, stop_grace)
-        tail = supervisor.read_failure_cause(process.log_path or target.spec.log_path)
+        tail = read_failure_cause(process.log_path or target.spec.log_path)
         message = f"{kind.value} of {target.name} failed: {_describe(exc)}"
         raise BringUpError(message, log_tail=tail) from exc
 
@@ -649,6 +649,6 @@ async def readiness(
             await _check_ready(target, timeouts, on_healthy)
     except Exception as exc:  # TimeoutError included
         await stop_engine(target, process, stop_grace)
-        tail = supervisor.read_failure_cause(process.log_path)
+        tail = read_failure_cause(process.log_path)
         message = f"readiness of {target.name} failed: {_describe(exc)}"
         raise ReadinessError(message, log_tail=tail) from exc

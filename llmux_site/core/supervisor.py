@@ -24,58 +24,20 @@ import psutil
 
 from llmux_site.core.engine_log import read_failure_cause
 from llmux_site.core.processes import (
-    CREATE_TIME_TOLERANCE,
     UNREADABLE,
     EngineExitedError,
     EngineProcess,
-    ProcessSpec,
-    SpawnError,
     StartupTimeoutError,
     StopFailedError,
     SupervisorError,
-    adopt,
-    attach,
     exit_code,
     group_members,
     is_alive,
     live_process,
-    read_log_tail,
     reap_orphans,
-    set_child_subreaper,
-    spawn,
     spawned_here,
     unreaped_child,
 )
-
-__all__ = [
-    "CREATE_TIME_TOLERANCE",
-    "Clock",
-    "EngineExitedError",
-    "EngineProcess",
-    "HealthCheck",
-    "ProcessSpec",
-    "SpawnError",
-    "StartupTimeoutError",
-    "StopFailedError",
-    "StopOutcome",
-    "StopResult",
-    "SupervisorError",
-    "adopt",
-    "attach",
-    "exit_code",
-    "group_members",
-    "is_alive",
-    "read_failure_cause",
-    "read_log_tail",
-    "reap_orphans",
-    "set_child_subreaper",
-    "spawn",
-    "spawned_here",
-    "stop",
-    "stop_async",
-    "wait_exit",
-    "wait_healthy",
-]
 
 Clock = Callable[[], float]
 HealthCheck = Callable[[], Awaitable[bool]]

@@ -15,18 +15,19 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from llmux_site.core import lifecycle, supervisor
+from llmux_site.core import lifecycle, processes, supervisor
 from llmux_site.core.engine_client import CallTimeouts
 from llmux_site.core.engine_files import remove_engine_files
+from llmux_site.core.eviction_policy import ProcessAction
 from llmux_site.core.lifecycle import (
     EvictionBaseline,
     EvictionError,
     LifecycleError,
     ProcessActions,
 )
-from llmux_site.core.policy import ProcessAction
 from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switching import (
+    AWAKE,
     BringUpKind,
     EngineChange,
     EngineStatus,
@@ -161,7 +162,7 @@ class _Switch:
             self._outgoing() is None
             and incoming.status is EngineStatus.RUNNING
             and process is not None
-            and supervisor.is_alive(process)
+            and processes.is_alive(process)
         ):
             self.result.bringup = BringUpKind.ALREADY_ACTIVE
             self.result.incoming_process = process
@@ -196,7 +197,7 @@ class _Switch:
     ) -> tuple[Mapping[int, int], EvictionBaseline | None]:
         memory = dict(self.ports.gpu_memory())
         process = outgoing.process
-        if process is None or not supervisor.is_alive(process):
+        if process is None or not processes.is_alive(process):
             return memory, None  # evict handles a dead engine itself
         return memory, lifecycle.eviction_baseline(process, self.ports.engine_gpu_memory)
 
@@ -327,9 +328,6 @@ class _Switch:
         self.result.memory_after = dict(self.ports.gpu_memory())
 
 
-AWAKE = (EngineStatus.RUNNING, EngineStatus.DRAINING, EngineStatus.STARTING)
-
-
 async def run_eviction(
     plan: SwitchPlan,
     ports: SwitchPorts,
@@ -346,7 +344,7 @@ async def run_eviction(
     switch = _Switch(plan, ports, process_actions=process_actions, timeouts=timeouts)
     result = switch.result
     process = target.process if target is not None else None
-    if target is None or process is None or not supervisor.is_alive(process):
+    if target is None or process is None or not processes.is_alive(process):
         result.outcome = Outcome.SKIPPED
         return result
     if target.status in AWAKE:

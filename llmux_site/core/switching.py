@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from llmux_site.core.addresses import ListenAddress
-from llmux_site.core.policy import EvictionPolicy
+from llmux_site.core.eviction_policy import EvictionPolicy
 from llmux_site.core.processes import EngineProcess, ProcessSpec
 from llmux_site.core.readiness import ONE_TOKEN, ReadinessProbe
 
@@ -56,7 +56,7 @@ class MemoryCheck(enum.StrEnum):
 
 
 class EngineStatus(enum.StrEnum):
-    """The runtime states the core reports (mirrors models_app's EngineState)."""
+    """The runtime states the core reports; models_app's EngineState takes its values from here."""
 
     NOT_STARTED = "not_started"
     STARTING = "starting"
@@ -67,6 +67,11 @@ class EngineStatus(enum.StrEnum):
     CHECKPOINTED = "checkpointed"
     FAILED = "failed"
     STOPPED = "stopped"
+
+
+# The states in which an engine is up on its GPUs (serving, or about to): the one set the
+# switcher, the planner and the operations all test against.
+AWAKE = frozenset({EngineStatus.STARTING, EngineStatus.RUNNING, EngineStatus.DRAINING})
 
 
 @dataclass(frozen=True, slots=True)

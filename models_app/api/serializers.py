@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from llmux_site.core.policy import ProcessAction, WeightsAction
+from llmux_site.core.eviction_policy import ProcessAction, WeightsAction
 from models_app.models import (
     ApiKey,
     AuditEntry,

@@ -24,7 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from llmux_site.core.policy import EvictionPolicy, PolicyError
+from llmux_site.core.eviction_policy import EvictionPolicy, PolicyError
 from models_app import selectors
 from models_app.api import serializers as s
 from models_app.api.answers import accepted, acting, answer, invalid_definition

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.db import models
 
-from llmux_site.core.policy import ProcessAction, WeightsAction
+from llmux_site.core.eviction_policy import ProcessAction, WeightsAction
+from llmux_site.core.switching import AWAKE, EngineStatus
 
 
 class EngineKind(models.TextChoices):
@@ -27,15 +28,22 @@ class Process(models.TextChoices):
 
 
 class EngineState(models.TextChoices):
-    NOT_STARTED = "not_started", "Not started"
-    STARTING = "starting", "Starting"
-    RUNNING = "running", "Running"
-    DRAINING = "draining", "Draining"
-    SLEEPING = "sleeping", "Sleeping"
-    SUSPENDED = "suspended", "CUDA suspended"
-    CHECKPOINTED = "checkpointed", "Checkpointed"
-    FAILED = "failed", "Failed"
-    STOPPED = "stopped", "Stopped"
+    """The core's EngineStatus as a database choice: same names, same values."""
+
+    NOT_STARTED = EngineStatus.NOT_STARTED.value, "Not started"
+    STARTING = EngineStatus.STARTING.value, "Starting"
+    RUNNING = EngineStatus.RUNNING.value, "Running"
+    DRAINING = EngineStatus.DRAINING.value, "Draining"
+    SLEEPING = EngineStatus.SLEEPING.value, "Sleeping"
+    SUSPENDED = EngineStatus.SUSPENDED.value, "CUDA suspended"
+    CHECKPOINTED = EngineStatus.CHECKPOINTED.value, "Checkpointed"
+    FAILED = EngineStatus.FAILED.value, "Failed"
+    STOPPED = EngineStatus.STOPPED.value, "Stopped"
+
+    @classmethod
+    def awake(cls) -> frozenset[str]:
+        """States in which the engine is up on its GPUs (the core's AWAKE)."""
+        return frozenset(cls(status.value) for status in AWAKE)
 
     @classmethod
     def with_process(cls) -> frozenset[str]:

@@ -9,7 +9,7 @@ from django.db import models
 from django.db.models import Q
 
 from llmux_site.core.config import MODEL_NAME_PATTERN
-from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
+from llmux_site.core.eviction_policy import EvictionPolicy, ProcessAction, WeightsAction
 
 from .choices import EngineKind, Mode, PolicyType, Process, Weights
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
+from llmux_site.core.eviction_policy import EvictionPolicy, ProcessAction, WeightsAction
 from models_app import protocol
 from models_app.models import (
     Mode,
@@ -15,7 +15,7 @@ from models_app.models import (
     SwapTrigger,
     SwitchRequest,
 )
-from models_app.services import switching
+from models_app.services import switch_queue
 from models_app.services.runtime import runtime_for
 
 STOP = EvictionPolicy(WeightsAction.RETAIN, ProcessAction.STOP)
@@ -62,7 +62,7 @@ def force_switch(
     model: ModelDefinition, *, actor: str = "", trigger: str = SwapTrigger.API
 ) -> SwitchRequest:
     """Make `model` active now: no cooldown, runs even when no request waits."""
-    request = switching.request_switch(model, trigger=trigger, actor=actor, force=True)
+    request = switch_queue.request_switch(model, trigger=trigger, actor=actor, force=True)
     _require_kind(request, OperationKind.SWITCH)
     return request
 
@@ -71,7 +71,7 @@ def wake(
     model: ModelDefinition, *, actor: str = "", trigger: str = SwapTrigger.API
 ) -> SwitchRequest:
     """Bring `model` up (evicting its group's active model, as any switch does)."""
-    request = switching.request_switch(model, trigger=trigger, actor=actor)
+    request = switch_queue.request_switch(model, trigger=trigger, actor=actor)
     _require_kind(request, OperationKind.SWITCH)
     return request
 
@@ -84,7 +84,7 @@ def evict(
     trigger: str = SwapTrigger.API,
 ) -> SwitchRequest:
     """Evict `model` by `policy` (default: its own) without bringing another model up."""
-    request = switching.request_operation(
+    request = switch_queue.request_operation(
         model, kind=OperationKind.EVICT, policy=policy, trigger=trigger, actor=actor
     )
     _require_kind(request, OperationKind.EVICT)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from llmux_site.core.config import ConfigError
-from llmux_site.core.policy import EvictionPolicy
+from llmux_site.core.eviction_policy import EvictionPolicy
 from models_app.models import ApiKey, AuditResult, ModelDefinition, SwapTrigger
 from models_app.roles import role_of
 from models_app.services import api_keys, control

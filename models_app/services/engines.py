@@ -14,10 +14,10 @@ from django.conf import settings
 
 from llmux_site.core import engine_files
 from llmux_site.core.addresses import ListenAddress
+from llmux_site.core.eviction_policy import EvictionPolicy, ProcessAction
 from llmux_site.core.gpu import host_has_nvidia_gpu
 from llmux_site.core.launch import SIMULATOR_SCRIPT, EngineCommand, build_engine_command
-from llmux_site.core.policy import EvictionPolicy, ProcessAction
-from llmux_site.core.supervisor import ProcessSpec
+from llmux_site.core.processes import ProcessSpec
 from models_app.models import ModelDefinition, RegistryConfig
 
 

@@ -17,8 +17,7 @@ from llmux_site.core.cuda_helper import HelperProcess, SocketHelper, SuspendHelp
 from llmux_site.core.engine_owner import become_owner, under_owner
 from llmux_site.core.lifecycle import ProcessActions
 from llmux_site.core.process_actions import HostProcessActions
-from llmux_site.core.processes import start_reaper
-from llmux_site.core.supervisor import set_child_subreaper
+from llmux_site.core.processes import set_child_subreaper, start_reaper
 from models_app import image_port
 from models_app.models import RegistryConfig
 from models_app.services.switch_ports import gpu_probe

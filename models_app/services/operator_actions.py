@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from llmux_site.core.policy import EvictionPolicy, PolicyError, ProcessAction
+from llmux_site.core.eviction_policy import EvictionPolicy, PolicyError, ProcessAction
 from models_app import image_port
 from models_app.models import (
     AuditResult,
@@ -24,7 +24,7 @@ from models_app.models import (
     SwitchRequest,
     SwitchStatus,
 )
-from models_app.selectors import engine_state
+from models_app.selectors import engine_state, gpu_group
 from models_app.services import control
 from models_app.services.acting import (
     Acting,
@@ -35,7 +35,6 @@ from models_app.services.acting import (
     model_named,
 )
 from models_app.services.engines import eviction_policy
-from models_app.services.switching import group_of
 
 CHECKPOINTABLE = (EngineState.RUNNING, EngineState.SLEEPING, EngineState.SUSPENDED)
 
@@ -65,7 +64,7 @@ def refuse_if_group_busy(name: str) -> None:
     if model is None:
         return  # the action itself reports the unknown name
     running = (
-        SwitchRequest.objects.filter(group=group_of(model), status=SwitchStatus.RUNNING)
+        SwitchRequest.objects.filter(group=gpu_group(model), status=SwitchStatus.RUNNING)
         .exclude(target=model)
         .first()
     )

@@ -9,17 +9,18 @@ from datetime import datetime, timedelta
 
 from django.db.models import Q
 
-from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
+from llmux_site.core.eviction_policy import EvictionPolicy, ProcessAction, WeightsAction
 from llmux_site.core.switching import SwitchPlan
 from models_app.models import (
     EngineRuntime,
+    EngineState,
     ModelDefinition,
     OperationKind,
     RegistryConfig,
     SwapTrigger,
     SwitchRequest,
 )
-from models_app.services.runtime import AWAKE_STATES, engine_target
+from models_app.services.runtime import engine_target
 
 FAILURE_BACKOFF = timedelta(seconds=2)
 # A state read ahead of its switch request (see `read_switch_state`) is used only this soon.
@@ -57,7 +58,7 @@ def read_switch_state(group: str, target_pk: int) -> SwitchState:
     """
     config = RegistryConfig.load()
     runtimes = EngineRuntime.objects.filter(
-        Q(model_id=target_pk) | Q(gpu_group=group, state__in=AWAKE_STATES)
+        Q(model_id=target_pk) | Q(gpu_group=group, state__in=EngineState.awake())
     ).select_related("model")
     own = outgoing = None
     for runtime in runtimes:

@@ -17,7 +17,7 @@ import psutil
 from django.db import transaction
 from django.utils import timezone
 
-from llmux_site.core import supervisor
+from llmux_site.core import processes, supervisor
 from llmux_site.core.engine_client import EngineClient, EngineError
 from llmux_site.core.processes import VANISHED
 from llmux_site.core.switching import EngineStatus
@@ -65,7 +65,7 @@ def reconcile() -> ReconcileReport:
 def check_runtime(runtime: EngineRuntime, report: ReconcileReport) -> bool:
     """Whether the engine's recorded process lives; a dead one is recorded failed."""
     process = current_process(runtime)
-    if process is not None and supervisor.is_alive(process):
+    if process is not None and processes.is_alive(process):
         return True
     if record_death(runtime, f"engine process {runtime.pid} exited"):
         log.warning("engine of %s (pid %s) is gone", runtime.model.name, runtime.pid)
@@ -138,7 +138,7 @@ def roll_back_group(group: str, report: ReconcileReport) -> None:
     """After a dead switch: a half-started engine is stopped, a draining one resumes."""
     for runtime in EngineRuntime.objects.filter(gpu_group=group).select_related("model"):
         process = current_process(runtime)
-        alive = process is not None and supervisor.is_alive(process)
+        alive = process is not None and processes.is_alive(process)
         if runtime.state == EngineState.STARTING:
             if alive and process is not None:
                 supervisor.stop(process, grace=10)

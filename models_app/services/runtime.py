@@ -8,7 +8,7 @@ from typing import Any
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
+from llmux_site.core.eviction_policy import EvictionPolicy, ProcessAction, WeightsAction
 from llmux_site.core.processes import EngineProcess
 from llmux_site.core.readiness import readiness_probe
 from llmux_site.core.switching import EngineChange, EngineStatus, EngineTarget
@@ -23,7 +23,6 @@ from models_app.services.engines import (
 )
 
 # States in which the engine holds (or is about to hold) its GPU group.
-AWAKE_STATES = (EngineState.STARTING, EngineState.RUNNING, EngineState.DRAINING)
 
 
 def runtime_for(model: ModelDefinition) -> EngineRuntime:
@@ -248,16 +247,14 @@ def engine_target(
 
 def stop_all_engines(*, grace: float = 10.0) -> list[str]:
     """Stop every engine this host recorded (used when `llmux serve` exits)."""
-    from llmux_site.core import supervisor
+    from llmux_site.core import processes, supervisor
 
     stopped = []
     live = EngineRuntime.objects.exclude(pid=None).select_related("model")
     for runtime in live:
         process = None
         if runtime.pid is not None and runtime.create_time is not None:
-            process = supervisor.adopt(
-                runtime.pid, runtime.create_time, runtime.pgid or runtime.pid
-            )
+            process = processes.adopt(runtime.pid, runtime.create_time, runtime.pgid or runtime.pid)
         if process is not None:
             supervisor.stop(process, grace=grace)
             stopped.append(runtime.model.name)

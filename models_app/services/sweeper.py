@@ -13,7 +13,7 @@ from django_q.tasks import async_task
 
 from models_app import image_port
 from models_app.models import GroupLease, SwitchRequest, SwitchStatus
-from models_app.services import switching
+from models_app.services import switch_queue
 from models_app.services.reconcile import reconcile
 
 log = logging.getLogger(__name__)
@@ -53,20 +53,20 @@ def sweep(run_seconds: float = SWEEP_RUN_SECONDS) -> int:
     Revoking the sweep's lease (`stop_sweep`, as `llmux serve` does when it stops) ends
     the loop within a pass, so the worker cluster can shut down without waiting a minute.
     """
-    holder = switching.new_holder()
-    if not switching.claim_lease(SWEEP_LEASE, holder):
+    holder = switch_queue.new_holder()
+    if not switch_queue.claim_lease(SWEEP_LEASE, holder):
         return 0
     passes = 0
     deadline = time.monotonic() + run_seconds
     try:
         while time.monotonic() < deadline:
-            if not switching.renew_lease(SWEEP_LEASE, holder):
+            if not switch_queue.renew_lease(SWEEP_LEASE, holder):
                 break
             one_pass(passes)
             passes += 1
             time.sleep(SWEEP_INTERVAL)
     finally:
-        switching.release_lease(SWEEP_LEASE, holder)
+        switch_queue.release_lease(SWEEP_LEASE, holder)
     return passes
 
 
@@ -105,4 +105,4 @@ def requeue_stranded(*, immediately: bool = False) -> None:
             Q(group=group) & ~Q(holder="") & Q(expires_at__gte=now)
         ).exists()
         if not busy:
-            switching.enqueue_group(group)
+            switch_queue.enqueue_group(group)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from llmux_site.core import supervisor
+from llmux_site.core import processes
 from llmux_site.core.engine_client import EngineClient
+from llmux_site.core.eviction_policy import EvictionPolicy, PolicyError, ProcessAction
 from llmux_site.core.launch import sleep_mode_in
 from llmux_site.core.lifecycle import MEMORY_LEFT_RATIO
-from llmux_site.core.policy import EvictionPolicy, PolicyError, ProcessAction
 from llmux_site.core.processes import process_tree
 from models_app.models import (
     MemoryCheck,
@@ -92,7 +92,7 @@ def _prepare(model: ModelDefinition, policy: EvictionPolicy, timeout: float) -> 
     started_for = override_policy(runtime) or eviction_policy(model, RegistryConfig.load())
     control.set_eviction_override(model, policy)
     process = current_process(runtime)
-    live = process and supervisor.adopt(process.pid, process.create_time, process.pgid)
+    live = process and processes.adopt(process.pid, process.create_time, process.pgid)
     if live and _launched_otherwise(model, live.argv, started_for, policy):
         wait_for(
             control.stop(model, actor=ACTOR, trigger=SwapTrigger.API),

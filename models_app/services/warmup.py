@@ -11,6 +11,7 @@ import time
 from django.db.models import Q
 from django_q.tasks import async_task
 
+from models_app import selectors
 from models_app.models import (
     ModelDefinition,
     OperationKind,
@@ -19,7 +20,7 @@ from models_app.models import (
     SwitchRequest,
     SwitchStatus,
 )
-from models_app.services import switching
+from models_app.services import switch_queue
 
 LEASE_WAIT_SECS = 600.0
 
@@ -36,7 +37,7 @@ def schedule_warmup() -> list[str]:
     """Queue one warmup task per GPU group that has models to warm; returns the groups."""
     groups: dict[str, list[int]] = {}
     for model in warmup_models():
-        groups.setdefault(switching.group_of(model), []).append(model.pk)
+        groups.setdefault(selectors.gpu_group(model), []).append(model.pk)
     for group, ids in groups.items():
         async_task("models_app.tasks.warm_up", group, ids, task_name=f"warmup {group}"[:100])
     return sorted(groups)
@@ -44,9 +45,9 @@ def schedule_warmup() -> list[str]:
 
 def warm_up(group: str, model_ids: list[int]) -> int:
     """Cold-start, probe and evict each model of the group in turn; returns models warmed."""
-    holder = switching.new_holder()
+    holder = switch_queue.new_holder()
     deadline = time.monotonic() + LEASE_WAIT_SECS
-    while not switching.claim_lease(group, holder):
+    while not switch_queue.claim_lease(group, holder):
         if time.monotonic() > deadline:
             return 0
         time.sleep(0.5)
@@ -54,13 +55,13 @@ def warm_up(group: str, model_ids: list[int]) -> int:
     try:
         for model in ModelDefinition.objects.filter(pk__in=model_ids).order_by("name"):
             up = _operation(group, model, OperationKind.SWITCH)
-            if up is None or not switching.run_request(up, holder):
+            if up is None or not switch_queue.run_request(up, holder):
                 continue
             down = _operation(group, model, OperationKind.EVICT)
-            if down is not None and switching.run_request(down, holder):
+            if down is not None and switch_queue.run_request(down, holder):
                 warmed += 1
     finally:
-        switching.release_lease(group, holder)
+        switch_queue.release_lease(group, holder)
     return warmed
 
 

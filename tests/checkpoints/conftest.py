@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llmux_site.core import supervisor
+from llmux_site.core import processes
 from tests.core.switch_ports import SimModels
 
 
@@ -15,9 +15,9 @@ from tests.core.switch_ports import SimModels
 def subreaper() -> Iterator[None]:
     """As in the worker: restored engines are detached from criu, and reparented to us, so
     a dumped restored engine can be reaped and its pids are free for the next restore."""
-    supervisor.set_child_subreaper(True)
+    processes.set_child_subreaper(True)
     yield
-    supervisor.set_child_subreaper(False)
+    processes.set_child_subreaper(False)
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from llmux_site.core import supervisor
+from llmux_site.core import processes
 from llmux_site.core.criu import Criu
 from llmux_site.core.cuda_helper import InProcess
+from llmux_site.core.eviction_policy import EvictionPolicy
 from llmux_site.core.images import read_meta
-from llmux_site.core.policy import EvictionPolicy
 from llmux_site.core.process_actions import HostProcessActions
 from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switcher import run_switch
@@ -270,7 +270,7 @@ async def test_with_keep_images_a_restored_engine_is_evicted_to_its_image_withou
 
 
 def supervisor_alive(process: EngineProcess | None) -> bool:
-    return process is not None and supervisor.is_alive(process)
+    return process is not None and processes.is_alive(process)
 
 
 def simulator_pids(sims: SimModels) -> list[int]:

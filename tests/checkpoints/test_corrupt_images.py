@@ -14,7 +14,7 @@ from checkpoints_app.models import CheckpointImage, ImageStatus
 from checkpoints_app.services.housekeeping import collect_garbage
 from checkpoints_app.services.store import DbImageStore
 from llmux_site.core.criu import Criu
-from llmux_site.core.policy import EvictionPolicy
+from llmux_site.core.eviction_policy import EvictionPolicy
 from llmux_site.core.process_actions import HostProcessActions
 from llmux_site.core.switching import BringUpKind, Outcome
 from models_app.models import ModelDefinition, RegistryConfig

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llmux_site.core import lifecycle, supervisor
+from llmux_site.core import lifecycle, processes
 from llmux_site.core.criu import Criu, CriuError
 from llmux_site.core.switching import EngineTarget
 from tests.core.switch_ports import SimModels
@@ -32,7 +32,7 @@ async def test_a_dumped_engine_comes_back_with_its_pid_answer_and_weights(
     before = answer(target)
 
     dumped = await asyncio.to_thread(criu.dump, process, short_tmp_dir / "image")
-    assert not supervisor.is_alive(process)  # the dump ends the tree
+    assert not processes.is_alive(process)  # the dump ends the tree
     assert dumped.bytes > 16 * 1024 * 1024  # the weights are in the image
     assert (dumped.images_dir / "dump.log").is_file()
 

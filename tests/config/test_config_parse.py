@@ -19,7 +19,7 @@ from llmux_site.core.config import (
     parse_config,
     parse_config_text,
 )
-from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
+from llmux_site.core.eviction_policy import EvictionPolicy, ProcessAction, WeightsAction
 
 SAMPLES = Path(__file__).parent / "samples"
 REPO = Path(__file__).resolve().parents[2]

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from llmux_site.core import supervisor
 from llmux_site.core.addresses import ListenAddress
+from llmux_site.core.eviction_policy import EvictionPolicy
 from llmux_site.core.gpu_ledger import ledger_entries, read_ledger
 from llmux_site.core.launch import build_engine_command
-from llmux_site.core.policy import EvictionPolicy
 from llmux_site.core.processes import EngineProcess, ProcessSpec
 from llmux_site.core.switching import EngineChange, EngineStatus, EngineTarget, Phase
 from tests.plugins.engines import free_port

@@ -20,8 +20,8 @@ from llmux_site.core.cuda_suspend import (
     resume_tree,
     suspend_tree,
 )
+from llmux_site.core.eviction_policy import EvictionPolicy
 from llmux_site.core.lifecycle import ProcessActionUnavailable
-from llmux_site.core.policy import EvictionPolicy
 from llmux_site.core.process_actions import HostProcessActions
 from llmux_site.core.switching import BringUpKind, EngineStatus
 from tests.core.switch_ports import InMemoryPorts, SimModels

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from llmux_site.core import engine_files, lifecycle, supervisor
+from llmux_site.core import engine_files, lifecycle, processes, supervisor
 from llmux_site.core.addresses import ListenAddress
 from llmux_site.core.engine_files import EngineFilesError
 from llmux_site.core.processes import EngineProcess, ProcessSpec
@@ -79,7 +79,7 @@ async def test_an_engine_starts_over_the_socket_a_dead_one_left(
     uds = short_tmp_dir / "e.sock"
     stale_socket(uds)
 
-    process = supervisor.spawn(engine_spec(short_tmp_dir, uds, uds=str(uds)))
+    process = processes.spawn(engine_spec(short_tmp_dir, uds, uds=str(uds)))
     engines.append(process)
 
     await wait_http_healthy(process, ListenAddress.unix(str(uds)), timeout=10)
@@ -94,7 +94,7 @@ async def test_an_engine_gets_an_empty_private_tmpdir(
     (tmp_dir / "torchinductor_root").mkdir()
     uds = short_tmp_dir / "e.sock"
 
-    process = supervisor.spawn(engine_spec(short_tmp_dir, uds, tmp_dir=str(tmp_dir)))
+    process = processes.spawn(engine_spec(short_tmp_dir, uds, tmp_dir=str(tmp_dir)))
     engines.append(process)
 
     assert os.listdir(tmp_dir) == []

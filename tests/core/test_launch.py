@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from llmux_site.core.addresses import ListenAddress
+from llmux_site.core.eviction_policy import EvictionPolicy
 from llmux_site.core.launch import (
     SIMULATOR_COMMAND,
     LaunchError,
@@ -16,7 +17,6 @@ from llmux_site.core.launch import (
     resolve_program,
     sleep_mode_in,
 )
-from llmux_site.core.policy import EvictionPolicy
 
 TCP = ListenAddress.tcp(8001)
 UNIX = ListenAddress.unix("/run/llmux/qwen.sock")

@@ -8,10 +8,10 @@ import signal
 
 import pytest
 
-from llmux_site.core import lifecycle, supervisor
+from llmux_site.core import lifecycle, processes, supervisor
 from llmux_site.core.engine_client import EngineClient
+from llmux_site.core.eviction_policy import EvictionPolicy, ProcessAction, WeightsAction
 from llmux_site.core.lifecycle import BringUpError, ReadinessError
-from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
 from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switching import BringUpKind, EngineStatus, EngineTarget, MemoryCheck
 from tests.core.switch_ports import DISCARD, OFFLOAD, STOP, InMemoryPorts, SimModels
@@ -43,7 +43,7 @@ async def evicted(models: SimModels, ports: InMemoryPorts, target: EngineTarget)
 
 
 def gone(process: EngineProcess) -> bool:
-    return not supervisor.is_alive(process) and not supervisor.group_members(process.pgid)
+    return not processes.is_alive(process) and not processes.group_members(process.pgid)
 
 
 class SignalActions:
@@ -385,7 +385,7 @@ async def test_a_restore_without_process_actions_cold_starts_and_says_why(
 
     kind, process = await lifecycle.bring_up(checkpointed, timeouts=ROOMY, on_fallback=heard.append)
     models.track(process)
-    assert kind is BringUpKind.COLD_START and supervisor.is_alive(process)
+    assert kind is BringUpKind.COLD_START and processes.is_alive(process)
     assert len(heard) == 1 and "checkpoint is not available on this host" in heard[0]
 
 

@@ -16,16 +16,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from llmux_site.core import supervisor
+from llmux_site.core import processes, supervisor
 from llmux_site.core.addresses import ListenAddress
-from llmux_site.core.supervisor import (
+from llmux_site.core.processes import (
     EngineExitedError,
     EngineProcess,
     ProcessSpec,
     SpawnError,
     StartupTimeoutError,
-    StopOutcome,
 )
+from llmux_site.core.supervisor import StopOutcome
 from tests.fixtures_bin import HTTP_ENGINE, STUBBORN
 from tests.plugins.engines import EngineSpawner, free_port, wait_http_healthy
 
@@ -50,7 +50,7 @@ def engines(tmp_path: Path) -> Iterator[list[EngineProcess]]:
 def spawn(tmp_path: Path, engines: list[EngineProcess]) -> Spawn:
     def start(argv: list[str], **spec: object) -> EngineProcess:
         log_path = spec.pop("log_path", tmp_path / "logs" / f"engine{len(engines)}.log")
-        proc = supervisor.spawn(ProcessSpec(argv=argv, log_path=log_path, **spec))  # type: ignore[arg-type]
+        proc = processes.spawn(ProcessSpec(argv=argv, log_path=log_path, **spec))  # type: ignore[arg-type]
         engines.append(proc)
         return proc
 
@@ -86,9 +86,9 @@ def start_stubborn(spawn: Spawn, tmp_path: Path, *flags: str) -> tuple[EnginePro
 @pytest.fixture
 def subreaper() -> Iterator[None]:
     """Orphaned engine workers come to this process (pid 1 here never reaps them)."""
-    supervisor.set_child_subreaper(True)
+    processes.set_child_subreaper(True)
     yield
-    supervisor.set_child_subreaper(False)
+    processes.set_child_subreaper(False)
 
 
 def start_in_earlier_worker(tmp_path: Path, argv: list[str]) -> dict[str, float]:
@@ -204,7 +204,7 @@ def test_the_default_base_environment_is_this_process_environment(spawn: Spawn) 
 )
 def test_it_refuses_what_it_cannot_start(tmp_path: Path, argv: object, message: str) -> None:
     with pytest.raises(SpawnError, match=None) as raised:
-        supervisor.spawn(ProcessSpec(argv=argv, log_path=tmp_path / "x.log"))  # type: ignore[arg-type]
+        processes.spawn(ProcessSpec(argv=argv, log_path=tmp_path / "x.log"))  # type: ignore[arg-type]
     assert message in str(raised.value)
 
 
@@ -213,12 +213,12 @@ def test_it_refuses_what_it_cannot_start(tmp_path: Path, argv: object, message: 
 
 def test_is_alive_follows_the_process_and_reaps_our_child(spawn: Spawn) -> None:
     proc = spawn(SLEEPER)
-    assert supervisor.is_alive(proc)
+    assert processes.is_alive(proc)
 
     os.kill(proc.pid, signal.SIGKILL)
 
-    wait_for(lambda: not supervisor.is_alive(proc))
-    assert supervisor.exit_code(proc) == -signal.SIGKILL
+    wait_for(lambda: not processes.is_alive(proc))
+    assert processes.exit_code(proc) == -signal.SIGKILL
     assert not psutil.pid_exists(proc.pid)  # reaped, not left as a zombie
 
 
@@ -229,20 +229,20 @@ def test_an_engine_of_an_earlier_worker_is_adopted_health_waited_and_stopped(
     record = start_in_earlier_worker(tmp_path, http_engine("--port", str(port)))
     pid, pgid = int(record["pid"]), int(record["pgid"])
 
-    proc = supervisor.adopt(pid, record["create_time"], pgid, log_path=str(tmp_path / "old.log"))
+    proc = processes.adopt(pid, record["create_time"], pgid, log_path=str(tmp_path / "old.log"))
 
     assert proc is not None
     engines.append(proc)
-    assert not supervisor.spawned_here(proc)
+    assert not processes.spawned_here(proc)
     assert proc.pgid == pgid == pid
     assert proc.argv == tuple(http_engine("--port", str(port)))
-    assert supervisor.is_alive(proc)
+    assert processes.is_alive(proc)
     asyncio.run(wait_http_healthy(proc, ListenAddress.tcp(port), timeout=10))
     result = supervisor.stop(proc, grace=5)
     assert result.outcome is StopOutcome.TERMINATED
     # Its spawner is gone, so as a subreaper we inherited it and reaped it.
     assert result.exit_code == -signal.SIGTERM
-    assert not supervisor.is_alive(proc)
+    assert not processes.is_alive(proc)
     assert_group_gone(pgid)
 
 
@@ -251,9 +251,9 @@ def test_a_process_reusing_the_pid_with_another_create_time_is_not_adopted(
 ) -> None:
     other = spawn(SLEEPER)
 
-    assert supervisor.adopt(other.pid, other.create_time - 1.0, other.pgid) is None
-    assert supervisor.adopt(other.pid, other.create_time + 0.5, other.pgid) is None
-    adopted = supervisor.adopt(other.pid, other.create_time + 0.005, other.pgid)
+    assert processes.adopt(other.pid, other.create_time - 1.0, other.pgid) is None
+    assert processes.adopt(other.pid, other.create_time + 0.5, other.pgid) is None
+    adopted = processes.adopt(other.pid, other.create_time + 0.005, other.pgid)
     assert adopted is not None and adopted.identity == (other.pid, other.create_time + 0.005)
 
 
@@ -261,7 +261,7 @@ def test_a_dead_pid_is_not_adopted(spawn: Spawn) -> None:
     proc = spawn([sys.executable, "-c", "pass"])
     asyncio.run(supervisor.wait_exit(proc))
 
-    assert supervisor.adopt(proc.pid, proc.create_time, proc.pgid) is None
+    assert processes.adopt(proc.pid, proc.create_time, proc.pgid) is None
 
 
 def test_a_zombie_is_not_adopted(tmp_path: Path) -> None:
@@ -270,7 +270,7 @@ def test_a_zombie_is_not_adopted(tmp_path: Path) -> None:
         wait_for(lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE)
         create_time = psutil.Process(child.pid).create_time()
 
-        assert supervisor.adopt(child.pid, create_time, child.pid) is None
+        assert processes.adopt(child.pid, create_time, child.pid) is None
     finally:
         child.wait()
 
@@ -278,10 +278,10 @@ def test_a_zombie_is_not_adopted(tmp_path: Path) -> None:
 def test_attach_records_the_current_identity_of_a_live_pid(spawn: Spawn) -> None:
     proc = spawn(SLEEPER)
 
-    attached = supervisor.attach(proc.pid)
+    attached = processes.attach(proc.pid)
 
     assert attached is not None and attached.identity == proc.identity
-    assert supervisor.attach(2**22 + 1) is None  # above pid_max: never a process
+    assert processes.attach(2**22 + 1) is None  # above pid_max: never a process
 
 
 def test_stop_never_signals_a_process_that_reused_the_pid(spawn: Spawn) -> None:
@@ -293,7 +293,7 @@ def test_stop_never_signals_a_process_that_reused_the_pid(spawn: Spawn) -> None:
     result = supervisor.stop(stale, grace=0.2)
 
     assert result.outcome is StopOutcome.ALREADY_GONE
-    assert supervisor.is_alive(stranger)
+    assert processes.is_alive(stranger)
 
 
 # --- exit watching -----------------------------------------------------------------
@@ -317,7 +317,7 @@ async def test_a_kill_9_of_an_engine_that_is_not_our_child_is_noticed_within_a_s
     other_worker: Callable[[list[str]], dict[str, float]], engines: list[EngineProcess]
 ) -> None:
     record = other_worker(SLEEPER)
-    proc = supervisor.adopt(int(record["pid"]), record["create_time"], int(record["pgid"]))
+    proc = processes.adopt(int(record["pid"]), record["create_time"], int(record["pgid"]))
     assert proc is not None
     engines.append(proc)
     assert psutil.Process(proc.pid).ppid() != os.getpid()
@@ -331,7 +331,7 @@ async def test_a_kill_9_of_an_engine_that_is_not_our_child_is_noticed_within_a_s
 
     assert time.monotonic() - killed_at < 1.0
     assert code is None  # its exit status belongs to its parent
-    assert not supervisor.is_alive(proc)
+    assert not processes.is_alive(proc)
 
 
 async def test_exit_is_noticed_by_polling_where_pidfds_are_unavailable(
@@ -442,7 +442,7 @@ async def test_an_engine_that_never_gets_healthy_times_out(spawn: Spawn) -> None
 
     assert 0.5 <= time.monotonic() - started < 2
     assert raised.value.timeout == 0.5
-    assert supervisor.is_alive(proc)
+    assert processes.is_alive(proc)
 
 
 async def test_a_health_check_that_raises_counts_as_not_healthy(spawn: Spawn) -> None:
@@ -564,7 +564,7 @@ def test_spawn_engine_starts_a_healthy_simulator_and_stops_it(spawn_engine: Engi
     assert engine.startup_seconds is not None
 
     assert spawn_engine.stop_all() == []
-    assert not supervisor.is_alive(engine.process)
+    assert not processes.is_alive(engine.process)
 
 
 def test_spawn_engine_can_listen_on_a_unix_socket(spawn_engine: EngineSpawner) -> None:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from llmux_site.core import supervisor
+from llmux_site.core import processes, supervisor
 from llmux_site.core.engine_client import CallTimeouts, EngineClient
+from llmux_site.core.eviction_policy import EvictionPolicy
 from llmux_site.core.lifecycle import STOPPED_POLICY
-from llmux_site.core.policy import EvictionPolicy
 from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switcher import run_switch
 from llmux_site.core.switching import (
@@ -90,7 +90,7 @@ def process_of(ports: InMemoryPorts, target: EngineTarget) -> EngineProcess:
 
 
 def gone(process: EngineProcess) -> bool:
-    return not supervisor.is_alive(process) and not supervisor.group_members(process.pgid)
+    return not processes.is_alive(process) and not processes.group_members(process.pgid)
 
 
 def assert_succeeded(result: SwitchResult, bringup: BringUpKind) -> None:

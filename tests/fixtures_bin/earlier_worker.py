@@ -11,13 +11,13 @@ import asyncio
 import json
 import sys
 
-from llmux_site.core import supervisor
+from llmux_site.core import processes, supervisor
 
 
 def main() -> None:
     separator = sys.argv.index("--")
     options, argv = sys.argv[1:separator], sys.argv[separator + 1 :]
-    proc = supervisor.spawn(supervisor.ProcessSpec(argv=argv, log_path=options[0]))
+    proc = processes.spawn(processes.ProcessSpec(argv=argv, log_path=options[0]))
     record = {"pid": proc.pid, "create_time": proc.create_time, "pgid": proc.pgid}
     print(json.dumps(record), flush=True)
     if "--stay" in options:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
-from llmux_site.core import supervisor
+from llmux_site.core import processes, supervisor
 from llmux_site.core.addresses import ListenAddress
 from llmux_site.core.launch import EngineCommand, build_engine_command
 
@@ -60,7 +60,7 @@ def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 async def wait_http_healthy(
-    proc: supervisor.EngineProcess, address: ListenAddress, *, timeout: float
+    proc: processes.EngineProcess, address: ListenAddress, *, timeout: float
 ) -> float:
     """``supervisor.wait_healthy`` with ``GET /health == 200`` over TCP or a unix socket."""
     connector: aiohttp.BaseConnector = (
@@ -98,7 +98,7 @@ class SpawnedEngine:
     """An engine started by ``spawn_engine``."""
 
     name: str
-    process: supervisor.EngineProcess
+    process: processes.EngineProcess
     address: ListenAddress
     command: EngineCommand
     log_path: Path
@@ -163,8 +163,8 @@ class EngineSpawner:
             "LLMUX_SIM_LEDGER_DIR": str(self.ledger_dir),
             **command.env,
         }
-        process = supervisor.spawn(
-            supervisor.ProcessSpec(
+        process = processes.spawn(
+            processes.ProcessSpec(
                 argv=command.argv, log_path=log_path, env=overrides, uds=address.uds
             )
         )

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from checkpoints_app.management.commands._common import add_common_arguments, model_named
 from checkpoints_app.services.operations import build_image
-from llmux_site.core.policy import WeightsAction
+from llmux_site.core.eviction_policy import WeightsAction
 from models_app.services.waiting import OperationError
 
 

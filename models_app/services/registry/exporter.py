@@ -12,7 +12,7 @@ from llmux_site.core.config import (
     RegistrySpec,
     config_document,
 )
-from llmux_site.core.policy import EvictionPolicy, ProcessAction, WeightsAction
+from llmux_site.core.eviction_policy import EvictionPolicy, ProcessAction, WeightsAction
 from models_app.models import ModelDefinition, RegistryConfig
 from models_app.services.registry.columns import (
     MODEL_FIELDS,

@@ -13,7 +13,7 @@ GPU serving fraction `1 - switch_time / busy_time`, busy time being serving plus
 (llmux calls it wall time; idle gaps count for no policy). The first bring-up, from no
 active model, is free and not counted as a switch, as in llmux's simulator.
 
-Run `python -m llmux_site.core.policy_sim` for llmux's comparison table.
+Run `python -m llmux_site.core.scheduling_sim` for llmux's comparison table.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from llmux_site.core import policy_sim
-from llmux_site.core.policy_sim import (
+from llmux_site.core import scheduling_sim
+from llmux_site.core.scheduling import POLICY_TYPES, Decision, PolicyConfig, Reason
+from llmux_site.core.scheduling_sim import (
     PROFILES,
     Arrival,
     SimulationError,
@@ -15,9 +16,8 @@ from llmux_site.core.policy_sim import (
     random_mixed,
     simulate,
 )
-from llmux_site.core.scheduling import POLICY_TYPES, Decision, PolicyConfig, Reason
 
-# llmux's tests/policy_sim.rs has no min-active cooldown; its comparison runs without one.
+# llmux's tests/scheduling_sim.rs has no min-active cooldown; its comparison runs without one.
 LLMUX_BENCH = PolicyConfig(min_active_secs=0)
 
 
@@ -109,7 +109,7 @@ def test_a_policy_that_leaves_requests_waiting_with_nothing_scheduled_is_reporte
     def never(*_args: object, **_kwargs: object) -> Decision:
         return Decision.wait(None, Reason.NO_DEMAND)
 
-    monkeypatch.setattr(policy_sim, "decide", never)
+    monkeypatch.setattr(scheduling_sim, "decide", never)
 
     with pytest.raises(SimulationError, match="still wait"):
         simulate([Arrival(0.0, "A")], config("fifo"))
@@ -161,7 +161,7 @@ def test_cost_aware_switches_less_than_fifo_on_alternating_traffic() -> None:
 
 
 def test_the_benchmark_table_names_every_profile_and_policy() -> None:
-    table = policy_sim.format_results(benchmark(switch_cost=2.0))
+    table = scheduling_sim.format_results(benchmark(switch_cost=2.0))
 
     for name in PROFILES:
         assert f"{name}:" in table

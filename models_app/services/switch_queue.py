@@ -20,11 +20,10 @@ from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from llmux_site.core.gpu import gpu_groups
-from llmux_site.core.policy import EvictionPolicy
+from llmux_site.core.eviction_policy import EvictionPolicy
 from llmux_site.core.switcher import run_eviction, run_switch
 from llmux_site.core.switching import Outcome, SwitchResult
-from models_app import protocol
+from models_app import protocol, selectors
 from models_app.models import (
     OPEN_SWITCH_STATUSES,
     GroupLease,
@@ -34,7 +33,7 @@ from models_app.models import (
     SwitchRequest,
     SwitchStatus,
 )
-from models_app.services import host_actions, reconcile, scheduler
+from models_app.services import host_actions, next_operation, reconcile
 from models_app.services.planning import SwitchState, build_plan, read_switch_state
 from models_app.services.switch_ports import DbSwitchPorts, finish_swap
 
@@ -44,13 +43,6 @@ log = logging.getLogger(__name__)
 LEASE_TTL = timedelta(seconds=15)
 POLICY_WAIT_MAX = 0.5  # look at the queue at least this often while a policy waits
 LINGER_SECS = 5.0  # a group task waits this long for more work before it ends
-
-
-def group_of(model: ModelDefinition) -> str:
-    """The GPU group of `model`: models on intersecting GPU sets share one."""
-    enabled = dict(ModelDefinition.objects.filter(enabled=True).values_list("name", "gpu_ids"))
-    enabled[model.name] = model.gpu_ids
-    return gpu_groups(enabled)[model.name]
 
 
 def request_switch(
@@ -81,7 +73,7 @@ def request_operation(
 
     `group` saves a query when the caller knows the model's GPU group.
     """
-    group = group or group_of(model)
+    group = group or selectors.gpu_group(model)
     new = SwitchRequest(
         group=group,
         target=model,
@@ -215,7 +207,7 @@ def _drain_queue(group: str, holder: str, handled: int) -> int:
                 renew_at = time.monotonic() + renew_every
             ahead = session.read_ahead
             known = ahead.config if ahead is not None and ahead.is_fresh() else None
-            request, look_again, config = scheduler.next_operation(group, known)
+            request, look_again, config = next_operation.next_operation(group, known)
             if request is not None:
                 run_request(request, holder, config, session)
                 handled += 1
