@@ -5,8 +5,9 @@ For each code tree given (``--tree NAME=DIR``, default this checkout), starts
 ``python manage.py llmux serve --config FILE`` from that tree with one simulated engine
 (20 ms to the first token, as in scripts/bench_gateway.py), brings the model up, and
 measures at ``--clients`` concurrent clients the engine directly and the gateway, with API
-keys off and on (a real key, checked on every request). Trees are measured in turns,
-``--rounds`` times, so two commits compared in one sitting see the same machine.
+keys off and on (a real key, checked on every request), in each deployment profile
+(``--profiles``: embedded, production; scripts/bench_profiles.py). Trees are measured in
+turns, ``--rounds`` times, so two commits compared in one sitting see the same machine.
 
     .venv/bin/python scripts/bench_serve.py --tree before=/tmp/before --tree after=. [--quick]
 
@@ -30,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gateway import free_port, machine, run_loadgen, wait_ready
+from bench_profiles import profile_env
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "bench"
@@ -61,15 +63,16 @@ def serve_env(data_dir: Path, tree: Path, keys: bool) -> dict[str, str]:
 
 
 @contextmanager
-def served(tree: Path, keys: bool) -> Iterator[tuple[int, int, str | None]]:
+def served(tree: Path, keys: bool, profile: str) -> Iterator[tuple[int, int, str | None]]:
     """(gateway port, engine port, key or None) of a running `llmux serve` from `tree`."""
-    with tempfile.TemporaryDirectory(prefix="llmux-bench-serve-") as tmp:
-        data = Path(tmp) / "data"
+    with (
+        tempfile.TemporaryDirectory(prefix="llmux-bench-serve-") as tmp,
+        profile_env(profile, tree, serve_env(Path(tmp) / "data", tree, keys)) as env,
+    ):
         port, engine = free_port(), free_port()
         config = Path(tmp) / "llmux.json"
         model = {"model_path": SERVED, "port": engine, "extra_args": ENGINE_ARGS}
         config.write_text(json.dumps({"vllm_command": "llmux-sim", "models": {MODEL: model}}))
-        env = serve_env(data, tree, keys)
         argv = [sys.executable, "manage.py", "llmux", "serve", "--config", str(config)]
         with open(Path(tmp) / "serve.log", "ab") as log:
             proc = subprocess.Popen(
@@ -82,7 +85,13 @@ def served(tree: Path, keys: bool) -> Iterator[tuple[int, int, str | None]]:
                 start_new_session=True,
             )
         try:
-            wait_ready(f"http://127.0.0.1:{port}/login/", timeout=120)
+            try:
+                wait_ready(f"http://127.0.0.1:{port}/login/", timeout=120)
+            except TimeoutError:
+                log_tail = (Path(tmp) / "serve.log").read_text(errors="replace")[-3000:]
+                raise TimeoutError(
+                    f"llmux serve ({profile}) did not come up:\n{log_tail}"
+                ) from None
             key = _make_key(tree, env) if keys else None
             _bring_up(port, key)
             yield port, engine, key
@@ -122,10 +131,12 @@ def _bring_up(port: int, key: str | None) -> None:
         time.sleep(1)
 
 
-def measure_tree(tree: Path, clients: int, seconds: float) -> dict[str, dict[str, float]]:
+def measure_tree(
+    tree: Path, clients: int, seconds: float, profile: str
+) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     for keys in (False, True):
-        with served(tree, keys) as (port, engine, key):
+        with served(tree, keys, profile) as (port, engine, key):
             for name, target in (("direct", engine), ("serve", port)):
                 if name == "direct" and keys:
                     continue  # the engine has no keys: measured once per tree
@@ -138,7 +149,7 @@ def measure_tree(tree: Path, clients: int, seconds: float) -> dict[str, dict[str
                     seconds=seconds,
                     api_key=key if name == "serve" else None,
                 )
-                print(tree, label, results[label], file=sys.stderr)
+                print(tree, profile, label, results[label], file=sys.stderr)
     return results
 
 
@@ -153,32 +164,53 @@ def summarise(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, fl
     }
 
 
-def report(summary: dict[str, dict[str, dict[str, float]]], args: argparse.Namespace) -> str:
-    when = datetime_utc()
+Summary = dict[tuple[str, str], dict[str, dict[str, float]]]  # (tree, profile) -> figures
+
+# The issue's targets on the serve path, as ratios to the engine measured in the same run.
+MIN_RATIO = 0.75  # requests/s through the gateway, keys off, over direct
+MAX_P99_ADDED_MS = 50.0
+MIN_KEYS_ON_OVER_OFF = 0.90
+
+
+def _row(tree: str, profile: str, figures: dict[str, dict[str, float]]) -> str:
+    direct, off, on = (figures[k] for k in ("direct", "serve_keys_off", "serve_keys_on"))
+    errors = int(direct["errors"] + off["errors"] + on["errors"])
+    ratio, added = off["rps"] / direct["rps"], off["p99_ms"] - direct["p99_ms"]
+    keys = on["rps"] / off["rps"]
+    met = ratio >= MIN_RATIO and added <= MAX_P99_ADDED_MS and keys >= MIN_KEYS_ON_OVER_OFF
+    return (
+        f"| {tree} | {profile} | {direct['rps']:.0f} | {off['rps']:.0f} | {ratio:.2f}"
+        f" | {on['rps']:.0f} | {keys:.2f} | {added:+.1f} / {on['p99_ms'] - direct['p99_ms']:+.1f}"
+        f" | {errors} | {'✓' if met else '✗'} |"
+    )
+
+
+def report(summary: Summary, args: argparse.Namespace) -> str:
     lines = [
         f"`llmux serve` gateway, {args.clients} clients, {args.seconds:g} s per measurement, "
-        f"median of {args.rounds} round(s), {when}, {machine()}",
+        f"median of {args.rounds} round(s), {datetime_utc()}, {machine()}",
         "",
-        "| tree | direct req/s | keys off req/s | ratio | keys on req/s | ratio | "
-        "p99 added off / on (ms) | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| tree | profile | direct req/s | keys off req/s | / direct | keys on req/s | on / off"
+        " | p99 added off / on (ms) | errors | targets |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for name, figures in summary.items():
-        direct, off, on = (figures[k] for k in ("direct", "serve_keys_off", "serve_keys_on"))
-        errors = int(direct["errors"] + off["errors"] + on["errors"])
-        lines.append(
-            f"| {name} | {direct['rps']:.0f} | {off['rps']:.0f} | {off['rps'] / direct['rps']:.2f}"
-            f" | {on['rps']:.0f} | {on['rps'] / direct['rps']:.2f}"
-            f" | {off['p99_ms'] - direct['p99_ms']:+.1f} / {on['p99_ms'] - direct['p99_ms']:+.1f}"
-            f" | {errors} |"
-        )
-    names = list(summary)
-    if len(names) == 2:
-        first, second = (summary[n] for n in names)
-        for keys in ("off", "on"):
-            label = f"serve_keys_{keys}"
-            ratio = second[label]["rps"] / first[label]["rps"]
-            lines.append(f"\n{names[1]} / {names[0]}, keys {keys}: requests/s x{ratio:.2f}")
+    lines += [_row(tree, profile, figures) for (tree, profile), figures in summary.items()]
+    lines.append(
+        f"\nTargets: keys off at least {MIN_RATIO:.0%} of direct requests/s, p99 added at most "
+        f"{MAX_P99_ADDED_MS:.0f} ms, keys on within {1 - MIN_KEYS_ON_OVER_OFF:.0%} of keys off."
+    )
+    trees = list(dict.fromkeys(tree for tree, _ in summary))
+    if len(trees) == 2:
+        for profile in dict.fromkeys(profile for _, profile in summary):
+            first, second = summary[trees[0], profile], summary[trees[1], profile]
+            for keys in ("off", "on"):
+                label = f"serve_keys_{keys}"
+                ratio = second[label]["rps"] / first[label]["rps"]
+                added = [f[label]["p99_ms"] - f["direct"]["p99_ms"] for f in (first, second)]
+                lines.append(
+                    f"\n{trees[1]} / {trees[0]}, {profile}, keys {keys}: requests/s x{ratio:.2f},"
+                    f" p99 added {added[0]:+.1f} -> {added[1]:+.1f} ms"
+                )
     return "\n".join(lines)
 
 
@@ -194,17 +226,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="3 s per measurement, one round")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--profiles", default="embedded,production", help="comma-separated")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.rounds = 3.0, 1
     trees = dict(item.split("=", 1) for item in args.tree) or {"this": str(REPO)}
-    runs: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in trees}
+    profiles = args.profiles.split(",")
+    runs: dict[tuple[str, str], list[dict[str, dict[str, float]]]] = {
+        (name, profile): [] for profile in profiles for name in trees
+    }
     for _ in range(args.rounds):
-        for name, tree in trees.items():
-            runs[name].append(measure_tree(Path(tree).resolve(), args.clients, args.seconds))
-    summary = {name: summarise(results) for name, results in runs.items()}
+        for profile in profiles:
+            for name, tree in trees.items():
+                figures = measure_tree(Path(tree).resolve(), args.clients, args.seconds, profile)
+                runs[name, profile].append(figures)
+    summary = {key: summarise(results) for key, results in runs.items()}
     if args.json:
-        print(json.dumps({"runs": runs, "summary": summary}, indent=2))
+        named = {f"{tree}/{profile}": figures for (tree, profile), figures in summary.items()}
+        print(json.dumps(named, indent=2))
     print(report(summary, args))
 
 

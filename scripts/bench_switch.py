@@ -29,12 +29,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 from bench_gateway import machine  # scripts/ is on the path when this runs
+from bench_profiles import profile_env
 
 REPO = Path(__file__).resolve().parents[1]
 SIM_ARGS = [
@@ -47,7 +47,6 @@ SIM_ARGS = [
     "--sim-tokens-per-sec",
     "0",
 ]
-PG = "postgres://postgres@127.0.0.1:5432"
 
 
 def free_port() -> int:
@@ -70,74 +69,37 @@ def base_env(data_dir: Path) -> dict[str, str]:
 @contextlib.contextmanager
 def llmux(profile: str, data_dir: Path) -> Iterator[tuple[str, Path, dict[str, str]]]:
     """A running llmux with models `a` and `b`; yields its /v1 URL, data dir and env."""
-    env = base_env(data_dir)
-    database = None
-    if profile == "redis":
-        database = f"llmux_bench_{uuid.uuid4().hex[:8]}"
-        subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", f"CREATE DATABASE {database}"],
-            check=True,
-            capture_output=True,
-        )
-        env |= {
-            "LLMUX_DATABASE_URL": f"{PG}/{database}",
-            "LLMUX_REDIS_URL": "redis://127.0.0.1:6379/3",
-            "LLMUX_SECRET_KEY": "bench-" + "x" * 40,
+    with profile_env(profile, REPO, base_env(data_dir)) as env:
+        port = free_port()
+        config = {
+            "vllm_command": "llmux-sim",
+            "policy": {"min_active_secs": 0, "sleep_level": 1},
+            "models": {
+                name: {"model_path": f"bench/{name}", "port": free_port(), "extra_args": SIM_ARGS}
+                for name in ("a", "b")
+            },
         }
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True
+        (data_dir / "bench.json").write_text(json.dumps(config))
+        argv = [sys.executable, "manage.py", "llmux", "serve", "--port", str(port)]
+        log = (data_dir / "serve.log").open("w")
+        serve = subprocess.Popen(
+            [*argv, "--config", str(data_dir / "bench.json")],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
-    port = free_port()
-    config = {
-        "vllm_command": "llmux-sim",
-        "policy": {"min_active_secs": 0, "sleep_level": 1},
-        "models": {
-            name: {"model_path": f"bench/{name}", "port": free_port(), "extra_args": SIM_ARGS}
-            for name in ("a", "b")
-        },
-    }
-    (data_dir / "bench.json").write_text(json.dumps(config))
-    log = (data_dir / "serve.log").open("w")
-    serve = subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "llmux",
-            "serve",
-            "--port",
-            str(port),
-            "--config",
-            str(data_dir / "bench.json"),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while "llmux is ready" not in (data_dir / "serve.log").read_text():
-            if serve.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((data_dir / "serve.log").read_text())
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/v1", data_dir, env
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        serve.wait(timeout=60)
-        if database:
-            subprocess.run(
-                [
-                    "psql",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-c",
-                    f"DROP DATABASE IF EXISTS {database} WITH (FORCE)",
-                ],
-                capture_output=True,
-            )
+        try:
+            deadline = time.monotonic() + 90
+            while "llmux is ready" not in (data_dir / "serve.log").read_text():
+                if serve.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((data_dir / "serve.log").read_text())
+                time.sleep(0.1)
+            yield f"http://127.0.0.1:{port}/v1", data_dir, env
+        finally:
+            serve.send_signal(signal.SIGTERM)
+            serve.wait(timeout=60)
 
 
 async def first_byte(session: aiohttp.ClientSession, url: str, model: str) -> float:

@@ -1,0 +1,52 @@
+"""The deployment profiles benchmarks run `llmux serve` in, as docs/DEPLOYMENT.md sets them.
+
+- embedded: SQLite in the data directory, no Redis (what `make run` does);
+- production: a fresh PostgreSQL database (127.0.0.1:5432, trust auth, as
+  scripts/ci-services.sh starts it) and Redis (127.0.0.1:6379) for the bus and channels,
+  with LLMUX_TLS off: the benchmark speaks plain HTTP on loopback, where a deployment's
+  TLS-terminating proxy would (with LLMUX_TLS on, pages redirect plain HTTP to HTTPS).
+
+`profile_env` adds the profile's variables to an environment, migrates a fresh database
+with the given tree's code, and drops the database afterwards.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+PG = "postgres://postgres@127.0.0.1:5432"
+PROFILES = ("embedded", "production")
+
+
+def _psql(sql: str) -> None:
+    argv = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", sql]
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+@contextmanager
+def profile_env(profile: str, tree: Path, env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """`env` with `profile`'s settings; a production database exists while this is open."""
+    if profile == "embedded":
+        yield env
+        return
+    if profile not in ("production", "redis"):  # "redis": bench_switch's older name
+        raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    database = f"llmux_bench_{uuid.uuid4().hex[:8]}"
+    _psql(f"CREATE DATABASE {database}")
+    try:
+        env = env | {
+            "LLMUX_DATABASE_URL": f"{PG}/{database}",
+            "LLMUX_REDIS_URL": "redis://127.0.0.1:6379/3",
+            "LLMUX_SECRET_KEY": "bench-" + "x" * 40,
+            "LLMUX_TLS": "false",
+        }
+        migrate = [sys.executable, "manage.py", "migrate", "-v0"]
+        subprocess.run(migrate, cwd=tree, env=env, check=True)
+        yield env
+    finally:
+        _psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
