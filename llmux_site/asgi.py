@@ -27,8 +27,11 @@ from llmux_site.gateway.proxies import TrustedProxies  # noqa: E402
 from llmux_site.gateway.tuning import tune_web_process  # noqa: E402
 from llmux_site.pages import static_pages  # noqa: E402
 from models_app import metrics  # noqa: E402
-from models_app.gateway_backend import DjangoGatewayBackend  # noqa: E402
-from models_app.services.api_keys import GatewayKeys, rate_window  # noqa: E402
+from models_app.adapters.gateway import (  # noqa: E402
+    DjangoGatewayBackend,
+    GatewayKeys,
+    rate_window,
+)
 
 tune_web_process()
 keys = GatewayKeys.create(

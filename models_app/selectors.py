@@ -132,6 +132,13 @@ def engine_state(model: ModelDefinition) -> str:
     return state if state is not None else EngineState.NOT_STARTED.value
 
 
+def engine_runtime(model: ModelDefinition) -> EngineRuntime:
+    """`model`'s runtime row, or an unsaved one with the defaults where it never had one (a
+    read path never creates one: services.runtime.runtime_for does, for writers)."""
+    stored = EngineRuntime.objects.filter(model=model).first()
+    return stored if stored is not None else EngineRuntime(model=model)
+
+
 def _max_model_len(extra_args: list[str]) -> int | None:
     for flag, value in itertools.pairwise(extra_args):
         if flag == "--max-model-len" and value.isdigit():

@@ -22,7 +22,7 @@ from models_app.models import (
     SwapOutcome,
 )
 from models_app.services.presence import group_demand, live_instances
-from models_app.services.switch_ports import gpu_probe
+from models_app.wiring import gpu_probe
 
 PHASE_FIELDS = ("backoff", "cooldown", "drain", "evict", "bringup", "readiness")
 

@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 from llmux_site.core.processes import EngineProcess
 from llmux_site.core.switching import EngineStatus
 from models_app import protocol
-from models_app.gateway_backend import DjangoGatewayBackend
+from models_app.adapters.gateway import DjangoGatewayBackend
 from models_app.models import ModelDefinition
 from models_app.protocol import CommittedState, Drained, EngineStates
 from models_app.services.runtime import begin_drain, record_engine_status
@@ -52,7 +52,12 @@ async def test_a_state_pushed_on_the_bus_admits_a_waiter_the_database_would_not(
     waiter = asyncio.ensure_future(backend.acquire("alpha", deadline=time.monotonic() + 10))
     try:
         # It queued a switch.
-        await until(lambda: "alpha" in backend.waiters and backend.waiters["alpha"].switch_id)
+        await until(
+            lambda: (
+                "alpha" in backend.admission.waiters
+                and backend.admission.waiters["alpha"].switch_id
+            )
+        )
         assert not waiter.done()
         # No worker runs the switch and the table never says running: only the bus can.
         protocol.publish(EngineStates({"alpha": CommittedState("running", 0, 1)}))

@@ -13,33 +13,33 @@ from llmux_site.core import processes
 from llmux_site.core.criu import Criu
 from llmux_site.core.cuda_helper import HelperProcess
 from llmux_site.core.process_actions import HostProcessActions
+from models_app import wiring
 from models_app.models import RegistryConfig
-from models_app.services import host_actions
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
 def fresh() -> Iterator[None]:
-    host_actions.process_actions.cache_clear()
+    wiring.worker_process_actions.cache_clear()
     yield
-    host_actions.process_actions.cache_clear()
+    wiring.worker_process_actions.cache_clear()
 
 
 def test_off_means_no_process_actions() -> None:
     with override_settings(LLMUX_CUDA_SUSPEND="off", LLMUX_CUDA_CHECKPOINT_BIN="/x"):
-        assert host_actions.process_actions() is None
+        assert wiring.worker_process_actions() is None
 
 
 def test_auto_without_cuda_bindings_or_a_binary_means_none() -> None:
     # This machine has no cuda-bindings (GPU hosts install the `cuda` extra).
     with override_settings(LLMUX_CUDA_SUSPEND="auto", LLMUX_CUDA_CHECKPOINT_BIN=None):
-        assert host_actions.process_actions() is None
+        assert wiring.worker_process_actions() is None
 
 
 def test_a_cuda_checkpoint_binary_is_used_through_the_helper() -> None:
     with override_settings(LLMUX_CUDA_SUSPEND="auto", LLMUX_CUDA_CHECKPOINT_BIN="/opt/cc"):
-        actions = host_actions.process_actions()
+        actions = wiring.worker_process_actions()
     assert isinstance(actions, HostProcessActions)
     helper = actions.suspend_helper
     assert isinstance(helper, HelperProcess) and helper.binary == "/opt/cc"
@@ -51,9 +51,9 @@ def test_criu_is_used_where_its_path_is_a_program(criu: Criu) -> None:
     )
     try:
         with override_settings(LLMUX_CUDA_SUSPEND="off", LLMUX_CRIU="auto"):
-            actions = host_actions.process_actions()
+            actions = wiring.worker_process_actions()
     finally:
-        processes.set_child_subreaper(False)  # process_actions made this process one
+        processes.set_child_subreaper(False)  # worker_process_actions made this process one
     assert isinstance(actions, HostProcessActions) and actions.suspend_helper is None
     assert isinstance(actions.criu, Criu) and actions.criu.binary == criu.binary
     assert actions.criu.plugin_dir == "/opt/criu-plugins"
@@ -63,8 +63,8 @@ def test_criu_is_used_where_its_path_is_a_program(criu: Criu) -> None:
 def test_criu_off_or_missing_means_no_checkpoints(criu: Criu) -> None:
     RegistryConfig.objects.update_or_create(pk=1, defaults={"criu_path": criu.binary})
     with override_settings(LLMUX_CUDA_SUSPEND="off", LLMUX_CRIU="off"):
-        assert host_actions.process_actions() is None
-    host_actions.process_actions.cache_clear()
+        assert wiring.worker_process_actions() is None
+    wiring.worker_process_actions.cache_clear()
     RegistryConfig.objects.filter(pk=1).update(criu_path="/nonexistent/criu")
     with override_settings(LLMUX_CUDA_SUSPEND="off", LLMUX_CRIU="auto"):
-        assert host_actions.process_actions() is None
+        assert wiring.worker_process_actions() is None

@@ -97,7 +97,7 @@ def test_key_rate_limits_are_counted_in_redis_across_web_processes(
     key_id = uuid.uuid4().int % 10**12  # no other run shares this key's window
     code = f"""
 import asyncio
-from models_app.services.api_keys import rate_window
+from models_app.adapters.gateway.key_table import rate_window
 async def admit():
     window = rate_window()
     waits = [await window.admit({key_id}, 2) for _ in range({{n}})]

@@ -13,12 +13,14 @@ restore began meanwhile keeps its files.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from django.conf import settings
 from django.utils import timezone
 
-from checkpoints_app.models import CheckpointImage, ImageStatus
+from checkpoints_app.models import CheckpointImage, ImageKind, ImageStatus
 from checkpoints_app.services.records import announce, lost, remove_files, transition, writer_alive
+from llmux_site.core.images import is_image
 from llmux_site.logs import event
 from models_app.image_port import DeletedImage, ImageBusy, ImageNotFound
 
@@ -116,7 +118,22 @@ def collect_garbage() -> list[int]:
         "model_name", "-created_at", "-id"
     ):
         deleted += drop_superseded(newest)
-    return deleted + prune_corrupt()
+    return deleted + prune_corrupt() + drop_missing()
+
+
+def drop_missing() -> list[int]:
+    """Ready images whose directory is gone or incomplete: recorded deleted (the image
+    store only skips them, as a read must)."""
+    dropped = []
+    error = "the image directory is gone or incomplete"
+    for image in CheckpointImage.objects.filter(status=ImageStatus.READY, kind=ImageKind.CRIU):
+        if is_image(Path(image.location)):
+            continue
+        # Losing means a restore or a deletion took the row first: theirs is the record.
+        if transition(image, ImageStatus.READY, ImageStatus.DELETED, error=error):
+            log.warning("image %s of %s is gone from disk", image.pk, image.model_name)
+            dropped.append(image.pk)
+    return dropped
 
 
 def recover_images() -> list[int]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 from django.utils import timezone
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
-from checkpoints_app.services.store import DbImageStore
+from checkpoints_app.services.store import newest_usable_image
 from llmux_site.core.eviction_policy import EvictionPolicy, ProcessAction, WeightsAction
+from models_app import selectors
 from models_app.models import EngineState, ModelDefinition, RegistryConfig, SwapTrigger
 from models_app.services import control
 from models_app.services.engines import eviction_policy
-from models_app.services.runtime import engine_target, runtime_for
+from models_app.services.runtime import engine_target
 from models_app.services.waiting import Finished, OperationError, wait_for
 
 
@@ -51,13 +52,14 @@ def build_image(
 
 def has_usable_image(model: ModelDefinition) -> bool:
     """Whether a bring-up of `model` would restore an image: a ready one made from its
-    current launch settings, or its checkpoint_path."""
-    return DbImageStore().latest(engine_target(model, RegistryConfig.load())) is not None
+    current launch settings, or its checkpoint_path. A read: it inserts no row."""
+    target = engine_target(model, RegistryConfig.current(), selectors.engine_runtime(model))
+    return newest_usable_image(target) is not None
 
 
 def restore(model: ModelDefinition, *, timeout: float = 3600.0, actor: str = "") -> Finished:
     """Restore `model` from its newest usable image and leave it running."""
-    state = runtime_for(model).state
+    state = selectors.engine_state(model)
     if state in EngineState.awake():
         raise OperationError(f"{model.name} is {state}: there is nothing to restore")
     if not has_usable_image(model):

@@ -87,6 +87,8 @@ class DbImageStore:
 
     def __init__(self) -> None:
         self._progress_at: dict[str, float] = {}
+        # checkpoint_path images `latest` picked that have no row yet (see `restoring`).
+        self._unrecorded: dict[str, EngineTarget] = {}
 
     # -- dump -----------------------------------------------------------------------
 
@@ -192,56 +194,38 @@ class DbImageStore:
     # -- restore --------------------------------------------------------------------
 
     def latest(self, target: EngineTarget) -> Path | None:
-        ready = CheckpointImage.objects.filter(
-            model_name=target.name,
-            kind=ImageKind.CRIU,
-            status=ImageStatus.READY,
-            fingerprint=fingerprint(target),
-        )
-        for image in ready.order_by("-created_at", "-id"):
-            if is_image(Path(image.location)):
-                return Path(image.location)
-            self._lost(image)
-        return self._checkpoint_path(target)
-
-    def _lost(self, image: CheckpointImage) -> None:
-        error = "the image directory is gone or incomplete"
-        # Losing means a restore or a deletion took the row first: theirs is the record.
-        if transition(image, ImageStatus.READY, ImageStatus.DELETED, error=error):
-            log.warning("image %s of %s is gone from disk", image.pk, image.model_name)
-
-    def _checkpoint_path(self, target: EngineTarget) -> Path | None:
-        """The model's configured image (lazy restore), unless it failed before."""
-        if not target.checkpoint_path:
-            return None
-        path = Path(target.checkpoint_path)
-        known = CheckpointImage.objects.filter(location=str(path)).first()
-        if known is not None and known.status not in (ImageStatus.READY, ImageStatus.RESTORING):
-            return None  # it failed to restore once: cold-start from now on
-        meta = read_meta(path)
-        if meta is None or not is_image(path):
-            log.warning("checkpoint_path %s of %s is not an llmux image", path, target.name)
-            return None
-        if meta.model != target.name:
-            log.warning("checkpoint_path %s holds %s, not %s", path, meta.model, target.name)
-        if known is None:
-            CheckpointImage.objects.create(
-                model=ModelDefinition.objects.filter(name=target.name).first(),
-                model_name=target.name,
-                status=ImageStatus.READY,
-                location=str(path),
-                bytes=bytes_of(path),
-                pid=meta.pid or None,
-                pgid=meta.pgid or None,
-                weights_state=meta.weights,
-                fingerprint=meta.fingerprint,
-                cuda_mode=meta.cuda_mode,
-                tool_version=meta.tool_version,
-                driver_version=meta.driver_version,
-                keep=True,  # the operator's file: never collected
-                completed_at=timezone.now(),
-            )
+        """A read (it writes no row): the operator's checkpoint_path it picks is recorded
+        by `restoring`, once a restore from it begins."""
+        path = newest_usable_image(target)
+        if path is not None and target.checkpoint_path and path == Path(target.checkpoint_path):
+            self._unrecorded[str(path)] = target
         return path
+
+    def _record_operator_image(self, images_dir: Path) -> CheckpointImage:
+        """The row of a checkpoint_path image `latest` picked that has none yet."""
+        target = self._unrecorded.pop(str(images_dir), None)
+        meta = read_meta(images_dir)
+        if target is None or meta is None:
+            return _row(images_dir)  # not one of ours to record: DoesNotExist as before
+        image, _ = CheckpointImage.objects.get_or_create(
+            location=str(images_dir),
+            defaults={
+                "model": ModelDefinition.objects.filter(name=target.name).first(),
+                "model_name": target.name,
+                "status": ImageStatus.READY,
+                "bytes": bytes_of(images_dir),
+                "pid": meta.pid or None,
+                "pgid": meta.pgid or None,
+                "weights_state": meta.weights,
+                "fingerprint": meta.fingerprint,
+                "cuda_mode": meta.cuda_mode,
+                "tool_version": meta.tool_version,
+                "driver_version": meta.driver_version,
+                "keep": True,  # the operator's file: never collected
+                "completed_at": timezone.now(),
+            },
+        )
+        return image
 
     def reusable(self, target: EngineTarget, process: EngineProcess) -> Path | None:
         """With keep_images: the ready image this very engine was restored from."""
@@ -273,7 +257,10 @@ class DbImageStore:
         )
 
     def restoring(self, images_dir: Path) -> None:
-        image = _row(images_dir)
+        if str(images_dir) in self._unrecorded:
+            image = self._record_operator_image(images_dir)
+        else:
+            image = _row(images_dir)
         # Raises when it loses (the image was deleted since `latest` chose it): the
         # bring-up then cold-starts, and the image is not marked corrupt.
         if not transition(
@@ -343,3 +330,36 @@ class DbImageStore:
         image.save(update_fields=["verified_at"])
         if not RegistryConfig.load().keep_images and not image.keep:
             delete_image(image, reason="restored and verified (keep_images is off)")
+
+
+def newest_usable_image(target: EngineTarget) -> Path | None:
+    """The image a bring-up of `target` would restore: its newest ready image made from the
+    same launch spec whose directory is whole, else its checkpoint_path. Reads only: a ready
+    image gone from disk is skipped here (housekeeping.drop_missing records it)."""
+    ready = CheckpointImage.objects.filter(
+        model_name=target.name,
+        kind=ImageKind.CRIU,
+        status=ImageStatus.READY,
+        fingerprint=fingerprint(target),
+    )
+    for image in ready.order_by("-created_at", "-id"):
+        if is_image(Path(image.location)):
+            return Path(image.location)
+    return _checkpoint_path(target)
+
+
+def _checkpoint_path(target: EngineTarget) -> Path | None:
+    """The model's configured image (lazy restore), unless it failed before."""
+    if not target.checkpoint_path:
+        return None
+    path = Path(target.checkpoint_path)
+    known = CheckpointImage.objects.filter(location=str(path)).first()
+    if known is not None and known.status not in (ImageStatus.READY, ImageStatus.RESTORING):
+        return None  # it failed to restore once: cold-start from now on
+    meta = read_meta(path)
+    if meta is None or not is_image(path):
+        log.warning("checkpoint_path %s of %s is not an llmux image", path, target.name)
+        return None
+    if meta.model != target.name:
+        log.warning("checkpoint_path %s holds %s, not %s", path, meta.model, target.name)
+    return path

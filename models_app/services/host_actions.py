@@ -1,26 +1,26 @@
-"""Which process actions (CUDA suspend, CRIU) this host's worker can carry out."""
+"""Which process actions (CUDA suspend, CRIU) this host's worker can carry out.
+
+Pure choices from the settings and the registry: nothing here starts a process or
+changes this one. models_app/wiring.py builds the worker's one set of process actions
+from them and makes the process-wide changes a worker needs (subreaper, engine owner).
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
 import shutil
-import subprocess
-import sys
-from functools import cache
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
 
 from llmux_site.core.criu import Criu
 from llmux_site.core.cuda_helper import HelperProcess, SocketHelper, SuspendHelper
-from llmux_site.core.engine_owner import become_owner, under_owner
-from llmux_site.core.lifecycle import ProcessActions
-from llmux_site.core.process_actions import HostProcessActions
-from llmux_site.core.processes import set_child_subreaper, start_reaper
-from models_app import image_port
+from llmux_site.core.engine_owner import under_owner
+from llmux_site.core.lifecycle import EngineMemoryProbe
+from llmux_site.core.process_actions import HostProcessActions, ImageStore
 from models_app.models import RegistryConfig
-from models_app.services.switch_ports import gpu_probe
 
 log = logging.getLogger(__name__)
 
@@ -32,43 +32,30 @@ def _has_cuda_bindings() -> bool:
         return False
 
 
-def _helper_binary(config: RegistryConfig) -> str | None:
+def helper_binary(config: RegistryConfig) -> str | None:
+    """The cuda-checkpoint binary to use, if one is named (the settings win)."""
     return settings.LLMUX_CUDA_CHECKPOINT_BIN or config.cuda_checkpoint_path or None
 
 
-def _suspend_on(config: RegistryConfig) -> bool:
+def suspend_on(config: RegistryConfig) -> bool:
+    """Whether CUDA suspend is on for this host (asked for, or a driver binding is here)."""
     mode = settings.LLMUX_CUDA_SUSPEND
-    binary = _helper_binary(config)
+    binary = helper_binary(config)
     return not (mode == "off" or (mode == "auto" and not binary and not _has_cuda_bindings()))
 
 
 def _suspend_helper(config: RegistryConfig) -> SuspendHelper | None:
     """The host's one CUDA helper (the engine owner's, on its socket) under `llmux worker`;
-    elsewhere a helper of this process's own."""
-    if not _suspend_on(config):
+    elsewhere a helper of this process's own (started on first use)."""
+    if not suspend_on(config):
         return None
     if under_owner():
         return SocketHelper(str(helper_socket()))
-    return HelperProcess(_helper_binary(config))
+    return HelperProcess(helper_binary(config))
 
 
 def helper_socket() -> Path:
     return Path(settings.LLMUX_DIRS["run"]) / "cuda-helper.sock"
-
-
-def own_engines_here() -> subprocess.Popen[bytes] | None:
-    """Make this process (`llmux worker`, before its cluster forks) the host's engine owner
-    (llmux_site.core.engine_owner) and start the host's CUDA helper on its socket; the
-    helper process, or None where CUDA suspend is off."""
-    become_owner(Path(settings.LLMUX_DIRS["run"]) / "exits")
-    config = RegistryConfig.load()
-    if not _suspend_on(config):
-        return None
-    argv = [sys.executable, "-m", "llmux_site.core.cuda_helper", "--socket", str(helper_socket())]
-    binary = _helper_binary(config)
-    if binary:
-        argv += ["--binary", binary]
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
 
 
 def _criu(config: RegistryConfig) -> Criu | None:
@@ -82,36 +69,31 @@ def _criu(config: RegistryConfig) -> Criu | None:
 
 
 def capabilities() -> tuple[bool, bool]:
-    """(CUDA suspend, CRIU checkpoint): what `process_actions` would give this host, without
-    building them (no helper, no subreaper in a process that only asks)."""
-    config = RegistryConfig.load()
+    """(CUDA suspend, CRIU checkpoint): what `process_actions_for` would give this host,
+    without building them (no helper, no subreaper in a process that only asks)."""
+    config = RegistryConfig.current()
     return _suspend_helper(config) is not None, _criu(config) is not None
 
 
-@cache
-def process_actions() -> ProcessActions | None:
-    """The worker's process actions; None where the host can do none of them.
+def process_actions_for(
+    config: RegistryConfig,
+    *,
+    images: Callable[[], ImageStore | None],
+    device_memory: EngineMemoryProbe,
+) -> HostProcessActions | None:
+    """This host's process actions under `config`; None where it can do none of them.
 
-    One helper process per worker process holds the CUDA driver (started on first use).
-    Without process actions an eviction that needs one escalates to stop, recorded.
+    `images` is asked only where CRIU is on. Without process actions an eviction that
+    needs one escalates to stop, recorded.
     """
-    config = RegistryConfig.load()
     helper = _suspend_helper(config)
     criu = _criu(config)
     if helper is None and criu is None:
         return None
-    if criu is not None and not under_owner():
-        # A restored engine is detached from criu and would be reparented to pid 1; as a
-        # subreaper this process inherits it, so once it is dumped again (or stopped) it
-        # can be reaped, and its pids are free for the next restore. Under `llmux worker`
-        # the host's engine owner does this for every worker process, and a worker
-        # process must not be a subreaper itself (it would take the engines from it).
-        set_child_subreaper(True)
-        start_reaper()
     return HostProcessActions(
         suspend=helper,
         criu=criu,
-        images=image_port.store() if criu is not None else None,
+        images=images() if criu is not None else None,
         cuda_mode=settings.LLMUX_CRIU_CUDA,
-        device_memory=lambda pids: gpu_probe().used_by_pids(pids),
+        device_memory=device_memory,
     )

@@ -92,8 +92,8 @@ def record_death(runtime: EngineRuntime, error: str) -> bool:
     """
     change = EngineChange(runtime.model.name, EngineStatus.FAILED, None, None, error)
     with transaction.atomic(savepoint=False):
-        sql, params = _status_sql(runtime.model, change, "", expect_version=runtime.version)
-        written = _update_row(sql, params)
+        values, raised = _status_values(change, "")
+        written = update_returning(values, raised, runtime.model.pk, runtime.version)
         if written is None:  # someone wrote the row since it was read
             return False
         version, token = written
@@ -111,36 +111,21 @@ def _write_status(
 ) -> tuple[int, int]:
     """One UPDATE of the engine's row; its new (version, drain token).
 
-    Raw SQL with RETURNING (PostgreSQL, SQLite >= 3.35): the ORM's update() can neither
-    return the new version nor skip its query compilation, and this runs three times on
-    every switch. The row is created first if the engine never had one.
+    The row is created first if the engine never had one.
     """
-    sql, params = _status_sql(model, change, group, new_token=new_token)
-    written = _update_row(sql, params)
+    values, raised = _status_values(change, group, new_token=new_token)
+    written = update_returning(values, raised, model.pk)
     if written is None:  # first write for this engine
         runtime_for(model)
-        written = _update_row(sql, params)
+        written = update_returning(values, raised, model.pk)
     assert written is not None
     return written
 
 
-def _update_row(sql: str, params: list[Any]) -> tuple[int, int] | None:
-    """Run one of `_status_sql`'s UPDATEs: (version, drain token), or None if no row matched."""
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    return None if row is None else (int(row[0]), int(row[1]))
-
-
-def _status_sql(
-    model: ModelDefinition,
-    change: EngineChange,
-    group: str,
-    *,
-    new_token: int | None = None,
-    expect_version: int | None = None,
-) -> tuple[str, list[Any]]:
-    """The UPDATE that records `change`; with `expect_version`, only of a row at that version."""
+def _status_values(
+    change: EngineChange, group: str, *, new_token: int | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """The columns that record `change` (set to a value, or raised by one)."""
     status, process, evicted = change.status, change.process, change.evicted
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     values: dict[str, Any] = {
@@ -166,12 +151,22 @@ def _status_sql(
         values["drain_token"] = new_token
     elif status is EngineStatus.DRAINING:
         raised.append("drain_token")
-    return _update_sql(values, raised, model.pk, expect_version)
+    return values, raised
 
 
-def _update_sql(
+def update_returning(
     values: dict[str, Any], raised: list[str], pk: int, expect_version: int | None = None
-) -> tuple[str, list[Any]]:
+) -> tuple[int, int] | None:
+    """UPDATE one EngineRuntime row in raw SQL with RETURNING: its new (version, drain
+    token), or None when no row matched (with `expect_version`, only a row at that version).
+
+    Why raw SQL: the ORM's update() can neither return the new version nor skip its query
+    compilation, and an engine state write runs about three times on every switch, on the
+    path web processes wait on. docs/PERFORMANCE.md, "Switch orchestration
+    overhead": 50.3 ms p50 (embedded) and 53.2 ms p50 (redis, target <= 50 ms, missed by
+    3.2 ms) with these writes one round trip each; a read-back of the version would add one
+    per write. Needs RETURNING (PostgreSQL, SQLite >= 3.35).
+    """
     meta = EngineRuntime._meta
     quote = connection.ops.quote_name
 
@@ -190,7 +185,10 @@ def _update_sql(
         f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608
         f"WHERE {where} RETURNING {column('version')}, {column('drain_token')}"
     )
-    return sql, params
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return None if row is None else (int(row[0]), int(row[1]))
 
 
 def current_process(runtime: EngineRuntime) -> EngineProcess | None:

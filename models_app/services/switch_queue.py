@@ -21,9 +21,12 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from llmux_site.core.eviction_policy import EvictionPolicy
+from llmux_site.core.notify import SyncListener
 from llmux_site.core.switcher import run_eviction, run_switch
 from llmux_site.core.switching import Outcome, SwitchResult
-from models_app import protocol, selectors
+from models_app import protocol, selectors, wiring
+from models_app.adapters.swap_records import finish_swap
+from models_app.adapters.switch_ports import DbSwitchPorts
 from models_app.models import (
     OPEN_SWITCH_STATUSES,
     GroupLease,
@@ -33,9 +36,8 @@ from models_app.models import (
     SwitchRequest,
     SwitchStatus,
 )
-from models_app.services import host_actions, next_operation, reconcile
+from models_app.services import next_operation, reconcile
 from models_app.services.planning import SwitchState, build_plan, read_switch_state
-from models_app.services.switch_ports import DbSwitchPorts, finish_swap
 
 log = logging.getLogger(__name__)
 
@@ -185,12 +187,7 @@ def process_group(group: str, holder: str | None = None) -> int:
 
 
 def _drain_queue(group: str, holder: str, handled: int) -> int:
-    """Run operations as the policy picks them; linger a while for more before leaving.
-
-    Lingering keeps the lease (and a warm worker) for LINGER_SECS after the last
-    operation, woken by the bus when a new one is queued: the next switch starts at once
-    instead of after a task dispatch.
-    """
+    """Run operations as the policy picks them; linger a while for more before leaving."""
     session = LeaseSession(group, lease_failure(group))
     listener = protocol.bus().listen_sync()
     linger_until = time.monotonic() + LINGER_SECS
@@ -212,23 +209,42 @@ def _drain_queue(group: str, holder: str, handled: int) -> int:
                 run_request(request, holder, config, session)
                 handled += 1
                 linger_until = time.monotonic() + LINGER_SECS
-                continue
-            if look_again is not None:
+            elif look_again is not None:
                 # The policy waits (coalescing window, quantum): keep the lease, look again.
                 pause = min(max(look_again - time.time(), 0.01), POLICY_WAIT_MAX)
-            else:
-                pause = min(linger_until - time.monotonic(), POLICY_WAIT_MAX)
-                if pause <= 0:
-                    return handled
-            # Only a newly queued operation (or demand announced ahead of it) is news to a
-            # lingering task, unless the policy waits on demand to change.
-            kinds = None if look_again is not None else (protocol.Queued.KIND, protocol.Wanted.KIND)
-            message = listener.wait(pause, only=kinds)
-            if session.on_message(message):
-                # Its request is being written now: wait for it rather than look early.
-                listener.wait(min(pause, 0.1), only=protocol.Queued.KIND)
+                _wait_for_news(listener, session, pause, only=None)
+            elif not linger_for_more_work(listener, session, linger_until):
+                return handled
     finally:
         listener.close()
+
+
+def linger_for_more_work(listener: SyncListener, session: LeaseSession, until: float) -> bool:
+    """Keep the lease (and a warm worker) until `until`, woken by the bus when an operation
+    is queued; False once the linger is over and the group task should end.
+
+    Why: the next switch starts at once instead of after a django-q2 task dispatch. The
+    figures of docs/PERFORMANCE.md, "Switch orchestration overhead" (50.3 ms p50 embedded,
+    53.2 ms redis against a <= 50 ms target) are of back-to-back switches, each picked up by
+    the lingering task; a switch that waits for a new task adds the broker's dispatch to
+    them. LINGER_SECS bounds what a worker holds for it.
+    """
+    pause = min(until - time.monotonic(), POLICY_WAIT_MAX)
+    if pause <= 0:
+        return False
+    # Only a newly queued operation (or demand announced ahead of it) is news to it.
+    _wait_for_news(listener, session, pause, only=(protocol.Queued.KIND, protocol.Wanted.KIND))
+    return True
+
+
+def _wait_for_news(
+    listener: SyncListener, session: LeaseSession, pause: float, *, only: tuple[bytes, ...] | None
+) -> None:
+    """Wait up to `pause` for a bus message (of the kinds in `only`); read ahead on demand."""
+    message = listener.wait(pause, only=only)
+    if session.on_message(message):
+        # Its request is being written now: wait for it rather than look early.
+        listener.wait(min(pause, 0.1), only=protocol.Queued.KIND)
 
 
 def run_request(
@@ -245,18 +261,18 @@ def run_request(
         session.read_ahead = None  # this switch changes the state it read
     planned = build_plan(request, config, failed_at, read_ahead)
     plan = planned.plan
-    ports = DbSwitchPorts(
-        request=request, plan=plan, models=planned.models, drain_tokens=planned.drain_tokens
+    ports = wiring.switch_ports(
+        request, plan, models=planned.models, drain_tokens=planned.drain_tokens
     )
     operation = run_eviction if request.kind == OperationKind.EVICT else run_switch
-    switch = operation(plan, ports, process_actions=host_actions.process_actions())
+    switch = operation(plan, ports, process_actions=wiring.worker_process_actions())
     try:
         result = asyncio.run(_run_with_lease(switch, plan.group, holder))
     except Exception as exc:  # whatever it was, the request must be closed
         result = _broken(plan.group, holder, exc)
     finally:
         _close_ports(ports)
-    finish_swap(request, ports, result)
+    finish_swap(request, ports.swap_record, result)
     if result.outcome is Outcome.FAILED:
         # Written now, not when the lease is released: the next operation of this
         # session backs off from it too.

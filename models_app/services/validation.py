@@ -22,6 +22,7 @@ from llmux_site.core.eviction_policy import EvictionPolicy, PolicyError, Process
 from llmux_site.core.launch import sleep_mode_in
 from llmux_site.core.lifecycle import MEMORY_LEFT_RATIO
 from llmux_site.core.processes import process_tree
+from models_app import selectors
 from models_app.models import (
     MemoryCheck,
     ModelDefinition,
@@ -39,8 +40,8 @@ from models_app.services.engines import (
 )
 from models_app.services.host_actions import capabilities
 from models_app.services.runtime import current_process, override_policy, runtime_for
-from models_app.services.switch_ports import gpu_probe
 from models_app.services.waiting import OperationError, wait_for
+from models_app.wiring import gpu_probe
 
 DEFAULT_POLICIES = (
     "offload+keep_running",
@@ -129,7 +130,7 @@ def parse_policies(text: str | None) -> list[EvictionPolicy]:
 
 
 def _memory(model: ModelDefinition) -> int | None:
-    runtime = runtime_for(model)
+    runtime = selectors.engine_runtime(model)
     if runtime.pid is None:
         return 0  # no process: nothing held
     held = gpu_probe().used_by_pids(process_tree(runtime.pid, runtime.pgid or 0))

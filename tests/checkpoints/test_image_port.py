@@ -9,9 +9,11 @@ from django.utils import timezone
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
 from checkpoints_app.services.store import DbImageStore
-from models_app import image_port
+from llmux_site.core.images import fingerprint
+from models_app import image_port, selectors
 from models_app.image_port import DeletedImage, ImageBusy, ImageNotFound
-from models_app.models import ModelDefinition, RegistryConfig
+from models_app.models import EngineRuntime, ModelDefinition, RegistryConfig
+from models_app.services.runtime import engine_target
 
 pytestmark = pytest.mark.django_db
 
@@ -80,3 +82,40 @@ def test_without_checkpoints_app_there_is_no_image_store(monkeypatch: pytest.Mon
     assert image_port.has_usable_image(model) is False
     with pytest.raises(ImageNotFound):
         image_port.delete(1, reason="deleted by ops")
+
+
+def gone_image_of(model: ModelDefinition, root: Path) -> CheckpointImage:
+    """A ready image of `model`'s current launch whose directory is gone from disk."""
+    target = engine_target(model, RegistryConfig.current(), selectors.engine_runtime(model))
+    return CheckpointImage.objects.create(
+        model=model,
+        model_name=model.name,
+        location=str(root / model.name / "gone"),
+        status=ImageStatus.READY,
+        fingerprint=fingerprint(target),
+        completed_at=timezone.now(),
+    )
+
+
+def test_asking_whether_a_model_has_an_image_writes_no_row(short_tmp_dir: Path) -> None:
+    RegistryConfig.objects.all().delete()
+    model = ModelDefinition.objects.create(name="m", model_path="m", port=18123)
+    image = gone_image_of(model, short_tmp_dir)
+    rows = (RegistryConfig.objects.count(), EngineRuntime.objects.count())
+
+    assert image_port.has_usable_image(model) is False
+
+    assert (RegistryConfig.objects.count(), EngineRuntime.objects.count()) == rows == (0, 0)
+    image.refresh_from_db()
+    assert image.status == ImageStatus.READY  # a read leaves the record to the sweep
+
+
+def test_the_sweep_records_a_ready_image_gone_from_disk_as_deleted(root: Path) -> None:
+    model = ModelDefinition.objects.create(name="m", model_path="m", port=18123)
+    image = gone_image_of(model, root)
+
+    assert image_port.collect_garbage() == [image.pk]
+
+    image.refresh_from_db()
+    assert image.status == ImageStatus.DELETED
+    assert image.error == "the image directory is gone or incomplete"

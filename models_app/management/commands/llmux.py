@@ -19,13 +19,13 @@ from llmux_site.core.threads import quick_thread_handoff
 from models_app import image_port
 from models_app.models import ModelDefinition
 from models_app.services.accounts import ensure_initial_admin
-from models_app.services.host_actions import own_engines_here
 from models_app.services.nodes import register_local_node
 from models_app.services.reconcile import reconcile
 from models_app.services.registry import apply_registry
 from models_app.services.runtime import stop_all_engines
 from models_app.services.sweeper import install_schedules, requeue_stranded, stop_sweep
 from models_app.services.warmup import schedule_warmup
+from models_app.wiring import own_engines_here
 
 DEMO_REGISTRY = Path(settings.BASE_DIR) / "llmux_site" / "demo" / "registry.yaml"
 
