@@ -26,7 +26,9 @@ from models_app.services import control, reconcile, switch_queue
 from models_app.services.registry import apply_registry
 from tests.plugins.engines import free_port
 
-LEASE_TTL = timedelta(seconds=0.5)
+# Short, so a test outlives several lifetimes; not so short that a loaded 2-core box that
+# stalls the renewing thread for half a second fails it (0.5 s did, under a busy CI run).
+LEASE_TTL = timedelta(seconds=1.0)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -83,12 +83,26 @@ def _lifecycle(
         yield done
 
 
+Queue = Callable[..., SwitchRequest]  # a control service's action: (model, *, actor, trigger)
+
+
+def _queue(queue: Queue, acting: Acting, model: ModelDefinition, *args: object) -> SwitchRequest:
+    """`queue` the operation on `model` in the acting user's name, from its entry point."""
+    return queue(model, *args, actor=acting.name, trigger=SwapTrigger(acting.source))
+
+
+def _plain(
+    queue: Queue, action: str, what: str, name: str, acting: Acting, wait_for_group: bool
+) -> Outcome:
+    """A lifecycle action that only queues: `what` names it in the outcome ({} the model)."""
+    with _lifecycle(acting, action, name, wait_for_group) as done:
+        model = model_named(name)
+        return done(_queued(_queue(queue, acting, model), what.format(model.name)))
+
+
 def do_switch(name: str, *, acting: Acting, wait_for_group: bool = True) -> Outcome:
     """Make model `name` active now (no cooldown, even when no request waits)."""
-    with _lifecycle(acting, "switch", name, wait_for_group) as done:
-        model = model_named(name)
-        request = control.force_switch(model, actor=acting.name, trigger=SwapTrigger(acting.source))
-        return done(_queued(request, f"switch to {model.name}"))
+    return _plain(control.force_switch, "switch", "switch to {}", name, acting, wait_for_group)
 
 
 def do_evict(
@@ -98,26 +112,18 @@ def do_evict(
     with _lifecycle(acting, "evict", name, wait_for_group) as done:
         model = model_named(name)
         policy = _policy(weights, process)
-        request = control.evict(
-            model, policy, actor=acting.name, trigger=SwapTrigger(acting.source)
-        )
+        request = _queue(control.evict, acting, model, policy)
         return done(_queued(request, f"evict {model.name} by {policy.label}"))
 
 
 def do_wake(name: str, *, acting: Acting, wait_for_group: bool = True) -> Outcome:
     """Bring model `name` up (evicting its group's active model, as any switch does)."""
-    with _lifecycle(acting, "wake", name, wait_for_group) as done:
-        model = model_named(name)
-        request = control.wake(model, actor=acting.name, trigger=SwapTrigger(acting.source))
-        return done(_queued(request, f"wake {model.name}"))
+    return _plain(control.wake, "wake", "wake {}", name, acting, wait_for_group)
 
 
 def do_stop(name: str, *, acting: Acting, wait_for_group: bool = True) -> Outcome:
     """Stop model `name`'s engine."""
-    with _lifecycle(acting, "stop", name, wait_for_group) as done:
-        model = model_named(name)
-        request = control.stop(model, actor=acting.name, trigger=SwapTrigger(acting.source))
-        return done(_queued(request, f"stop {model.name}"))
+    return _plain(control.stop, "stop", "stop {}", name, acting, wait_for_group)
 
 
 def do_checkpoint(
@@ -131,9 +137,7 @@ def do_checkpoint(
             raise StateError(f"{model.name} is {state}: bring it up first, then checkpoint it")
         weights = weights or eviction_policy(model, RegistryConfig.current()).weights.value
         policy = _policy(weights, ProcessAction.CHECKPOINT.value)
-        request = control.evict(
-            model, policy, actor=acting.name, trigger=SwapTrigger(acting.source)
-        )
+        request = _queue(control.evict, acting, model, policy)
         return done(_queued(request, f"checkpoint {model.name} ({policy.label})"))
 
 
@@ -143,16 +147,12 @@ def do_restore(name: str, *, acting: Acting, wait_for_group: bool = True) -> Out
         model = model_named(name)
         if not image_port.has_usable_image(model):
             raise StateError(f"{model.name} has no usable checkpoint image")
-        request = control.force_switch(model, actor=acting.name, trigger=SwapTrigger(acting.source))
-        return done(_queued(request, f"restore {model.name}"))
+        return done(_queued(_queue(control.force_switch, acting, model), f"restore {model.name}"))
 
 
 def do_pin(name: str, *, acting: Acting, wait_for_group: bool = True) -> Outcome:
     """Switch to model `name` and stay there (manual mode)."""
-    with _lifecycle(acting, "pin", name, wait_for_group) as done:
-        model = model_named(name)
-        request = control.pin(model, actor=acting.name, trigger=SwapTrigger(acting.source))
-        return done(_queued(request, f"pin {model.name}"))
+    return _plain(control.pin, "pin", "pin {}", name, acting, wait_for_group)
 
 
 def do_unpin(*, acting: Acting) -> Outcome:

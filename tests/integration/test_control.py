@@ -85,6 +85,11 @@ def test_a_wake_failure_cleans_up_and_a_later_switch_works(llmux: Llmux) -> None
         "SELECT started_at, backoff_ms FROM models_app_swapevent WHERE to_name = 'beta' "
         "AND outcome = 'succeeded' ORDER BY id DESC LIMIT 1"
     )[0]
-    ((failed,),) = llmux.query("SELECT MAX(last_failure_at) FROM models_app_grouplease")
+    # The failed wake's own row: the lease's last_failure_at is written just after it, but
+    # a sweep that takes over a lease it finds expired writes it again (a loaded box).
+    ((failed,),) = llmux.query(
+        "SELECT MAX(finished_at) FROM models_app_swapevent WHERE to_name = 'beta' "
+        "AND outcome = 'failed'"
+    )
     work_began = datetime.fromisoformat(started) + timedelta(milliseconds=backoff_ms)
     assert work_began >= datetime.fromisoformat(failed) + timedelta(seconds=2) - SLACK
