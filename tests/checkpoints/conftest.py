@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from llmux_site.core import processes
+from models_app.models import RegistryConfig
 from tests.core.switch_ports import SimModels
 
 
@@ -26,3 +27,11 @@ def sims(short_tmp_dir: Path) -> Iterator[SimModels]:
     models = SimModels(short_tmp_dir / "sim")
     yield models
     models.close()
+
+
+@pytest.fixture
+def images_root(short_tmp_dir: Path) -> Path:
+    """The registry's images directory, set to a short path of this test's own."""
+    root = short_tmp_dir / "images"
+    RegistryConfig.objects.update_or_create(pk=1, defaults={"images_dir": str(root)})
+    return root

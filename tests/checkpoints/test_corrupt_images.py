@@ -17,20 +17,13 @@ from llmux_site.core.criu import Criu
 from llmux_site.core.eviction_policy import EvictionPolicy
 from llmux_site.core.process_actions import HostProcessActions
 from llmux_site.core.switching import BringUpKind, Outcome
-from models_app.models import ModelDefinition, RegistryConfig
+from models_app.models import ModelDefinition
 from tests.checkpoints.test_checkpoint_switch import ok, switch
 from tests.core.switch_ports import SimModels
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 DISCARD = EvictionPolicy.from_label("discard+checkpoint")
-
-
-@pytest.fixture
-def images_root(short_tmp_dir: Path) -> Path:
-    root = short_tmp_dir / "images"
-    RegistryConfig.objects.update_or_create(pk=1, defaults={"images_dir": str(root)})
-    return root
 
 
 def corrupt_image(root: Path, model: str, name: str, *, keep: bool = False) -> CheckpointImage:

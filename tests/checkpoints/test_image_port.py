@@ -19,10 +19,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def root(short_tmp_dir: Path) -> Path:
-    root = short_tmp_dir / "images"
-    RegistryConfig.objects.update_or_create(pk=1, defaults={"images_dir": str(root)})
-    return root
+def root(images_root: Path) -> Path:
+    return images_root  # the registry's images directory (conftest)
 
 
 def ready_image(root: Path) -> CheckpointImage:

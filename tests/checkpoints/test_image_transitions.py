@@ -24,10 +24,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def root(short_tmp_dir: Path) -> Path:
-    root = short_tmp_dir / "images"
-    RegistryConfig.objects.update_or_create(pk=1, defaults={"images_dir": str(root)})
-    return root
+def root(images_root: Path) -> Path:
+    return images_root  # the registry's images directory (conftest)
 
 
 def image_in(root: Path, status: ImageStatus, **fields: object) -> CheckpointImage:
