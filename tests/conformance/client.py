@@ -8,26 +8,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.simulator.harness import UnixHTTPConnection
+
 TIMEOUT = 120.0  # a real vLLM on 2 busy cores answers in well under a second; headroom
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """http.client over a Unix socket."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
 
 
 @dataclass(frozen=True)
