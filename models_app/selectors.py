@@ -76,6 +76,7 @@ def gateway_registry() -> GatewayRegistry:
     names: dict[str, str] = {}
     definitions = list(ModelDefinition.objects.prefetch_related("aliases"))
     enabled = {m.name: m.gpu_ids for m in definitions if m.enabled}
+    groups = gpu_groups(enabled)  # once for the enabled; gpu_group places each disabled one
     for model in definitions:
         route = Route(
             model=model.name,
@@ -89,7 +90,7 @@ def gateway_registry() -> GatewayRegistry:
             route=route,
             enabled=model.enabled,
             max_model_len=_max_model_len(model.extra_args),
-            group=gpu_group(model, enabled),
+            group=groups[model.name] if model.enabled else gpu_group(model, enabled),
             created=int(model.created_at.timestamp()),
         )
         names[model.name] = model.name
