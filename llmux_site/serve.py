@@ -1,14 +1,24 @@
-"""`llmux serve`: the web process (daphne) and the worker (qcluster) as one command.
+"""`llmux serve`: the web processes (daphne) and the worker (qcluster) as one command.
 
-The two run as child processes so that each keeps its own event loop and signal handling;
-this parent only prepares the database, starts them, reports where llmux listens and, on
-Ctrl-C or SIGTERM, stops both (and then the engines, unless told to keep them).
+They run as child processes so that each keeps its own event loop and signal handling;
+this parent only prepares the database, opens the listening sockets, starts the children,
+reports where llmux listens and, on Ctrl-C or SIGTERM, stops them all (and then the
+engines, unless told to keep them).
+
+Several web processes share the port through SO_REUSEPORT: the parent binds one socket per
+web process and each child adopts its own, so the kernel spreads connections over them
+evenly. (One socket shared by all would let whichever process wakes first accept a whole
+burst: Twisted accepts up to 100 connections per wake-up, and keep-alive clients then stay
+on that one process.) A web process costs about 1.1 ms of CPU per proxied request, mostly
+Twisted, daphne and aiohttp (docs/PERFORMANCE.md), so one process tops out near 900
+requests/s; more processes use more cores.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -34,20 +44,33 @@ class ServeError(RuntimeError):
     """llmux serve cannot start or one of its processes died."""
 
 
+# A web process writes one byte to this inherited pipe once it listens (ready_signal).
+READY_FD_VARIABLE = "LLMUX_WEB_READY_FD"
+
+
 @dataclass
 class ChildProcess:
     name: str
     argv: list[str]
     popen: subprocess.Popen[bytes] | None = None
+    listener: socket.socket | None = None  # a web process's own listening socket
 
-    def start(self, env: dict[str, str]) -> None:
-        # stdin from /dev/null: neither child reads the terminal. Each child leads a process
+    def start(self, env: dict[str, str], ready_fd: int | None = None) -> None:
+        # stdin from /dev/null: no child reads the terminal. Each child leads a process
         # group of its own, so a stop can end its whole tree (the worker's task processes
         # too) and no orphan keeps running; Ctrl-C reaches the children through Runner,
         # which forwards it as SIGTERM.
+        fds = [] if self.listener is None else [self.listener.fileno()]
+        if self.listener is not None and ready_fd is not None:
+            fds.append(ready_fd)
+            env = env | {READY_FD_VARIABLE: str(ready_fd)}
         self.popen = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            self.argv, stdin=subprocess.DEVNULL, env=env, start_new_session=True, pass_fds=fds
         )
+        if self.listener is not None:
+            # The child holds it now; once the child is gone the kernel stops routing
+            # connections to a socket nobody accepts on.
+            self.listener.close()
 
     def kill_group(self) -> None:
         """SIGKILL whatever is left of this child's process group (after it stopped)."""
@@ -75,31 +98,35 @@ class Runner:
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
         }
+        ready, ready_w = os.pipe()
+        web_processes = sum(child.listener is not None for child in self.children)
         try:
-            for child in self.children:
-                child.start(env)
-            self._wait_listening()
+            try:
+                for child in self.children:
+                    child.start(env, ready_w)
+            finally:
+                os.close(ready_w)  # the children hold it; EOF once they are all gone
+            self._wait_listening(ready, web_processes)
             if not self.stopping:
                 self.say(f"llmux is ready on http://{_url_host(self.host)}:{self.port}/")
             return self._supervise()
         finally:
+            os.close(ready)
             self._stop_children()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _wait_listening(self, timeout: float = 60.0) -> None:
+    def _wait_listening(self, ready: int, web_processes: int, timeout: float = 60.0) -> None:
+        """Until every web process said it listens (one byte each on the `ready` pipe)."""
         deadline = time.monotonic() + timeout
-        while not self.stopping and time.monotonic() < deadline:
+        said = 0
+        while not self.stopping and said < web_processes and time.monotonic() < deadline:
             for child in self.children:
                 if child.exited() is not None:
                     raise ServeError(f"{child.name} exited during start-up ({child.exited()})")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection((self.host, self.port), 0.5),
-            ):
-                return
-            time.sleep(0.1)
-        if not self.stopping:
+            if select.select([ready], [], [], 0.1)[0]:
+                said += len(os.read(ready, web_processes))
+        if not self.stopping and said < web_processes:
             raise ServeError(f"the web process did not listen on {self.host}:{self.port} in time")
 
     def _supervise(self) -> int:
@@ -143,16 +170,63 @@ def check_port_free(host: str, port: int) -> None:
             raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-def child_processes(host: str, port: int) -> list[ChildProcess]:
+def web_process_count(requested: str, shared_state: bool, cpus: int | None) -> int:
+    """How many web processes `llmux serve` runs: a number, or `auto`.
+
+    `auto` is one per four cores, at most four, with Redis (the production profile) and one
+    without: several web processes need Redis to share each key's requests-per-minute
+    window (the embedded profile counts it in the process), so more than one without it
+    is refused rather than multiplying every key's limit.
+    """
+    if requested == "auto":
+        return max(1, min(4, (cpus or 1) // 4)) if shared_state else 1
+    try:
+        count = int(requested)
+    except ValueError:
+        raise ServeError(f"web processes: expected a number or 'auto', got {requested!r}") from None
+    if count < 1:
+        raise ServeError(f"web processes: at least 1, got {count}")
+    if count > 1 and not shared_state:
+        raise ServeError(
+            f"{count} web processes need LLMUX_REDIS_URL: they share keys' rate windows "
+            "through Redis (docs/DEPLOYMENT.md); the embedded profile runs one"
+        )
+    return count
+
+
+def listen(host: str, port: int, count: int) -> list[socket.socket]:
+    """`count` sockets listening together on host:port (SO_REUSEPORT), one per web process."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listeners: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            listener = socket.socket(family, socket.SOCK_STREAM)
+            listeners.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            listener.bind((host.strip("[]"), port))
+            listener.listen(LISTEN_BACKLOG)
+            listener.set_inheritable(True)
+    except OSError as exc:
+        for listener in listeners:
+            listener.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return listeners
+
+
+def child_processes(listeners: list[socket.socket]) -> list[ChildProcess]:
+    """A web process for each listening socket, and the worker."""
     python = sys.executable
-    return [
+    web = [
         ChildProcess(
-            "web",
+            "web" if len(listeners) == 1 else f"web {number}",
             # -v 0: no access-log line per request on the hot path.
-            [python, "-m", WEB_SERVER, "-v", "0", "-e", daphne_endpoint(host, port), ASGI_APP],
-        ),
-        ChildProcess("worker", [python, "-m", "django", "llmux", "worker"]),
+            [python, "-m", WEB_SERVER, "-v", "0", "--fd", str(listener.fileno()), ASGI_APP],
+            listener=listener,
+        )
+        for number, listener in enumerate(listeners, start=1)
     ]
+    return [*web, ChildProcess("worker", [python, "-m", "django", "llmux", "worker"])]
 
 
 def daphne_endpoint(host: str, port: int) -> str:

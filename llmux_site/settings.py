@@ -402,4 +402,6 @@ LOGGING = {
 
 # --- llmux --------------------------------------------------------------------------------------
 LLMUX_KEEP_ENGINES_ON_EXIT = env_bool("LLMUX_KEEP_ENGINES_ON_EXIT", False)
+# `llmux serve`'s web processes: a number, or auto (llmux_site/serve.py web_process_count).
+LLMUX_WEB_PROCESSES = env_str("LLMUX_WEB_PROCESSES", "auto")
 LLMUX_DEMO_REGISTRY = env_bool("LLMUX_DEMO_REGISTRY", True)

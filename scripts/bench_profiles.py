@@ -5,6 +5,8 @@
   scripts/ci-services.sh starts it) and Redis (127.0.0.1:6379) for the bus and channels,
   with LLMUX_TLS off: the benchmark speaks plain HTTP on loopback, where a deployment's
   TLS-terminating proxy would (with LLMUX_TLS on, pages redirect plain HTTP to HTTPS).
+- sqlite-redis: the production profile with SQLite in the data directory instead of
+  PostgreSQL, for a machine that has Redis but no PostgreSQL (the GPU machine).
 
 `profile_env` adds the profile's variables to an environment, migrates a fresh database
 with the given tree's code, and drops the database afterwards.
@@ -20,7 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 PG = "postgres://postgres@127.0.0.1:5432"
-PROFILES = ("embedded", "production")
+PROFILES = ("embedded", "production", "sqlite-redis")
+REDIS_ENV = {
+    "LLMUX_REDIS_URL": "redis://127.0.0.1:6379/3",
+    "LLMUX_SECRET_KEY": "bench-" + "x" * 40,
+    "LLMUX_TLS": "false",
+}
 
 
 def _psql(sql: str) -> None:
@@ -34,17 +41,19 @@ def profile_env(profile: str, tree: Path, env: dict[str, str]) -> Iterator[dict[
     if profile == "embedded":
         yield env
         return
+    if profile == "sqlite-redis":
+        env = env | REDIS_ENV
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "-v0"], cwd=tree, env=env, check=True
+        )
+        yield env
+        return
     if profile not in ("production", "redis"):  # "redis": bench_switch's older name
         raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     database = f"llmux_bench_{uuid.uuid4().hex[:8]}"
     _psql(f"CREATE DATABASE {database}")
     try:
-        env = env | {
-            "LLMUX_DATABASE_URL": f"{PG}/{database}",
-            "LLMUX_REDIS_URL": "redis://127.0.0.1:6379/3",
-            "LLMUX_SECRET_KEY": "bench-" + "x" * 40,
-            "LLMUX_TLS": "false",
-        }
+        env = env | REDIS_ENV | {"LLMUX_DATABASE_URL": f"{PG}/{database}"}
         migrate = [sys.executable, "manage.py", "migrate", "-v0"]
         subprocess.run(migrate, cwd=tree, env=env, check=True)
         yield env

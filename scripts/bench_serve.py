@@ -53,11 +53,14 @@ KEY_SCRIPT = (
 
 def serve_env(data_dir: Path, tree: Path, keys: bool) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
+    if "LLMUX_WEB_PROCESSES" in os.environ:  # --web-processes; else what llmux serve picks
+        env["LLMUX_WEB_PROCESSES"] = os.environ["LLMUX_WEB_PROCESSES"]
     return env | {
         "LLMUX_DATA_DIR": str(data_dir),
         "LLMUX_DEMO_REGISTRY": "false",
         "LLMUX_REQUIRE_API_KEY": "on" if keys else "off",
-        "PYTHONPATH": str(tree),  # the tree's own code, whatever the venv installed
+        # The tree's own code first, whatever the venv installed.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])),
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -188,7 +191,8 @@ def _row(tree: str, profile: str, figures: dict[str, dict[str, float]]) -> str:
 def report(summary: Summary, args: argparse.Namespace) -> str:
     lines = [
         f"`llmux serve` gateway, {args.clients} clients, {args.seconds:g} s per measurement, "
-        f"median of {args.rounds} round(s), {datetime_utc()}, {machine()}",
+        f"median of {args.rounds} round(s), web processes: "
+        f"{os.environ.get('LLMUX_WEB_PROCESSES', 'auto')}, {datetime_utc()}, {machine()}",
         "",
         "| tree | profile | direct req/s | keys off req/s | / direct | keys on req/s | on / off"
         " | p99 added off / on (ms) | errors | targets |",
@@ -227,7 +231,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 s per measurement, one round")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--profiles", default="embedded,production", help="comma-separated")
+    parser.add_argument("--web-processes", help="llmux serve's; default: its own choice (auto)")
     args = parser.parse_args()
+    if args.web_processes:
+        os.environ["LLMUX_WEB_PROCESSES"] = args.web_processes
     if args.quick:
         args.seconds, args.rounds = 3.0, 1
     trees = dict(item.split("=", 1) for item in args.tree) or {"this": str(REPO)}

@@ -28,6 +28,7 @@ from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 
 from llmux_site.gateway.errors import error_body
 from llmux_site.webserver.limits import ServerLimits
+from llmux_site.webserver.listening import adopting_endpoint, ready_signal
 
 # After a refusal the client may still be sending: closing a socket with unread data makes
 # the kernel answer with a reset, which can destroy the answer before the client reads it.
@@ -232,16 +233,24 @@ class LimitedHTTPFactory(HTTPFactory):  # type: ignore[misc]  # daphne ships no 
 
 
 class LimitedServer(daphne.server.Server):  # type: ignore[misc]  # no type hints
-    """Daphne's server with ``LimitedHTTPFactory``; limits from the environment by default."""
+    """Daphne's server with ``LimitedHTTPFactory``; limits from the environment by default.
+
+    Started by `llmux serve`, it adopts the socket it was given and tells its parent when
+    it listens (llmux_site/webserver/listening.py).
+    """
 
     def __init__(self, *args: Any, limits: ServerLimits | None = None, **kwargs: Any) -> None:
+        if kwargs.get("ready_callable") is None:
+            kwargs["ready_callable"] = ready_signal()
         super().__init__(*args, **kwargs)
         self.limits = limits or ServerLimits.from_environment()
 
     def run(self) -> None:
-        # Server.run builds its factory from daphne.server's module-level name and listens
-        # at once; naming ours there is the one way in, short of copying run() whole.
+        # Server.run builds its factory and its endpoints from daphne.server's module-level
+        # names and listens at once; naming ours there is the one way in, short of copying
+        # run() whole.
         daphne.server.HTTPFactory = LimitedHTTPFactory
+        daphne.server.serverFromString = adopting_endpoint
         super().run()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +42,19 @@ class Command(BaseCommand):
         serve_parser.add_argument("--config", type=Path, help="llmux config file to import first")
         serve_parser.add_argument("--host", default="127.0.0.1")
         serve_parser.add_argument("--port", type=int, default=8000)
+        serve_parser.add_argument(
+            "--web-processes",
+            default=settings.LLMUX_WEB_PROCESSES,
+            help="web processes sharing the port: a number, or auto (LLMUX_WEB_PROCESSES)",
+        )
         sub.add_parser("worker", help="reconcile, then run the worker cluster (qcluster)")
         sub.add_parser("warmup", help="queue warmup of the models configured for it")
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         if action == "serve":
-            self.serve(options["config"], options["host"], options["port"])
+            web_processes = options["web_processes"]
+            self.serve(options["config"], options["host"], options["port"], web_processes)
         elif action == "worker":
             self.worker()
         elif action == "warmup":
@@ -75,10 +82,11 @@ class Command(BaseCommand):
                 helper.terminate()
                 helper.wait(timeout=10)
 
-    def serve(self, config: Path | None, host: str, port: int) -> None:
+    def serve(self, config: Path | None, host: str, port: int, web_processes: str) -> None:
         if not 1 <= port <= 65535:
             raise CommandError(f"--port {port} is out of range 1-65535")
         try:
+            web = serve.web_process_count(web_processes, bool(settings.REDIS_URL), os.cpu_count())
             serve.check_port_free(host, port)
         except serve.ServeError as exc:
             raise CommandError(str(exc)) from None
@@ -111,14 +119,16 @@ class Command(BaseCommand):
             )
         if not is_loopback_host(host):
             self.say(f"  WARNING: listening on {host}, beyond loopback")
-        runner = serve.Runner(
-            before_stop=stop_sweep,
-            host=host,
-            port=port,
-            say=self.say,
-            children=serve.child_processes(host, port),
-        )
         try:
+            runner = serve.Runner(
+                before_stop=stop_sweep,
+                host=host,
+                port=port,
+                say=self.say,
+                children=serve.child_processes(serve.listen(host, port, web)),
+            )
+            if web > 1:
+                self.say(f"  {web} web processes share port {port}")
             code = runner.run(serve.child_env(host, port))
         except serve.ServeError as exc:
             raise CommandError(str(exc)) from None

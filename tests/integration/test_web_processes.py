@@ -1,0 +1,113 @@
+"""`llmux serve` with several web processes: one port, connections spread, switches agree."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+
+from tests.integration.harness import REPO, Llmux
+from tests.integration.test_switching import ask, two_models
+from tests.plugins.engines import free_port
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+def production_env(web_processes: int) -> dict[str, str]:
+    """The production profile on the test's SQLite file, with Redis shared by the processes."""
+    return {
+        "LLMUX_REDIS_URL": REDIS,
+        "LLMUX_SECRET_KEY": "x" * 40,
+        "LLMUX_CLUSTER_NAME": f"llmux-test-{uuid.uuid4().hex[:12]}",
+        "LLMUX_TLS": "false",
+        "LLMUX_WEB_PROCESSES": str(web_processes),
+    }
+
+
+def migrate(data_dir: Path, env: dict[str, str]) -> None:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
+    full_env |= env | {"LLMUX_DATA_DIR": str(data_dir)}
+    done = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def web_processes(llmux: Llmux) -> list[psutil.Process]:
+    assert llmux.process is not None
+    children = psutil.Process(llmux.process.pid).children(recursive=True)
+    return [c for c in children if "llmux_site.webserver" in " ".join(c.cmdline())]
+
+
+def chat(connection: http.client.HTTPConnection, model: str) -> dict[str, object]:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    connection.request(
+        "POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"}
+    )
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    assert response.status == 200, answer
+    return answer  # type: ignore[no-any-return]
+
+
+def test_two_web_processes_share_the_port_and_drain_together_for_switches(
+    llmux: Llmux,
+) -> None:
+    env = production_env(2)
+    migrate(llmux.data_dir, env)  # the production profile migrates once, before its processes
+    config = two_models()
+    llmux.start(config, env)
+    served = {name: model["model_path"] for name, model in config["models"].items()}
+    assert "2 web processes share port" in llmux.log()
+    web = web_processes(llmux)
+    assert len(web) == 2, [p.cmdline() for p in web]
+    # Keep-alive connections, as clients hold them: the kernel spreads them over both.
+    connections = [
+        http.client.HTTPConnection("127.0.0.1", llmux.port, timeout=60) for _ in range(16)
+    ]
+    for connection in connections:
+        assert chat(connection, "alpha")["model"] == served["alpha"]
+    for process in web:
+        held = [c for c in process.net_connections() if c.status == psutil.CONN_ESTABLISHED]
+        assert held, f"web process {process.pid} holds none of the 16 connections"
+    # Alternating models while requests run on both processes: every switch drains both.
+    client = llmux.client()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: ask(client, ("alpha", "beta")[i % 2]), range(24)))
+    assert all(answers)
+    for model in ("beta", "alpha"):
+        for connection in connections:
+            assert chat(connection, model)["model"] == served[model]
+    swaps = llmux.swaps()
+    assert swaps and all(outcome == "succeeded" for _, _, outcome, *_ in swaps), swaps
+    for connection in connections:
+        connection.close()
+    assert llmux.stop() == 0
+    assert all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in web)
+
+
+def test_the_embedded_profile_refuses_several_web_processes(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
+    env |= {"LLMUX_DATA_DIR": str(tmp_path), "LLMUX_WEB_PROCESSES": "3"}
+    refused = subprocess.run(
+        [sys.executable, "manage.py", "llmux", "serve", "--port", str(free_port())],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0
+    assert "3 web processes need LLMUX_REDIS_URL" in refused.stderr
