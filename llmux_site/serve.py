@@ -170,27 +170,17 @@ def check_port_free(host: str, port: int) -> None:
             raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-def web_process_count(requested: str, shared_state: bool, cpus: int | None) -> int:
-    """How many web processes `llmux serve` runs: a number, or `auto`.
-
-    `auto` is one per four cores, at most four, with Redis (the production profile) and one
-    without: several web processes need Redis to share each key's requests-per-minute
-    window (the embedded profile counts it in the process), so more than one without it
-    is refused rather than multiplying every key's limit.
-    """
+def web_process_count(requested: str, cpus: int | None) -> int:
+    """How many web processes `llmux serve` runs: a number, or `auto`, one per four cores
+    and at most four (the worker, the engines and the database want the other cores)."""
     if requested == "auto":
-        return max(1, min(4, (cpus or 1) // 4)) if shared_state else 1
+        return max(1, min(4, (cpus or 1) // 4))
     try:
         count = int(requested)
     except ValueError:
         raise ServeError(f"web processes: expected a number or 'auto', got {requested!r}") from None
     if count < 1:
         raise ServeError(f"web processes: at least 1, got {count}")
-    if count > 1 and not shared_state:
-        raise ServeError(
-            f"{count} web processes need LLMUX_REDIS_URL: they share keys' rate windows "
-            "through Redis (docs/DEPLOYMENT.md); the embedded profile runs one"
-        )
     return count
 
 

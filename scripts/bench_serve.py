@@ -5,7 +5,8 @@ For each code tree given (``--tree NAME=DIR``, default this checkout), starts
 ``python manage.py llmux serve --config FILE`` from that tree with one simulated engine
 (20 ms to the first token, as in scripts/bench_gateway.py), brings the model up, and
 measures at ``--clients`` concurrent clients the engine directly and the gateway, with API
-keys off and on (a real key, checked on every request), in each deployment profile
+keys off and on (a real key with a requests-per-minute limit, checked and counted on every
+request), in each deployment profile
 (``--profiles``: embedded, production; scripts/bench_profiles.py). Trees are measured in
 turns, ``--rounds`` times, so two commits compared in one sitting see the same machine.
 
@@ -46,8 +47,12 @@ ENGINE_ARGS = [
     "--sim-startup-seconds",
     "0",
 ]
+# A limit no run reaches, so that every request is also counted in the key's window (in
+# Redis, or in the data directory's SQLite file without it), as for a rate-limited key.
+KEY_RPM_LIMIT = 10**9
 KEY_SCRIPT = (
-    "from models_app.services.api_keys import create_key; print(create_key('bench').plaintext)"
+    "from models_app.services.api_keys import create_key; "
+    f"print(create_key('bench', rpm_limit={KEY_RPM_LIMIT}).plaintext)"
 )
 
 

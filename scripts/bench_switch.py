@@ -62,6 +62,8 @@ def pct(values: list[float], q: float) -> float:
 
 def base_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
+    if "LLMUX_WEB_PROCESSES" in os.environ:  # --web-processes; else what llmux serve picks
+        env["LLMUX_WEB_PROCESSES"] = os.environ["LLMUX_WEB_PROCESSES"]
     env |= {"LLMUX_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
     return env
 
@@ -208,7 +210,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--switches", type=int, default=30)
     parser.add_argument("--profiles", default="embedded,redis")
+    parser.add_argument("--web-processes", help="llmux serve's; default: its own choice (auto)")
     args = parser.parse_args()
+    if args.web_processes:
+        os.environ["LLMUX_WEB_PROCESSES"] = args.web_processes
     rows = []
     with tempfile.TemporaryDirectory(prefix="llmux-bench-") as tmp:
         sleeps, wakes = asyncio.run(direct_times(args.switches, Path(tmp)))
@@ -222,7 +227,11 @@ def main() -> None:
             overhead = [t * 1000 - engine_ms for t in times]
             rows.append((profile, times, overhead, phase))
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"Switch orchestration overhead — {machine()}, {stamp}, {args.switches} switches\n")
+    web = os.environ.get("LLMUX_WEB_PROCESSES", "auto")
+    print(
+        f"Switch orchestration overhead — {machine()}, {stamp}, {args.switches} switches, "
+        f"web processes: {web}\n"
+    )
     print(
         f"Engine alone: sleep L1 p50 {statistics.median(sleeps) * 1000:.1f} ms, "
         f"wake p50 {statistics.median(wakes) * 1000:.1f} ms (engine answers after 20 ms)\n"

@@ -24,6 +24,7 @@ from .coordination import (
 )
 from .definitions import ModelAlias, ModelDefinition, Node, RegistryConfig
 from .keys import ApiKey
+from .logins import LoginFailures
 from .runtime import EngineRuntime
 from .swaps import PHASES, SwapEvent
 from .tokens import ApiToken
@@ -41,6 +42,7 @@ __all__ = [
     "EngineRuntime",
     "EngineState",
     "GroupLease",
+    "LoginFailures",
     "MemoryCheck",
     "Mode",
     "ModelAlias",

@@ -1,8 +1,8 @@
 """Failed logins counted per account and per client address; too many lock both out.
 
-Counts live in Django's cache: in the web process's memory in the embedded profile (one
-web process), in Redis in production, so every web process shares them. A window starts
-at an account's (or address's) first failure and lasts LLMUX_LOGIN_WINDOW_SECS; after
+Counts live in the database (`LoginFailures`), which every web process shares, whichever
+the profile and however many web processes `llmux serve` runs. A window starts at an
+account's (or address's) first failure and lasts LLMUX_LOGIN_WINDOW_SECS; after
 LLMUX_LOGIN_MAX_FAILURES failures for one account, or LLMUX_LOGIN_MAX_FAILURES_PER_ADDRESS
 from one address, every attempt is refused, the right password too, until it ends.
 Attempts refused while locked are not counted, so the lock ends when its window does.
@@ -17,13 +17,23 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.cache import cache
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from models_app.models import LoginFailures
 
 log = logging.getLogger(__name__)
 
-KEY = "llmux:login-failures:{kind}:{digest}"
+KEY = "{kind}:{digest}"
+
+
+def now() -> datetime:
+    """The clock windows are measured by (a test moves it instead of waiting)."""
+    return timezone.now()
 
 
 @dataclass(frozen=True)
@@ -47,42 +57,50 @@ class Attempt:
 
 
 def _key(kind: str, value: str) -> str:
-    # Hashed: user names may hold characters or lengths a cache key may not.
+    # Hashed: user names may hold any characters, at any length.
     return KEY.format(kind=kind, digest=hashlib.sha256(value.encode()).hexdigest()[:32])
 
 
 def locked(attempt: Attempt) -> bool:
     """Whether this account or this address has used up its failures for now."""
     limits = attempt.keys()
-    counts = cache.get_many(list(limits))
+    open_windows = LoginFailures.objects.filter(key__in=list(limits), ends_at__gt=now())
+    counts = dict(open_windows.values_list("key", "count"))
     return any(counts.get(key, 0) >= limit for key, limit in limits.items())
 
 
+@transaction.atomic
 def record_failure(attempt: Attempt) -> None:
     """Count one failed login against the account and the address."""
-    window = settings.LLMUX_LOGIN_WINDOW_SECS
+    at = now()
+    LoginFailures.objects.filter(ends_at__lte=at).delete()  # ended windows count for nothing
     for key, limit in attempt.keys().items():
-        cache.add(key, 0, timeout=window)  # opens the window at the first failure
-        try:
-            count = cache.incr(key)
-        except ValueError:  # the window ended between add and incr: a new one
-            cache.add(key, 1, timeout=window)
-            count = 1
+        count = _count(key, at)
         if count == limit:
             log.warning(
                 "login: %s locked for %s s after %s failed logins (user %r from %s)",
-                key.split(":")[2],
-                window,
+                key.split(":")[0],
+                settings.LLMUX_LOGIN_WINDOW_SECS,
                 count,
                 attempt.username[:64],
                 attempt.address,
             )
 
 
+def _count(key: str, at: datetime) -> int:
+    """One more failure in `key`'s open window, or the first of a new one: the count."""
+    # One UPDATE adds to the open window, atomically on SQLite and PostgreSQL alike.
+    if LoginFailures.objects.filter(key=key, ends_at__gt=at).update(count=F("count") + 1):
+        return LoginFailures.objects.values_list("count", flat=True).get(key=key)
+    ends_at = at + timedelta(seconds=settings.LLMUX_LOGIN_WINDOW_SECS)
+    LoginFailures.objects.update_or_create(key=key, defaults={"count": 1, "ends_at": ends_at})
+    return 1
+
+
 def record_success(attempt: Attempt) -> None:
     """The account's failures are forgiven (the address's are not: one good account
     must not wipe an address's guesses at others)."""
-    cache.delete(attempt.account_key)
+    LoginFailures.objects.filter(key=attempt.account_key).delete()
 
 
 def window_minutes() -> int:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
+import datetime
 from collections.abc import Iterator
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.test import Client, override_settings
+from django.utils import timezone
 
 pytestmark = pytest.mark.django_db
 
@@ -18,11 +18,9 @@ LIMITS = {"LLMUX_LOGIN_MAX_FAILURES": 3, "LLMUX_LOGIN_MAX_FAILURES_PER_ADDRESS":
 
 
 @pytest.fixture(autouse=True)
-def fresh_counts() -> Iterator[None]:
-    cache.clear()  # the counts live in the cache, which outlives a test
+def limits() -> Iterator[None]:
     with override_settings(**LIMITS, LLMUX_LOGIN_WINDOW_SECS=60):
         yield
-    cache.clear()
 
 
 @pytest.fixture
@@ -64,27 +62,26 @@ def test_one_address_trying_many_accounts_is_stopped(users: None) -> None:
     assert login("/login/", "carol", PASSWORD, address="10.0.0.10")[0]
 
 
-class CacheClock:
-    """The clock Django's cache reads to expire keys, moved by the test instead of waiting
+class WindowClock:
+    """The clock the windows are measured by, moved by the test instead of waiting
     (a one-second window raced three password hashes on a loaded machine)."""
 
     def __init__(self) -> None:
-        self.now = time.time()
+        self.at = timezone.now()
 
-    def time(self) -> float:
-        return self.now
+    def now(self) -> datetime.datetime:
+        return self.at
 
 
 def test_after_the_window_the_account_logs_in(users: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = CacheClock()
-    for module in ("django.core.cache.backends.base", "django.core.cache.backends.locmem"):
-        monkeypatch.setattr(f"{module}.time", clock)
+    clock = WindowClock()
+    monkeypatch.setattr("models_app.services.login_throttle.now", clock.now)
     for _ in range(3):
         login("/login/", "alice", "wrong")
     assert not login("/login/", "alice", PASSWORD)[0]
-    clock.now += 59  # the window is 60 s (the fixture's setting): still locked
+    clock.at += datetime.timedelta(seconds=59)  # the window is 60 s: still locked
     assert not login("/login/", "alice", PASSWORD)[0]
-    clock.now += 2
+    clock.at += datetime.timedelta(seconds=2)
     assert login("/login/", "alice", PASSWORD)[0]
 
 

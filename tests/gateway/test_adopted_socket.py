@@ -64,34 +64,25 @@ def test_a_passed_socket_is_served_and_the_parent_hears_when(
 
 
 @pytest.mark.parametrize(
-    ("requested", "shared", "cpus", "expected"),
+    ("requested", "cpus", "expected"),
     [
-        ("auto", False, 64, 1),
-        ("auto", True, 2, 1),
-        ("auto", True, 8, 2),
-        ("auto", True, 16, 4),
-        ("auto", True, 128, 4),
-        ("auto", True, None, 1),
-        ("3", True, 2, 3),
-        ("1", False, 64, 1),
+        ("auto", 2, 1),
+        ("auto", 8, 2),
+        ("auto", 16, 4),
+        ("auto", 128, 4),
+        ("auto", None, 1),
+        ("3", 2, 3),
+        ("1", 64, 1),
     ],
 )
-def test_how_many_web_processes(
-    requested: str, shared: bool, cpus: int | None, expected: int
-) -> None:
-    assert web_process_count(requested, shared, cpus) == expected
+def test_how_many_web_processes(requested: str, cpus: int | None, expected: int) -> None:
+    assert web_process_count(requested, cpus) == expected
 
 
 @pytest.mark.parametrize(
-    ("requested", "shared", "message"),
-    [
-        ("2", False, "2 web processes need LLMUX_REDIS_URL"),
-        ("0", True, "at least 1, got 0"),
-        ("many", True, "expected a number or 'auto', got 'many'"),
-    ],
+    ("requested", "message"),
+    [("0", "at least 1, got 0"), ("many", "expected a number or 'auto', got 'many'")],
 )
-def test_a_web_process_count_that_cannot_work_is_refused(
-    requested: str, shared: bool, message: str
-) -> None:
+def test_a_web_process_count_that_cannot_work_is_refused(requested: str, message: str) -> None:
     with pytest.raises(ServeError, match=message):
-        web_process_count(requested, shared, 16)
+        web_process_count(requested, 16)

@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -25,22 +26,25 @@ from llmux_site.gateway.keys import (
     RateWindow,
     rate_limited,
 )
+from llmux_site.gateway.sqlite_window import SqliteWindow
 from models_app.models import ApiKey
 
 log = logging.getLogger(__name__)
+
+RATE_WINDOWS_FILE = "rate-windows.sqlite3"  # in the data directory, without Redis
 
 MISS_RELOAD_EVERY = 1.0  # seconds between reloads for keys the table does not know
 
 
 def rate_window() -> RateWindow:
-    """Where keys' requests per minute are counted: in Redis when the cluster has one
-    (every web process shares the count), else in this process (the embedded profile
-    runs one web process)."""
+    """Where keys' requests per minute are counted, so every web process shares the
+    count: in Redis when the cluster has one, else in a SQLite file in the data directory
+    (the web processes of the embedded profile share one host)."""
     if settings.REDIS_URL:
         from llmux_site.gateway.redis_window import RedisWindow
 
         return RedisWindow(settings.REDIS_URL, namespace=settings.Q_CLUSTER["name"])
-    return LocalWindow()
+    return SqliteWindow(Path(settings.DATA_DIR) / RATE_WINDOWS_FILE)
 
 
 def keys_fingerprint() -> tuple[Any, ...]:

@@ -86,7 +86,7 @@ class Command(BaseCommand):
         if not 1 <= port <= 65535:
             raise CommandError(f"--port {port} is out of range 1-65535")
         try:
-            web = serve.web_process_count(web_processes, bool(settings.REDIS_URL), os.cpu_count())
+            web = serve.web_process_count(web_processes, os.cpu_count())
             serve.check_port_free(host, port)
         except serve.ServeError as exc:
             raise CommandError(str(exc)) from None
