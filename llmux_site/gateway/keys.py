@@ -5,9 +5,9 @@ A key is `llmux-<prefix>-<secret>`; only its SHA-256 is stored, found by its pre
 caller is (before any model is looked up, so names cannot be probed without a key), then,
 once the model is known, whether the key's scopes allow it (`may_use`). A key's
 requests-per-minute limit is counted by a `RateWindow` (`LocalWindow` in one process,
-`SqliteWindow` across one host's processes, `RedisWindow` across hosts); the usage a request consumed is read from the engine's
-own `usage` object in its answer (the last JSON body, or the stream's usage chunk) and
-handed to a `UsageSink`, which batches writes.
+`SqliteWindow` across one host's processes, `RedisWindow` across hosts); the usage a
+request consumed is read from the engine's own `usage` object in its answer (the last JSON
+body, or the stream's usage chunk) and handed to a `UsageSink`, which batches writes.
 """
 
 from __future__ import annotations
