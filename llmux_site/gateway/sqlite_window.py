@@ -30,9 +30,13 @@ log = logging.getLogger("llmux.gateway")
 
 BUSY_TIMEOUT_MS = 500  # a request waits this long for another process's admission
 WARN_EVERY = 60.0
+# `admissions` is the log of the last minute; `counts` keeps each key's number of rows in
+# it, so that an admission never counts a minute of rows (80,000 at 1,300 requests/s,
+# which made every admission take milliseconds while holding the file's write lock).
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS admissions (key INTEGER NOT NULL, at REAL NOT NULL);"
     "CREATE INDEX IF NOT EXISTS admissions_key_at ON admissions (key, at);"
+    "CREATE TABLE IF NOT EXISTS counts (key INTEGER PRIMARY KEY, n INTEGER NOT NULL);"
 )
 
 
@@ -70,15 +74,24 @@ class SqliteWindow:
         now = self.clock()
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute(
+            left = db.execute(
                 "DELETE FROM admissions WHERE key = ? AND at <= ?", (key_id, now - self.window)
-            )
-            count, oldest = db.execute(
-                "SELECT count(*), min(at) FROM admissions WHERE key = ?", (key_id,)
-            ).fetchone()
-            if count >= rpm:
+            ).rowcount
+            # fetchall: a RETURNING statement left unfinished would hold its transaction.
+            counted = db.execute(
+                "UPDATE counts SET n = n - ? WHERE key = ? RETURNING n", (left, key_id)
+            ).fetchall()
+            if counted and counted[0][0] >= rpm:
+                (oldest,) = db.execute(
+                    "SELECT min(at) FROM admissions WHERE key = ?", (key_id,)
+                ).fetchone()
                 return float(oldest) + self.window - now
             db.execute("INSERT INTO admissions (key, at) VALUES (?, ?)", (key_id, now))
+            db.execute(
+                "INSERT INTO counts (key, n) VALUES (?, 1)"
+                " ON CONFLICT (key) DO UPDATE SET n = n + 1",
+                (key_id,),
+            )
             return None
         finally:
             db.execute("COMMIT")
