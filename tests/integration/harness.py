@@ -100,18 +100,21 @@ class Llmux:
             self.process.wait()
             raise
 
-    def manage(self, code: str) -> str:
+    def manage(self, code: str, env: dict[str, str] | None = None) -> str:
         """Run Python in `manage.py shell` against this llmux's database (as an operator)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
-        env["LLMUX_DATA_DIR"] = str(self.data_dir)
-        env["LLMUX_PATH_ROOTS"] = TEST_PATH_ROOTS
+        return self.command(["shell", "--no-imports", "-c", code], env)
+
+    def command(self, args: list[str], env: dict[str, str] | None = None) -> str:
+        """`manage.py ARGS` against this llmux's data (with `env`'s settings too); its output."""
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
+        full_env |= {"LLMUX_DATA_DIR": str(self.data_dir), "LLMUX_PATH_ROOTS": TEST_PATH_ROOTS}
         result = subprocess.run(
-            [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+            [sys.executable, "manage.py", *args],
             cwd=REPO,
-            env=env,
+            env=full_env | (env or {}),
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr
         return result.stdout

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import psutil
 
-from tests.integration.harness import REPO, Llmux
+from tests.integration.harness import Llmux
 from tests.integration.test_switching import ask, two_models
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -30,20 +26,6 @@ def production_env(web_processes: int) -> dict[str, str]:
         "LLMUX_TLS": "false",
         "LLMUX_WEB_PROCESSES": str(web_processes),
     }
-
-
-def migrate(data_dir: Path, env: dict[str, str]) -> None:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
-    full_env |= env | {"LLMUX_DATA_DIR": str(data_dir)}
-    done = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "-v0"],
-        cwd=REPO,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
 
 
 def web_processes(llmux: Llmux) -> list[psutil.Process]:
@@ -67,7 +49,7 @@ def test_two_web_processes_share_the_port_and_drain_together_for_switches(
     llmux: Llmux,
 ) -> None:
     env = production_env(2)
-    migrate(llmux.data_dir, env)  # the production profile migrates once, before its processes
+    llmux.command(["migrate", "-v0"], env)  # production migrates once, before its processes
     config = two_models()
     llmux.start(config, env)
     served = {name: model["model_path"] for name, model in config["models"].items()}
