@@ -404,4 +404,7 @@ LOGGING = {
 LLMUX_KEEP_ENGINES_ON_EXIT = env_bool("LLMUX_KEEP_ENGINES_ON_EXIT", False)
 # `llmux serve`'s web processes: a number, or auto (llmux_site/serve.py web_process_count).
 LLMUX_WEB_PROCESSES = env_str("LLMUX_WEB_PROCESSES", "auto")
+# Set by `llmux serve` for its web processes: how many they are (0: not known, as for a
+# web process started by hand). One alone counts keys' windows in its memory.
+LLMUX_WEB_PROCESS_COUNT = env_int("LLMUX_WEB_PROCESS_COUNT", 0, minimum=0)
 LLMUX_DEMO_REGISTRY = env_bool("LLMUX_DEMO_REGISTRY", True)

@@ -129,7 +129,7 @@ class Command(BaseCommand):
             )
             if web > 1:
                 self.say(f"  {web} web processes share port {port}")
-            code = runner.run(serve.child_env(host, port))
+            code = runner.run(serve.child_env(host, port) | {"LLMUX_WEB_PROCESS_COUNT": str(web)})
         except serve.ServeError as exc:
             raise CommandError(str(exc)) from None
         finally:
