@@ -165,3 +165,13 @@ def test_a_refusal_whose_input_holds_a_nul_byte_is_audited_on_postgresql(
     recorded = run_manage(["shell", "--no-imports", "-c", script], production_env)
     assert recorded.returncode == 0, recorded.stderr
     assert recorded.stdout.strip() == "'a\\\\x00b' 'models.m.\\\\x00: unknown field'"
+
+
+def test_a_command_before_migrate_says_to_run_it_without_a_traceback(
+    production_env: dict[str, str],
+) -> None:
+    # Production migrates once, by its operator: a command does not race other processes.
+    done = run_manage(["llmux_export"], production_env)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "database migrations are not applied; run `python manage.py migrate`" in done.stderr

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from checkpoints_app.management.commands._common import add_common_arguments, model_named
 from checkpoints_app.services.operations import build_image
 from llmux_site.core.eviction_policy import WeightsAction
+from models_app.management.base import LlmuxCommand
 from models_app.services.waiting import OperationError
 
 
-class Command(BaseCommand):
+class Command(LlmuxCommand):
     help = "Bring a model up, probe it and checkpoint it with CRIU (an image to restore)."
 
     def add_arguments(self, parser: CommandParser) -> None:

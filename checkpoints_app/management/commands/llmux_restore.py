@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from checkpoints_app.management.commands._common import add_common_arguments, model_named
 from checkpoints_app.services.operations import restore
+from models_app.management.base import LlmuxCommand
 from models_app.services.waiting import OperationError
 
 
-class Command(BaseCommand):
+class Command(LlmuxCommand):
     help = "Restore a model from its newest usable checkpoint image and leave it running."
 
     def add_arguments(self, parser: CommandParser) -> None:

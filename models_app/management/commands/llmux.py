@@ -9,15 +9,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+from django.core.management.base import CommandError, CommandParser
 
 from llmux_site import serve
 from llmux_site.core.addresses import is_loopback_host
 from llmux_site.core.config import ConfigError, load_config_file
 from llmux_site.core.threads import quick_thread_handoff
 from models_app import image_port
+from models_app.management.base import LlmuxCommand
 from models_app.models import ModelDefinition
 from models_app.services.accounts import ensure_initial_admin
 from models_app.services.nodes import register_local_node
@@ -31,7 +30,7 @@ from models_app.wiring import own_engines_here
 DEMO_REGISTRY = Path(settings.BASE_DIR) / "llmux_site" / "demo" / "registry.yaml"
 
 
-class Command(BaseCommand):
+class Command(LlmuxCommand):
     help = "llmux control: `serve` runs the web process and the worker together."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -90,7 +89,6 @@ class Command(BaseCommand):
             serve.check_port_free(host, port)
         except serve.ServeError as exc:
             raise CommandError(str(exc)) from None
-        self.prepare_database()
         self.load_registry(config)
         taken = ModelDefinition.objects.filter(port=port).first()
         if taken is not None:
@@ -145,19 +143,6 @@ class Command(BaseCommand):
         stopped = stop_all_engines()
         if stopped:
             self.say(f"stopped engines: {', '.join(stopped)}")
-
-    def prepare_database(self) -> None:
-        executor = MigrationExecutor(connection)
-        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
-        if not pending:
-            return
-        if settings.PROFILE == "production":
-            raise CommandError(
-                f"{len(pending)} database migrations are not applied; run "
-                "`python manage.py migrate` once before starting llmux"
-            )
-        call_command("migrate", interactive=False, verbosity=0)
-        self.say(f"database ready ({len(pending)} migrations applied)")
 
     def load_registry(self, config: Path | None) -> None:
         if config is None:

@@ -7,13 +7,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from llmux_site.core.config import Format, dump_config
+from models_app.management.base import LlmuxCommand
 from models_app.services.registry import export_registry
 
 
-class Command(BaseCommand):
+class Command(LlmuxCommand):
     help = "Export the model registry as an llmux config file (JSON by default, to stdout)."
 
     def add_arguments(self, parser: CommandParser) -> None:

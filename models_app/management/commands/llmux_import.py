@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from llmux_site.core.config import ConfigError, load_config_file
+from models_app.management.base import LlmuxCommand
 from models_app.services.registry import apply_registry
 
 
-class Command(BaseCommand):
+class Command(LlmuxCommand):
     help = (
         "Import an llmux config file (JSON or YAML) into the model registry. Models are "
         "updated in place; models absent from the file are kept unless --prune is given."

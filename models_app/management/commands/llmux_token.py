@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from models_app.management.base import LlmuxCommand
 from models_app.services import api_tokens
 
 
-class Command(BaseCommand):
+class Command(LlmuxCommand):
     help = (
         "Create a token for USER to call the management API with "
         "(`Authorization: Token KEY`). It is printed this once: only its hash is stored."

@@ -6,8 +6,9 @@ import sys
 from collections import Counter
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from models_app.management.base import LlmuxCommand
 from models_app.models import ModelDefinition, ValidationRun, Verdict
 from models_app.services.validation import parse_policies, validate
 from models_app.services.waiting import OperationError
@@ -28,7 +29,7 @@ def _mib(value: int | None) -> str:
     return "—" if value is None else f"{value / 1024**2:,.1f}"
 
 
-class Command(BaseCommand):
+class Command(LlmuxCommand):
     help = "Check that MODEL sleeps and wakes correctly under each eviction policy."
 
     def add_arguments(self, parser: CommandParser) -> None:
