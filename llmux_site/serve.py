@@ -10,7 +10,7 @@ web process and each child adopts its own, so the kernel spreads connections ove
 evenly. (One socket shared by all would let whichever process wakes first accept a whole
 burst: Twisted accepts up to 100 connections per wake-up, and keep-alive clients then stay
 on that one process.) A web process costs about 1.1 ms of CPU per proxied request, mostly
-Twisted, daphne and aiohttp (docs/PERFORMANCE.md), so one process tops out near 900
+Twisted, daphne and aiohttp (docs/PERFORMANCE.md), so one process tops out near 1,000
 requests/s; more processes use more cores.
 """
 
@@ -160,14 +160,30 @@ class Runner:
             child.kill_group()  # leftovers of a killed child; engines have their own sessions
 
 
-def check_port_free(host: str, port: int) -> None:
+def _bound(host: str, port: int, *, share: bool) -> socket.socket:
+    """A socket bound to host:port, or ServeError; `share`: with SO_REUSEPORT, listening
+    and inheritable, for one web process of several."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    bound = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if share:
+            bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        bound.bind((host.strip("[]"), port))
+        if share:
+            bound.listen(LISTEN_BACKLOG)
+            bound.set_inheritable(True)
+    except OSError as exc:
+        bound.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return bound
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port in use, before any work. Bound without SO_REUSEPORT on purpose: a
+    socket with it would join another program's SO_REUSEPORT listeners of the same user
+    and share their connections instead of failing."""
+    _bound(host, port, share=False).close()
 
 
 def web_process_count(requested: str, cpus: int | None) -> int:
@@ -186,21 +202,14 @@ def web_process_count(requested: str, cpus: int | None) -> int:
 
 def listen(host: str, port: int, count: int) -> list[socket.socket]:
     """`count` sockets listening together on host:port (SO_REUSEPORT), one per web process."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listeners: list[socket.socket] = []
     try:
         for _ in range(count):
-            listener = socket.socket(family, socket.SOCK_STREAM)
-            listeners.append(listener)
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            listener.bind((host.strip("[]"), port))
-            listener.listen(LISTEN_BACKLOG)
-            listener.set_inheritable(True)
-    except OSError as exc:
+            listeners.append(_bound(host, port, share=True))
+    except ServeError:
         for listener in listeners:
             listener.close()
-        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise
     return listeners
 
 
@@ -225,7 +234,9 @@ def daphne_endpoint(host: str, port: int) -> str:
     return f"tcp:port={port}:interface={interface}:backlog={LISTEN_BACKLOG}"
 
 
-def child_env(host: str = "127.0.0.1", port: int | None = None) -> dict[str, str]:
+def child_env(
+    host: str = "127.0.0.1", port: int | None = None, web_processes: int = 1
+) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "llmux_site.settings")
     env["PYTHONUNBUFFERED"] = "1"
@@ -234,6 +245,8 @@ def child_env(host: str = "127.0.0.1", port: int | None = None) -> dict[str, str
     env["LLMUX_BIND_HOST"] = host
     if port is not None:
         env["LLMUX_BIND_PORT"] = str(port)
+    # A web process alone counts keys' windows in its memory (key_table.rate_window).
+    env["LLMUX_WEB_PROCESS_COUNT"] = str(web_processes)
     return env
 
 

@@ -14,6 +14,7 @@ with the given tree's code, and drops the database afterwards.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -33,6 +34,20 @@ REDIS_ENV = {
 def _psql(sql: str) -> None:
     argv = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", sql]
     subprocess.run(argv, check=True, capture_output=True)
+
+
+def base_env() -> dict[str, str]:
+    """This environment without llmux's settings, so a benchmark sets its own, but with
+    `--web-processes` (LLMUX_WEB_PROCESSES) when given; else llmux serve picks (auto)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
+    if "LLMUX_WEB_PROCESSES" in os.environ:
+        env["LLMUX_WEB_PROCESSES"] = os.environ["LLMUX_WEB_PROCESSES"]
+    return env
+
+
+def web_processes() -> str:
+    """What the benchmark runs llmux serve with, for its report."""
+    return os.environ.get("LLMUX_WEB_PROCESSES", "auto")
 
 
 @contextmanager

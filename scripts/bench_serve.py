@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gateway import free_port, machine, run_loadgen, wait_ready
-from bench_profiles import profile_env
+from bench_profiles import base_env, profile_env, web_processes
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "bench"
@@ -57,10 +57,7 @@ KEY_SCRIPT = (
 
 
 def serve_env(data_dir: Path, tree: Path, keys: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
-    if "LLMUX_WEB_PROCESSES" in os.environ:  # --web-processes; else what llmux serve picks
-        env["LLMUX_WEB_PROCESSES"] = os.environ["LLMUX_WEB_PROCESSES"]
-    return env | {
+    return base_env() | {
         "LLMUX_DATA_DIR": str(data_dir),
         "LLMUX_DEMO_REGISTRY": "false",
         "LLMUX_REQUIRE_API_KEY": "on" if keys else "off",
@@ -197,7 +194,7 @@ def report(summary: Summary, args: argparse.Namespace) -> str:
     lines = [
         f"`llmux serve` gateway, {args.clients} clients, {args.seconds:g} s per measurement, "
         f"median of {args.rounds} round(s), web processes: "
-        f"{os.environ.get('LLMUX_WEB_PROCESSES', 'auto')}, {datetime_utc()}, {machine()}",
+        f"{web_processes()}, {datetime_utc()}, {machine()}",
         "",
         "| tree | profile | direct req/s | keys off req/s | / direct | keys on req/s | on / off"
         " | p99 added off / on (ms) | errors | targets |",

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import aiohttp
 from bench_gateway import machine  # scripts/ is on the path when this runs
-from bench_profiles import profile_env
+from bench_profiles import base_env, profile_env, web_processes
 
 REPO = Path(__file__).resolve().parents[1]
 SIM_ARGS = [
@@ -60,18 +60,14 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def base_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
-    if "LLMUX_WEB_PROCESSES" in os.environ:  # --web-processes; else what llmux serve picks
-        env["LLMUX_WEB_PROCESSES"] = os.environ["LLMUX_WEB_PROCESSES"]
-    env |= {"LLMUX_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
-    return env
+def llmux_env(data_dir: Path) -> dict[str, str]:
+    return base_env() | {"LLMUX_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
 
 
 @contextlib.contextmanager
 def llmux(profile: str, data_dir: Path) -> Iterator[tuple[str, Path, dict[str, str]]]:
     """A running llmux with models `a` and `b`; yields its /v1 URL, data dir and env."""
-    with profile_env(profile, REPO, base_env(data_dir)) as env:
+    with profile_env(profile, REPO, llmux_env(data_dir)) as env:
         port = free_port()
         config = {
             "vllm_command": "llmux-sim",
@@ -227,7 +223,7 @@ def main() -> None:
             overhead = [t * 1000 - engine_ms for t in times]
             rows.append((profile, times, overhead, phase))
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    web = os.environ.get("LLMUX_WEB_PROCESSES", "auto")
+    web = web_processes()
     print(
         f"Switch orchestration overhead — {machine()}, {stamp}, {args.switches} switches, "
         f"web processes: {web}\n"

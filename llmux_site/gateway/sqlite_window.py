@@ -97,13 +97,12 @@ class SqliteWindow:
             db.execute("COMMIT")
 
     def _abandon(self) -> None:
-        """After an error: no transaction is left open, and the next call reconnects."""
+        """Close the connection (after an error: no transaction is left open); the next
+        call reconnects."""
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             self._db = None
 
     async def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        self._abandon()

@@ -20,12 +20,12 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 
-def prepare_database() -> int:
-    """Migrations applied now (embedded profile); CommandError when production lacks some."""
+def prepare_database() -> None:
+    """Apply pending migrations (embedded profile); CommandError when production lacks some."""
     executor = MigrationExecutor(connection)
     pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
     if not pending:
-        return 0
+        return
     if settings.PROFILE == "production":
         raise CommandError(
             f"{len(pending)} database migrations are not applied; run "
@@ -34,7 +34,6 @@ def prepare_database() -> int:
     call_command("migrate", interactive=False, verbosity=0)
     # stderr: a command's stdout may be its output (llmux_export writes the registry there).
     print(f"database ready ({len(pending)} migrations applied)", file=sys.stderr)
-    return len(pending)
 
 
 class LlmuxCommand(BaseCommand):

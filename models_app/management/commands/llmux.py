@@ -127,7 +127,7 @@ class Command(LlmuxCommand):
             )
             if web > 1:
                 self.say(f"  {web} web processes share port {port}")
-            code = runner.run(serve.child_env(host, port) | {"LLMUX_WEB_PROCESS_COUNT": str(web)})
+            code = runner.run(serve.child_env(host, port, web))
         except serve.ServeError as exc:
             raise CommandError(str(exc)) from None
         finally:
