@@ -34,6 +34,7 @@ from llmux_site.gateway.proxy import (
     UpstreamPool,
     relay,
 )
+from llmux_site.gateway.stream_usage import ask_for_usage
 
 logger = logging.getLogger(__name__)
 
@@ -336,6 +337,9 @@ class GatewayApp:
             if route.rewrite_model and payload["model"] != route.served_name:
                 payload = {**payload, "model": route.served_name}
                 body = reencode(payload)
+            if meter is not None and (asked := ask_for_usage(scope["path"], payload)):
+                payload, body = asked, reencode(asked)
+                meter.hide_usage_event()
             upstream = self.upstreams.get(route.upstream)
             # The route's own path, not the client's spelling of it: only what the
             # allow-list names is ever sent to the engine.

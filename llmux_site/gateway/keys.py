@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from llmux_site.core.addresses import is_loopback_host
 from llmux_site.gateway.errors import GatewayError
+from llmux_site.gateway.stream_usage import UsageEventFilter
 
 __all__ = [
     "Grant",
@@ -215,6 +216,12 @@ class UsageMeter:
         self._body = bytearray()
         self._tail = b""
         self.usage: dict[str, int] | None = None
+        # Set when the gateway asked for the stream's usage on the client's behalf.
+        self.hidden_usage: UsageEventFilter | None = None
+
+    def hide_usage_event(self) -> None:
+        """Relay the stream without the usage event the client did not ask for."""
+        self.hidden_usage = UsageEventFilter()
 
     def wrap(self, send: Send) -> Send:
         async def metered(message: MutableMapping[str, Any]) -> None:
@@ -224,7 +231,11 @@ class UsageMeter:
                     if name.lower() == b"content-type" and b"text/event-stream" in value:
                         self.sse = True
             elif message["type"] == "http.response.body" and self.status == 200:
-                self._feed(message.get("body", b""))
+                body = message.get("body", b"")
+                self._feed(body)
+                if self.sse and self.hidden_usage is not None:
+                    last = not message.get("more_body", False)
+                    message = {**message, "body": self.hidden_usage.feed(body, last=last)}
             await send(message)
 
         return metered

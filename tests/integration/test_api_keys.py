@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -100,23 +101,51 @@ def test_usage_counts_equal_the_sums_of_the_engines_usage(llmux: Llmux) -> None:
         if chunk.usage is not None:
             prompt += chunk.usage.prompt_tokens
             completion += chunk.usage.completion_tokens
-    # The web process writes usage about once a second.
-    import time
+    assert key_counts(llmux, 5) == [5, prompt, completion]
 
+
+def key_counts(server: Llmux, requests: int) -> list[int]:
+    """[requests, prompt tokens, completion tokens] of the only key, once it has counted
+    `requests` (the web process writes usage about once a second)."""
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        row = json.loads(
-            llmux.manage(
+    while True:
+        row: list[int] = json.loads(
+            server.manage(
                 "import json; from models_app.models import ApiKey; k = ApiKey.objects.get(); "
                 "print(json.dumps([k.requests, k.prompt_tokens, k.completion_tokens]))"
             )
             .strip()
             .splitlines()[-1]
         )
-        if row[0] == 5:
-            break
+        if row[0] >= requests or time.monotonic() > deadline:
+            return row
         time.sleep(0.3)
-    assert row == [5, prompt, completion]
+
+
+def test_a_stream_is_counted_without_include_usage_and_the_client_sees_no_usage(
+    llmux: Llmux,
+) -> None:
+    llmux.start(config(), env={"LLMUX_REQUIRE_API_KEY": "on"})
+    api = client(llmux, new_key(llmux))
+    request: dict[str, Any] = {
+        "model": "alpha",
+        "messages": [{"role": "user", "content": "stream without asking"}],
+        "max_tokens": 6,
+        "temperature": 0,
+        "stream": True,
+    }
+    chunks = list(api.chat.completions.create(**request))
+    assert chunks and "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    # The usage event the gateway asked for on the client's behalf is not relayed.
+    assert all(chunk.choices and chunk.usage is None for chunk in chunks), chunks[-1]
+    requests, prompt, completion = key_counts(llmux, 1)
+    assert requests == 1 and prompt > 0 and completion > 0
+
+    asked = list(api.chat.completions.create(**request, stream_options={"include_usage": True}))
+    usage = asked[-1].usage
+    assert usage is not None and asked[-1].choices == []  # a client that asks still sees it
+    assert (usage.prompt_tokens, usage.completion_tokens) == (prompt, completion)
+    assert key_counts(llmux, 2) == [2, 2 * prompt, 2 * completion]
 
 
 def test_on_loopback_keys_are_not_required_by_default(llmux: Llmux) -> None:
