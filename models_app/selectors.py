@@ -13,10 +13,12 @@ from django.db.models import Count, Max, Q, QuerySet
 from llmux_site.core.gpu import gpu_groups
 from llmux_site.gateway.backend import Route
 from models_app.models import (
+    OPEN_SWITCH_STATUSES,
     EngineRuntime,
     EngineState,
     ModelAlias,
     ModelDefinition,
+    OperationKind,
     RegistryConfig,
     SwapEvent,
     SwitchRequest,
@@ -124,6 +126,18 @@ class OperationOutcome(NamedTuple):
 def switch_outcomes(ids: list[int]) -> dict[int, OperationOutcome]:
     rows = SwitchRequest.objects.filter(pk__in=ids).values_list("pk", "status", "error")
     return {pk: OperationOutcome(status, error) for pk, status, error in rows}
+
+
+def bring_up_under_way(model_pk: int) -> bool:
+    """Whether an operator's switch to the model is queued or running, or its engine is
+    up or starting: what a request waits for in manual mode, where it never queues one."""
+    switching = SwitchRequest.objects.filter(
+        target_id=model_pk, kind=OperationKind.SWITCH, status__in=OPEN_SWITCH_STATUSES
+    )
+    starting = EngineRuntime.objects.filter(
+        model_id=model_pk, state__in=(EngineState.STARTING, EngineState.RUNNING)
+    )
+    return switching.exists() or starting.exists()
 
 
 def engine_state(model: ModelDefinition) -> str:

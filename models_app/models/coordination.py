@@ -52,6 +52,12 @@ class SwitchRequest(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A pin's switch: the mode and pinned model before the pin, put back if it fails
+    # (llmux's rule; blank: not a pin's switch).
+    undo_mode = models.CharField(max_length=8, blank=True)
+    undo_pinned = models.ForeignKey(
+        ModelDefinition, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["created_at", "id"]

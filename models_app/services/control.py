@@ -15,7 +15,7 @@ from models_app.models import (
     SwapTrigger,
     SwitchRequest,
 )
-from models_app.services import switch_queue
+from models_app.services import pins, switch_queue
 from models_app.services.runtime import runtime_for
 
 STOP = EvictionPolicy(WeightsAction.RETAIN, ProcessAction.STOP)
@@ -39,31 +39,37 @@ def set_mode(mode: str, *, actor: str = "") -> RegistryConfig:
 def pin(
     model: ModelDefinition, *, actor: str = "", trigger: str = SwapTrigger.API
 ) -> SwitchRequest:
-    """Switch to `model` and stay there: manual mode, other models answer 503."""
+    """Switch to `model` and stay there: manual mode, other models answer 503. If the
+    switch fails, the mode and pin before it come back (`pins.undo_failed_pin`)."""
     with transaction.atomic():
-        RegistryConfig.load()
-        RegistryConfig.objects.filter(pk=RegistryConfig.SINGLETON_PK).update(
-            mode=Mode.MANUAL, pinned_model=model, updated_at=timezone.now()
+        before = RegistryConfig.objects.select_for_update().get(pk=RegistryConfig.load().pk)
+        pins.set_pin(Mode.MANUAL, model)
+        request = force_switch(model, actor=actor, trigger=trigger)
+        # First pin wins: a second pin joining the same switch keeps the first one's undo.
+        SwitchRequest.objects.filter(pk=request.pk, undo_mode="").update(
+            undo_mode=before.mode, undo_pinned=before.pinned_model_id
         )
-        protocol.after_commit(protocol.RegistryChanged())
-        return force_switch(model, actor=actor, trigger=trigger)
+        return request
 
 
 def unpin(*, actor: str = "") -> RegistryConfig:
     RegistryConfig.load()
-    RegistryConfig.objects.filter(pk=RegistryConfig.SINGLETON_PK).update(
-        mode=Mode.AUTO, pinned_model=None, updated_at=timezone.now()
-    )
-    protocol.after_commit(protocol.RegistryChanged())
+    pins.set_pin(Mode.AUTO, None)
     return RegistryConfig.load()
 
 
 def force_switch(
     model: ModelDefinition, *, actor: str = "", trigger: str = SwapTrigger.API
 ) -> SwitchRequest:
-    """Make `model` active now: no cooldown, runs even when no request waits."""
-    request = switch_queue.request_switch(model, trigger=trigger, actor=actor, force=True)
-    _require_kind(request, OperationKind.SWITCH)
+    """Make `model` active now: no cooldown, runs even when no request waits. In manual
+    mode the pin moves to `model` first, as llmux's /control/switch does: otherwise the
+    model just switched to would refuse its own requests."""
+    with transaction.atomic():
+        RegistryConfig.load()
+        if RegistryConfig.objects.filter(pk=RegistryConfig.SINGLETON_PK, mode=Mode.MANUAL).exists():
+            pins.set_pin(Mode.MANUAL, model)
+        request = switch_queue.request_switch(model, trigger=trigger, actor=actor, force=True)
+        _require_kind(request, OperationKind.SWITCH)  # refused: the pin is not moved either
     return request
 
 

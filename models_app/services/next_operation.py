@@ -18,6 +18,7 @@ from llmux_site.core.scheduling import (
 from models_app.models import (
     EngineRuntime,
     EngineState,
+    Mode,
     PolicyType,
     RegistryConfig,
     SwapEvent,
@@ -51,6 +52,10 @@ def next_operation(group: str, config: RegistryConfig | None = None) -> Next:
     if not pending:
         return Next(None, None, None)
     config = config or RegistryConfig.load()
+    if config.mode == Mode.MANUAL:
+        pending = skip_automatic(pending)
+        if not pending:
+            return Next(None, None, config)
     operator = [r for r in pending if r.trigger != SwapTrigger.REQUEST]
     if operator or config.policy_type == PolicyType.FIFO:
         # The plan reads the target itself (often ahead of time): no join here.
@@ -100,6 +105,20 @@ def snapshot_of(active: EngineRuntime | None, demand: dict[str, presence.Demand]
             for name, (w, since, busy) in demand.items()
         },
     )
+
+
+def skip_automatic(pending: list[SwitchRequest]) -> list[SwitchRequest]:
+    """In manual mode nothing switches automatically (llmux's rule): request-triggered
+    switches queued before the mode changed are closed as skipped, with the reason, and
+    their waiting requests answer 503. Returns the operator's operations."""
+    automatic = [r.pk for r in pending if r.trigger == SwapTrigger.REQUEST]
+    if automatic:
+        SwitchRequest.objects.filter(pk__in=automatic, status=SwitchStatus.PENDING).update(
+            status=SwitchStatus.SKIPPED,
+            error="manual mode: models are not switched in automatically",
+            finished_at=timezone.now(),
+        )
+    return [r for r in pending if r.trigger != SwapTrigger.REQUEST]
 
 
 def skip_abandoned(

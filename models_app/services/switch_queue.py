@@ -36,7 +36,7 @@ from models_app.models import (
     SwitchRequest,
     SwitchStatus,
 )
-from models_app.services import next_operation, reconcile
+from models_app.services import next_operation, pins, reconcile
 from models_app.services.planning import SwitchState, build_plan, read_switch_state
 
 log = logging.getLogger(__name__)
@@ -274,6 +274,7 @@ def run_request(
         _close_ports(ports)
     finish_swap(request, ports.swap_record, result)
     if result.outcome is Outcome.FAILED:
+        pins.undo_failed_pin(request, result.error)
         # Written now, not when the lease is released: the next operation of this
         # session backs off from it too.
         now = timezone.now()

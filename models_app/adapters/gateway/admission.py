@@ -24,7 +24,7 @@ from models_app.adapters.gateway.db_thread import DbThread
 from models_app.adapters.gateway.engine_states import EngineStateCache
 from models_app.adapters.gateway.presence_report import PresenceReport, PresenceSnapshot
 from models_app.adapters.gateway.registry_cache import RegistryCache
-from models_app.models import EngineState, ModelDefinition, SwapTrigger, SwitchStatus
+from models_app.models import EngineState, Mode, ModelDefinition, SwapTrigger, SwitchStatus
 from models_app.services import switch_queue
 
 log = logging.getLogger(__name__)
@@ -145,9 +145,24 @@ class Admission:
             if waiter.switch_id is not None and self.engines.admits_early(model):
                 # Sent now, answered once the probe passed (the relay holds it till then).
                 return self._take(model, switch_id=waiter.switch_id, deadline=deadline)
-            if self._needs_switch(model, waiter):
+            if self.registry.current().mode == Mode.MANUAL:
+                await self._operator_brings_up(model)
+            elif self._needs_switch(model, waiter):
                 waiter.switch_id = await self._request_switch(model)
             await self._next_change(changed, model, deadline)
+
+    async def _operator_brings_up(self, model: str) -> None:
+        """Manual mode, where nothing switches automatically (llmux's rule): a request
+        for the pinned model waits only while an operator's switch brings it up, and
+        answers 503 like any other otherwise."""
+        self.registry.check_allowed(model)  # the pin may have moved while it waited
+        spec = self.registry.current().models[model]
+        if not await self.db.run(selectors.bring_up_under_way, spec.pk):
+            raise GatewayError(
+                503,
+                f"llmux is in manual mode and model `{model}` is not running; it is not "
+                "switched in automatically (switch to it or pin it).",
+            )
 
     def _needs_switch(self, model: str, waiter: Waiters) -> bool:
         """Whether the waiters must queue a switch: none yet, or theirs ended without
