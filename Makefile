@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Two pytest workers: the real-vLLM tier on one, the rest on the other (tests/plugins/parallel.py).
+TEST_WORKERS ?= 2
 
 .PHONY: run test lint typecheck venv bench clean
 
@@ -32,7 +34,7 @@ test: $(STAMP) lint typecheck
 	scripts/install-criu.sh >/dev/null
 	scripts/install-chromium.sh >/dev/null
 	scripts/install-vllm.sh >/dev/null
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Benchmarks of the gateway and of switching; writes docs/PERFORMANCE.md.
 bench: $(STAMP)

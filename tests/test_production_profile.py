@@ -116,7 +116,7 @@ print(type(rate_window()).__name__, asyncio.run(admit()))
 
 
 def test_bus_hints_reach_a_process_on_another_host_through_redis(
-    production_env: dict[str, str], tmp_path: Path
+    production_env: dict[str, str], short_tmp_dir: Path
 ) -> None:
     # Two data directories stand for two hosts: their buses share no socket directory,
     # so what the second hears came through the cluster's Redis channel.
@@ -127,7 +127,8 @@ assert protocol.bus().relay.wait_subscribed(20)
 print("subscribed", flush=True)
 print(listener.wait(30, only=protocol.Queued.KIND))
 """
-    other_host = production_env | {"LLMUX_DATA_DIR": str(tmp_path / "other-host")}
+    # A short path: the bus's Unix socket lives under it.
+    other_host = production_env | {"LLMUX_DATA_DIR": str(short_tmp_dir / "other-host")}
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")} | other_host
     listening = subprocess.Popen(
         [sys.executable, "manage.py", "shell", "--no-imports", "-c", listen],
