@@ -32,6 +32,8 @@ urlpatterns = [
         name="api-docs",
     ),
     path("metrics", api_views.metrics_view, name="metrics"),
+    # llmux's control API, with its own JSON (docs/API.md, "llmux's control routes").
+    path("control/", include("models_app.control_api.urls")),
     path("api/", include("checkpoints_app.api.urls")),
     path("api/", include("models_app.api.urls")),  # last: it ends with a JSON 404
 ]
