@@ -46,7 +46,7 @@ gateway = GatewayApp(
     max_body_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
     keys=keys,
     on_usage=keys.record,
-    on_request=lambda model, status, ttfb: metrics.observe_request(model, status, ttfb, None),
+    on_request=metrics.observe_request,
     # The hosts Django answers for pages (with its DEBUG fallback when none are set).
     allowed_hosts=settings.ALLOWED_HOSTS
     or ([".localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else []),

@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from models_app.snapshot import status_snapshot
+from models_app.models import EngineState
+from models_app.snapshot import GpuMemory, ModelStatus, status_snapshot
 
 
 class StateCollector(Collector):
@@ -18,28 +19,42 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         state = status_snapshot()
-        engine = GaugeMetricFamily(
-            "llmux_engine_state", "1 for each model's current state", labels=["model", "state"]
-        )
-        in_flight = GaugeMetricFamily("llmux_in_flight", "Requests in flight", labels=["model"])
-        queued = GaugeMetricFamily("llmux_queue_depth", "Requests waiting", labels=["model"])
-        cost = GaugeMetricFamily(
-            "llmux_estimated_switch_cost_seconds",
-            "The last switch to each model",
-            labels=["model"],
-        )
-        for model in state["models"]:
-            engine.add_metric([model["name"], model["state"]], 1)
-            in_flight.add_metric([model["name"]], model["in_flight"])
-            queued.add_metric([model["name"]], model["queued"])
-            if model["last_switch_ms"] is not None:
-                cost.add_metric([model["name"]], model["last_switch_ms"] / 1000)
-        memory = GaugeMetricFamily("llmux_gpu_memory_bytes", "GPU memory in use", labels=["gpu"])
-        total = GaugeMetricFamily("llmux_gpu_memory_total_bytes", "GPU memory", labels=["gpu"])
-        for gpu in state["gpus"]:
-            memory.add_metric([str(gpu["id"])], gpu["used"])
-            total.add_metric([str(gpu["id"])], gpu["total"])
-        yield from (engine, in_flight, queued, cost, memory, total)
+        yield from _model_gauges(state["models"])
+        yield from _gpu_gauges(state["gpus"])
+
+
+def _model_gauges(models: list[ModelStatus]) -> tuple[GaugeMetricFamily, ...]:
+    """Each model's state, whether it is active, its requests and its last switch's cost."""
+    engine = GaugeMetricFamily(
+        "llmux_engine_state", "1 for each model's current state", labels=["model", "state"]
+    )
+    # llmux's gauge: 1 for the active model, 0 for the others (llmux: the one before).
+    active = GaugeMetricFamily(
+        "llmux_active_model_info", "1 for each model active on its GPUs", labels=["model"]
+    )
+    in_flight = GaugeMetricFamily("llmux_in_flight", "Requests in flight", labels=["model"])
+    queued = GaugeMetricFamily("llmux_queue_depth", "Requests waiting", labels=["model"])
+    cost = GaugeMetricFamily(
+        "llmux_estimated_switch_cost_seconds", "The last switch to each model", labels=["model"]
+    )
+    for model in models:
+        engine.add_metric([model["name"], model["state"]], 1)
+        active.add_metric([model["name"]], int(model["state"] == EngineState.RUNNING))
+        in_flight.add_metric([model["name"]], model["in_flight"])
+        queued.add_metric([model["name"]], model["queued"])
+        if model["last_switch_ms"] is not None:
+            cost.add_metric([model["name"]], model["last_switch_ms"] / 1000)
+    return engine, active, in_flight, queued, cost
+
+
+def _gpu_gauges(gpus: list[GpuMemory]) -> tuple[GaugeMetricFamily, ...]:
+    """Each GPU's memory in use and in all, as the probe read it."""
+    memory = GaugeMetricFamily("llmux_gpu_memory_bytes", "GPU memory in use", labels=["gpu"])
+    total = GaugeMetricFamily("llmux_gpu_memory_total_bytes", "GPU memory", labels=["gpu"])
+    for gpu in gpus:
+        memory.add_metric([str(gpu["id"])], gpu["used"])
+        total.add_metric([str(gpu["id"])], gpu["total"])
+    return memory, total
 
 
 def exposition() -> bytes:

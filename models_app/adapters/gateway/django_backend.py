@@ -104,9 +104,13 @@ class DjangoGatewayBackend:
 
     async def acquire(self, model: str, *, deadline: float) -> Slot:
         started = time.monotonic()
-        await self.start()
-        slot = await self.admission.acquire(model, deadline=deadline)
-        metrics.QUEUE_WAIT_SECONDS.labels(model).observe(time.monotonic() - started)
+        try:
+            await self.start()
+            slot = await self.admission.acquire(model, deadline=deadline)
+        finally:
+            waited = time.monotonic() - started
+            metrics.note_request_wait(waited)  # a 504 after a long wait waited too
+        metrics.observe_queue_wait(model, waited)
         return slot
 
     async def upstream_failed(self, model: str) -> bool:
