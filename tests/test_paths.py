@@ -1,15 +1,25 @@
-"""Paths in model definitions are normalised and confined; engines listen on loopback."""
+"""Paths in model definitions are normalised and confined; engines listen on loopback.
+
+Confined: what the REST API and the dashboard write (`save_model`), and `apply_registry` by
+default. Not confined: a file an administrator imports from the command line
+(`llmux_import`, `llmux serve --config`), whose paths need only be absolute.
+"""
 
 from __future__ import annotations
 
+import json
+from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.test import override_settings
 
 from llmux_site.core.config import ConfigError, parse_config
-from models_app.models import ModelDefinition
-from models_app.services.registry import apply_registry
+from models_app.models import ModelDefinition, RegistryConfig
+from models_app.services.registry import apply_registry, save_model
 
 pytestmark = pytest.mark.django_db
 
@@ -91,3 +101,73 @@ def test_json_valued_arguments_stay_allowed() -> None:
 @pytest.mark.parametrize("name", ["BAD-NAME", "1ABC", "A B", "X=Y"])
 def test_environment_names_are_validated(name: str) -> None:
     assert "models.m.env" in refused(document(env={name: "v"}))
+
+
+# --- a file imported from the command line is an administrator's ---------------------------
+
+OUTSIDE = {
+    "model_path": "/srv/other/model",
+    "checkpoint_path": "/tmp/llmux-checkpoints/m",
+    "port": 18500,
+}
+
+
+def import_command(tmp_path: Path, document: dict[str, Any]) -> None:
+    path = tmp_path / "llmux.json"
+    path.write_text(json.dumps(document))
+    with override_settings(LLMUX_PATH_ROOTS=ROOTS):
+        call_command("llmux_import", str(path), stdout=StringIO())
+
+
+def test_a_command_line_import_may_use_paths_outside_the_roots(tmp_path: Path) -> None:
+    import_command(
+        tmp_path, {"models": {"m": OUTSIDE}, "checkpoint": {"images_dir": "/tmp/llmux-checkpoints"}}
+    )
+
+    model = ModelDefinition.objects.get()
+    assert (model.model_path, model.checkpoint_path) == (
+        "/srv/other/model",
+        "/tmp/llmux-checkpoints/m",
+    )
+    assert RegistryConfig.load().images_dir == "/tmp/llmux-checkpoints"
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"models": {}, "checkpoint": {"images_dir": "llmux-checkpoints"}},
+        {"models": {"m": {**OUTSIDE, "checkpoint_path": "images/m"}}},
+    ],
+)
+def test_a_command_line_import_still_needs_absolute_paths(
+    tmp_path: Path, document: dict[str, Any]
+) -> None:
+    with pytest.raises(CommandError, match="must be an absolute path"):
+        import_command(tmp_path, document)
+    assert not ModelDefinition.objects.exists()
+
+
+@pytest.mark.parametrize("restricted", [False, True])
+def test_an_api_or_dashboard_write_stays_confined(restricted: bool) -> None:
+    entry = {"engine": "simulator", **OUTSIDE, "model_path": "sim/m"}
+    with override_settings(LLMUX_PATH_ROOTS=ROOTS), pytest.raises(ConfigError) as caught:
+        save_model("m", entry, restricted=restricted)
+
+    assert [error.path for error in caught.value.errors] == ["models.m.checkpoint_path"]
+    assert "outside the allowed roots" in str(caught.value)
+
+
+def test_an_edit_keeps_a_path_the_administrator_imported_but_sets_no_new_one(
+    tmp_path: Path,
+) -> None:
+    entry = {"engine": "simulator", **OUTSIDE, "model_path": "sim/m"}
+    import_command(tmp_path, {"models": {"m": entry}})
+
+    with override_settings(LLMUX_PATH_ROOTS=ROOTS):
+        tuned = save_model("m", {**entry, "description": "tuned"}, restricted=True)
+        with pytest.raises(ConfigError) as caught:
+            save_model("m", {**entry, "checkpoint_path": "/tmp/elsewhere"}, restricted=True)
+
+    assert [change.key for change in tuned.changes] == ["description"]
+    assert [error.path for error in caught.value.errors] == ["models.m.checkpoint_path"]
+    assert ModelDefinition.objects.get().checkpoint_path == "/tmp/llmux-checkpoints/m"

@@ -1,4 +1,5 @@
-"""llmux config files (JSON or YAML): strict parsing into typed specs, and writing them back.
+"""llmux config files (JSON or YAML): parsing into typed specs; writing them back is
+config_export's, the specs are config_specs', reading llmux leniently is config_compat's.
 
 The format is llmux 0.5's (`models`, `port`, `policy`, `checkpoint`, ...), plus the fields
 later llmux releases added (`eviction`, `checkpoint_path`, `startup_timeout_secs`, `warmup`)
@@ -20,19 +21,54 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Literal, NamedTuple
-
-import yaml
+from typing import Any, Final
 
 from .addresses import is_loopback_host
+from .config_compat import (
+    LLMUX_SLEEP_LEVEL_MAX,
+    eviction_form,
+    odd_sleep_level_reason,
+    plain_json_problem,
+    unknown_policy_reason,
+)
+from .config_export import config_document, dump_config
+from .config_specs import (
+    ENGINES,
+    MODEL_NAME_PATTERN,
+    POLICY_TYPES,
+    CheckpointSpec,
+    ConfigError,
+    FieldError,
+    Format,
+    ModelSpec,
+    PolicySpec,
+    RegistrySpec,
+)
+from .config_text import decode_config_text, guess_format
 from .eviction_policy import EvictionPolicy, ProcessAction, WeightsAction
 from .readiness import probe_setting_error
 
-# Kept equal to models_app's MODEL_NAME_RE (a test pins it): this package imports no Django.
-MODEL_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
-ENGINES: Final = ("vllm", "simulator", "generic")
-POLICY_TYPES: Final = ("fifo", "cost_aware", "time_slice")
-Format = Literal["json", "yaml"]
+__all__ = [
+    "ENGINES",
+    "MODEL_NAME_PATTERN",
+    "POLICY_TYPES",
+    "SHELL_METACHARACTERS",
+    "CheckpointSpec",
+    "ConfigError",
+    "FieldError",
+    "Format",
+    "ModelSpec",
+    "PolicySpec",
+    "RegistrySpec",
+    "config_document",
+    "dump_config",
+    "guess_format",
+    "key_path",
+    "load_config_file",
+    "parse_config",
+    "parse_config_text",
+    "shell_metacharacter",
+]
 
 _MODEL_NAME_RE: Final = re.compile(MODEL_NAME_PATTERN)
 _ENV_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -40,106 +76,6 @@ _PLAIN_KEY_RE: Final = re.compile(r"^[A-Za-z0-9_-]+$")
 _INT_MAX: Final = 2_147_483_647  # the database's integer columns
 _PATH_MAX: Final = 1024  # the database's path columns
 _UDS_MAX_BYTES: Final = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
-
-
-class FieldError(NamedTuple):
-    """One problem in a config file: where (a dotted field path) and why."""
-
-    path: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be applied; `errors` holds every problem found."""
-
-    def __init__(self, errors: Iterable[FieldError]) -> None:
-        self.errors: tuple[FieldError, ...] = tuple(errors)
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        count = len(self.errors)
-        head = f"invalid llmux config ({count} error{'s' if count != 1 else ''}):"
-        return "\n".join([head, *(f"  {error}" for error in self.errors)])
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """One model as a config file describes it; `None` means "the registry default"."""
-
-    name: str
-    model_path: str
-    port: int | None = None
-    uds: str | None = None
-    host: str | None = None
-    eviction: EvictionPolicy | None = None
-    extra_args: tuple[str, ...] = ()
-    checkpoint_path: str | None = None
-    startup_timeout_secs: int | None = None
-    drain_timeout_secs: int | None = None
-    warmup: bool | None = None
-    aliases: tuple[str, ...] = ()
-    engine: str | None = None
-    gpu_ids: tuple[int, ...] = ()
-    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    command: tuple[str, ...] = ()
-    served_model_name: str | None = None
-    # The readiness probe: a name (readiness.PROBE_KINDS) or, for a generic engine, an
-    # object {path, body}; None picks one by the engine (docs/ENGINES.md).
-    probe: str | Mapping[str, Any] | None = None
-    rewrite_model: bool | None = None
-    description: str | None = None
-    priority: int | None = None
-    enabled: bool | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PolicySpec:
-    """The `policy` section: switch scheduling and the default eviction policy."""
-
-    policy_type: str | None = None
-    request_timeout_secs: int | None = None
-    drain_before_switch: bool | None = None
-    eviction: EvictionPolicy | None = None
-    min_active_secs: int | None = None
-    coalesce_window_ms: int | None = None
-    amortization_factor: float | None = None
-    max_wait_secs: int | None = None
-    tick_interval_ms: int | None = None
-    min_quantum_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CheckpointSpec:
-    """The `checkpoint` section: CRIU and CUDA checkpoint tools and where images go."""
-
-    criu_path: str | None = None
-    cuda_plugin_dir: str | None = None
-    images_dir: str | None = None
-    cuda_checkpoint_path: str | None = None
-    keep_images: bool | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RegistrySpec:
-    """A whole config file: the models (sorted by name) and the registry-wide settings."""
-
-    models: tuple[ModelSpec, ...] = ()
-    port: int | None = None
-    metrics_port: int | None = None
-    admin_port: int | None = None
-    vllm_command: str | None = None
-    warmup: bool | None = None
-    policy: PolicySpec = PolicySpec()
-    checkpoint: CheckpointSpec = CheckpointSpec()
-
-    def model(self, name: str) -> ModelSpec:
-        for spec in self.models:
-            if spec.name == name:
-                return spec
-        raise KeyError(name)
 
 
 # --- reading values --------------------------------------------------------------------------
@@ -153,7 +89,8 @@ def _type_name(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _key_path(parent: str, key: str) -> str:
+def key_path(parent: str, key: str) -> str:
+    """`key` under `parent` as errors name it: `models.qwen`, or `models["a.b"]`."""
     part = f".{key}" if _PLAIN_KEY_RE.match(key) else f"[{json.dumps(key, ensure_ascii=False)}]"
     return f"{parent}{part}" if parent else part.lstrip(".")
 
@@ -162,25 +99,54 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+@dataclass(slots=True)
+class _Findings:
+    """A parse's problems: errors, and what only --strict refuses (else a notice)."""
+
+    strict: bool
+    errors: list[FieldError] = field(default_factory=list)
+    notices: list[FieldError] = field(default_factory=list)
+
+
 class _Section:
-    """One mapping of a config file: typed reads that record problems under their paths."""
+    """One mapping of a config file: typed reads that record problems under their paths.
+    Its unknown keys are kept in `unknown` (config_compat), or refused when strict."""
 
     def __init__(
-        self, data: Mapping[str, Any], path: str, keys: Iterable[str], errors: list[FieldError]
+        self,
+        data: Mapping[str, Any],
+        path: str,
+        keys: Iterable[str],
+        findings: _Findings,
+        *,
+        keep_unknown: bool = True,
     ) -> None:
-        self.data, self.path, self.errors = data, path, errors
+        self.data, self.path, self.findings = data, path, findings
+        self.errors = findings.errors
+        self.unknown: dict[str, Any] = {}
         allowed = frozenset(keys)
-        for key in data:
-            if not isinstance(key, str):
+        for key, value in data.items():
+            if not isinstance(key, str) or "\x00" in key:
                 self.errors.append(FieldError(path or "(top level)", f"key {key!r} is not text"))
-            elif key not in allowed:
+            elif key in allowed:
+                continue
+            elif findings.strict or not keep_unknown:
                 self.error(key, "unknown field")
+            elif (problem := plain_json_problem(value)) is not None:
+                self.error(key, f"unknown field, kept as it is, but its value {problem}")
+            else:
+                self.unknown[key] = value
 
     def at(self, key: str) -> str:
-        return _key_path(self.path, key)
+        return key_path(self.path, key)
 
     def error(self, key: str, reason: str) -> None:
         self.errors.append(FieldError(self.at(key), reason))
+
+    def lenient(self, key: str, reason: str) -> None:
+        """What llmux accepts: a notice, or an error when the parse is strict."""
+        found = FieldError(self.at(key), reason)
+        (self.errors if self.findings.strict else self.findings.notices).append(found)
 
     def has(self, key: str) -> bool:
         return key in self.data
@@ -238,9 +204,13 @@ class _Section:
             return None
         return value
 
-    def section(self, key: str, keys: Iterable[str]) -> _Section | None:
+    def section(
+        self, key: str, keys: Iterable[str], *, keep_unknown: bool = True
+    ) -> _Section | None:
         value = self._get(key, "an object", lambda v: isinstance(v, dict))
-        return None if value is _ABSENT else _Section(value, self.at(key), keys, self.errors)
+        if value is _ABSENT:
+            return None
+        return _Section(value, self.at(key), keys, self.findings, keep_unknown=keep_unknown)
 
     def strings(self, key: str, *, what: str = "a list of strings") -> tuple[str, ...]:
         value = self._get(key, what, lambda v: isinstance(v, list))
@@ -278,16 +248,37 @@ class _Section:
 _EVICTION_KEYS: Final = ("weights", "process")
 # Config keys are the spec's field names, plus llmux 0.5's `sleep_level` beside `eviction`.
 _POLICY_KEYS: Final = frozenset(f.name for f in fields(PolicySpec)) | {"sleep_level"}
-_CHECKPOINT_KEYS: Final = frozenset(f.name for f in fields(CheckpointSpec))
-_MODEL_KEYS: Final = frozenset(f.name for f in fields(ModelSpec)) - {"name"} | {"sleep_level"}
-_TOP_KEYS: Final = frozenset(f.name for f in fields(RegistrySpec))
+# `object_store` (later llmux) is known in order to be refused: it carries credentials.
+_CHECKPOINT_KEYS: Final = frozenset(f.name for f in fields(CheckpointSpec)) | {"object_store"}
+_MODEL_KEYS: Final = frozenset(f.name for f in fields(ModelSpec)) - {"name", "unknown_keys"} | {
+    "sleep_level"
+}
+_TOP_KEYS: Final = frozenset(f.name for f in fields(RegistrySpec)) - {
+    "unknown_keys",
+    "eviction_form",
+    "notices",
+}
+
+
+def _sleep_level(sec: _Section) -> int | None:
+    """llmux 0.5 reads any u8: a level outside 1-5 means 1 (a notice, or strict's error)."""
+    value = sec._get("sleep_level", "an integer", _is_int)
+    if value is _ABSENT:
+        return None
+    if not 0 <= value <= LLMUX_SLEEP_LEVEL_MAX:
+        sec.error("sleep_level", f"{value} is out of range 1-5")
+        return None
+    if not 1 <= value <= 5:
+        sec.lenient("sleep_level", odd_sleep_level_reason(value))
+        return 1
+    return int(value)
 
 
 def _eviction(sec: _Section) -> EvictionPolicy | None:
     """`sleep_level` (llmux 0.5) and/or `eviction{weights, process}` (later llmux)."""
-    level = sec.integer("sleep_level", low=1, high=5) if sec.has("sleep_level") else None
+    level = _sleep_level(sec)
     by_level = EvictionPolicy.from_sleep_level(level) if level is not None else None
-    sub = sec.section("eviction", _EVICTION_KEYS)
+    sub = sec.section("eviction", _EVICTION_KEYS, keep_unknown=False)
     if sub is None:
         return by_level
     weights = sub.choice("weights", (a.value for a in WeightsAction))
@@ -302,19 +293,31 @@ def _eviction(sec: _Section) -> EvictionPolicy | None:
         return by_level
     policy = EvictionPolicy(WeightsAction(weights), ProcessAction(process))
     if by_level is not None and by_level != policy:
-        sec.error(
+        sec.lenient(
             "eviction",
-            f"disagrees with sleep_level {level} ({by_level.label} vs {policy.label})",
+            f"disagrees with sleep_level {level} ({by_level.label} vs {policy.label}): "
+            "eviction is used, as llmux 0.6 and later read only eviction",
         )
     return policy
 
 
-def _policy(top: _Section) -> PolicySpec:
+def _policy_type(sec: _Section) -> str | None:
+    """llmux runs fifo for a policy it does not know (a notice, or strict's error)."""
+    value = sec.text("policy_type")
+    if value is not None and value not in POLICY_TYPES:
+        sec.lenient("policy_type", unknown_policy_reason(value))
+        return None
+    return value
+
+
+def _policy(top: _Section, unknown_keys: dict[str, Any]) -> PolicySpec:
     sec = top.section("policy", _POLICY_KEYS)
     if sec is None:
         return PolicySpec()
+    if sec.unknown:
+        unknown_keys["policy"] = sec.unknown
     return PolicySpec(
-        policy_type=sec.choice("policy_type", POLICY_TYPES),
+        policy_type=_policy_type(sec),
         request_timeout_secs=sec.integer("request_timeout_secs"),
         drain_before_switch=sec.boolean("drain_before_switch"),
         eviction=_eviction(sec),
@@ -327,10 +330,17 @@ def _policy(top: _Section) -> PolicySpec:
     )
 
 
-def _checkpoint(top: _Section) -> CheckpointSpec:
+def _checkpoint(top: _Section, unknown_keys: dict[str, Any]) -> CheckpointSpec:
     sec = top.section("checkpoint", _CHECKPOINT_KEYS)
     if sec is None:
         return CheckpointSpec()
+    if sec.has("object_store"):
+        sec.error(
+            "object_store",
+            "not accepted: it holds credentials, and secrets come only from the environment",
+        )
+    if sec.unknown:
+        unknown_keys["checkpoint"] = sec.unknown
     return CheckpointSpec(
         criu_path=sec.text("criu_path", blank=False),
         cuda_plugin_dir=sec.text("cuda_plugin_dir"),
@@ -383,7 +393,7 @@ def _env(sec: _Section) -> Mapping[str, str]:
     raw = sec._get("env", "an object of strings", lambda v: isinstance(v, dict))
     env: dict[str, str] = {}
     for name, value in (raw if raw is not _ABSENT else {}).items():
-        where = _key_path(sec.at("env"), str(name))
+        where = key_path(sec.at("env"), str(name))
         if not isinstance(name, str) or not _ENV_NAME_RE.match(name):
             sec.errors.append(FieldError(where, "invalid variable name"))
         elif not isinstance(value, str) or "\x00" in value:
@@ -403,25 +413,7 @@ def shell_metacharacter(arg: str) -> str | None:
     return next((m for m in SHELL_METACHARACTERS if m in arg), None)
 
 
-def _model(name: str, data: object, path: str, errors: list[FieldError]) -> ModelSpec | None:
-    if not _MODEL_NAME_RE.match(name):
-        errors.append(FieldError(path, f"invalid model name {name!r} (see MODEL_NAME_PATTERN)"))
-    if not isinstance(data, dict):
-        errors.append(FieldError(path, f"expected an object, got {_type_name(data)}"))
-        return None
-    sec = _Section(data, path, _MODEL_KEYS, errors)
-    model_path = sec.text("model_path", blank=False)
-    if not sec.has("model_path"):
-        sec.error("model_path", "required")
-    port, uds, host = _listen(sec)
-    engine = sec.choice("engine", ENGINES)
-    command = sec.strings("command")
-    if engine == "generic" and not command:
-        sec.error("command", "required (a non-empty argv list) for engine generic")
-    eviction = _eviction(sec)
-    if engine == "generic" and eviction is not None and eviction.vllm_sleep_level is not None:
-        key = "sleep_level" if sec.has("sleep_level") else "eviction"
-        sec.error(key, "a generic engine has no vLLM sleep endpoint: keep weights=retain")
+def _extra_args(sec: _Section) -> tuple[str, ...]:
     extra_args = sec.strings(
         "extra_args", what="a list of strings (an argv list, not a shell line)"
     )
@@ -435,6 +427,30 @@ def _model(name: str, data: object, path: str, errors: list[FieldError]) -> Mode
                     "through a shell, so a shell construct there is a mistake or an attack",
                 )
             )
+    return extra_args
+
+
+def _model(name: str, data: object, path: str, findings: _Findings) -> ModelSpec | None:
+    errors = findings.errors
+    if not _MODEL_NAME_RE.match(name):
+        errors.append(FieldError(path, f"invalid model name {name!r} (see MODEL_NAME_PATTERN)"))
+    if not isinstance(data, dict):
+        errors.append(FieldError(path, f"expected an object, got {_type_name(data)}"))
+        return None
+    sec = _Section(data, path, _MODEL_KEYS, findings)
+    model_path = sec.text("model_path", blank=False)
+    if not sec.has("model_path"):
+        sec.error("model_path", "required")
+    port, uds, host = _listen(sec)
+    engine = sec.choice("engine", ENGINES)
+    command = sec.strings("command")
+    if engine == "generic" and not command:
+        sec.error("command", "required (a non-empty argv list) for engine generic")
+    eviction = _eviction(sec)
+    if engine == "generic" and eviction is not None and eviction.vllm_sleep_level is not None:
+        key = "sleep_level" if sec.has("sleep_level") else "eviction"
+        sec.error(key, "a generic engine has no vLLM sleep endpoint: keep weights=retain")
+    extra_args = _extra_args(sec)
     return ModelSpec(
         name=name,
         model_path=model_path or "",
@@ -458,6 +474,7 @@ def _model(name: str, data: object, path: str, errors: list[FieldError]) -> Mode
         description=sec.text("description", max_length=500),
         priority=sec.integer("priority", low=-_INT_MAX - 1),
         enabled=sec.boolean("enabled"),
+        unknown_keys=MappingProxyType(sec.unknown),
     )
 
 
@@ -470,7 +487,7 @@ def _check_unique(models: Iterable[ModelSpec], top: _Section, errors: list[Field
             ports.setdefault(top.data[key], f"the top-level {key}")
     sockets: dict[str, str] = {}
     for model in models:
-        path = _key_path("models", model.name)
+        path = key_path("models", model.name)
         for index, alias in enumerate(model.aliases):
             taken = owner.setdefault(alias, f"an alias of model {model.name}")
             if taken != f"an alias of model {model.name}" or alias == model.name:
@@ -492,116 +509,69 @@ def _check_unique(models: Iterable[ModelSpec], top: _Section, errors: list[Field
 def _top_port(top: _Section, key: str) -> int | None:
     if top.data.get(key, 1) is None and key == "admin_port":
         return None  # later llmux writes `admin_port: null` for "no admin API"
-    low = 0 if key == "metrics_port" else 1
-    value = top.integer(key, low=low, high=65535)
-    return None if value == 0 else value  # llmux 0.5: metrics_port 0 disables metrics
+    # llmux: metrics_port 0 disables metrics; kept as 0, as llmux's default is 9090.
+    return top.integer(key, low=0 if key == "metrics_port" else 1, high=65535)
 
 
-def parse_config(data: object) -> RegistrySpec:
-    """Validate a decoded config document; raise ConfigError listing every problem."""
-    errors: list[FieldError] = []
+def _models(top: _Section) -> list[ModelSpec]:
+    raw = top._get("models", "an object", lambda v: isinstance(v, dict))
+    if not top.has("models"):
+        top.error("models", "required")
+    models: list[ModelSpec] = []
+    for name, body in (raw if isinstance(raw, dict) else {}).items():
+        if not isinstance(name, str):
+            top.errors.append(FieldError("models", f"model name {name!r} is not text"))
+            continue
+        model = _model(name, body, key_path("models", name), top.findings)
+        if model is not None:
+            models.append(model)
+    _check_unique(models, top, top.errors)
+    return sorted(models, key=lambda m: m.name)
+
+
+def parse_config(data: object, *, strict: bool = False) -> RegistrySpec:
+    """Validate a decoded config document; raise ConfigError listing every problem.
+
+    What llmux accepts but a strict reading refuses (unknown keys, a sleep_level outside
+    1-5, an unknown policy_type) is kept or read as llmux reads it, with a notice in the
+    spec; `strict` refuses it instead (config_compat)."""
     if not isinstance(data, dict):
         raise ConfigError(
             [FieldError("(top level)", f"expected an object, got {_type_name(data)}")]
         )
-    top = _Section(data, "", _TOP_KEYS, errors)
-    raw_models = top._get("models", "an object", lambda v: isinstance(v, dict))
-    if not top.has("models"):
-        top.error("models", "required")
-    models: list[ModelSpec] = []
-    for name, body in (raw_models if isinstance(raw_models, dict) else {}).items():
-        if not isinstance(name, str):
-            errors.append(FieldError("models", f"model name {name!r} is not text"))
-            continue
-        model = _model(name, body, _key_path("models", name), errors)
-        if model is not None:
-            models.append(model)
-    _check_unique(models, top, errors)
+    findings = _Findings(strict=strict)
+    top = _Section(data, "", _TOP_KEYS, findings)
+    unknown_keys: dict[str, Any] = dict(top.unknown)
+    raw_models = data.get("models")
+    sections = [data.get("policy"), *(raw_models.values() if isinstance(raw_models, dict) else ())]
     spec = RegistrySpec(
-        models=tuple(sorted(models, key=lambda m: m.name)),
+        models=tuple(_models(top)),
         port=top.integer("port", low=1, high=65535),
         metrics_port=_top_port(top, "metrics_port"),
         admin_port=_top_port(top, "admin_port"),
         vllm_command=top.text("vllm_command", blank=False),
         warmup=top.boolean("warmup"),
-        policy=_policy(top),
-        checkpoint=_checkpoint(top),
+        startup_timeout_secs=top.integer("startup_timeout_secs", low=1),
+        policy=_policy(top, unknown_keys),
+        checkpoint=_checkpoint(top, unknown_keys),
+        unknown_keys=MappingProxyType(unknown_keys),
+        eviction_form=eviction_form(sections),
+        notices=tuple(findings.notices),
     )
-    if errors:
-        raise ConfigError(errors)
+    if findings.errors:
+        raise ConfigError(findings.errors)
     return spec
 
 
 # --- files -----------------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last)."""
-
-
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[object] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if isinstance(key, str | int | float | bool) and key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return dict(loader.construct_mapping(node, deep=True))
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
-
-
-def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def _decode(text: str, fmt: Format) -> object:
-    if fmt == "json":
-        try:
-            return json.loads(text, object_pairs_hook=_json_object)
-        except json.JSONDecodeError as exc:
-            where = f"line {exc.lineno}, column {exc.colno}"
-            reason = f"JSON syntax error at {where}: {exc.msg}"
-            raise ConfigError([FieldError("(file)", reason)]) from None
-        except ValueError as exc:  # a duplicate key, from _json_object
-            raise ConfigError([FieldError("(file)", f"JSON error: {exc}")]) from None
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        reason = f"YAML syntax error{where}: {exc.problem or exc.context}"
-        raise ConfigError([FieldError("(file)", reason)]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([FieldError("(file)", f"YAML error: {exc}")]) from None
-
-
-def guess_format(path: Path, text: str) -> Format:
-    """By extension (.json, .yaml, .yml); otherwise JSON if it starts with `{`."""
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        return "json"
-    if suffix in {".yaml", ".yml"}:
-        return "yaml"
-    return "json" if text.lstrip().startswith("{") else "yaml"
-
-
-def parse_config_text(text: str, fmt: Format) -> RegistrySpec:
+def parse_config_text(text: str, fmt: Format, *, strict: bool = False) -> RegistrySpec:
     """Decode and validate config text in the given format."""
-    return parse_config(_decode(text, fmt))
+    return parse_config(decode_config_text(text, fmt), strict=strict)
 
 
-def load_config_file(path: str | os.PathLike[str]) -> RegistrySpec:
+def load_config_file(path: str | os.PathLike[str], *, strict: bool = False) -> RegistrySpec:
     """Read, decode and validate a config file; ConfigError (or OSError) if it cannot be."""
     file = Path(path)
     try:
@@ -609,86 +579,4 @@ def load_config_file(path: str | os.PathLike[str]) -> RegistrySpec:
     except UnicodeDecodeError as exc:
         reason = f"not UTF-8 text (byte {exc.start}): is this a config file?"
         raise ConfigError([FieldError("(file)", reason)]) from None
-    return parse_config_text(text, guess_format(file, text))
-
-
-# --- writing ---------------------------------------------------------------------------------
-
-
-def _eviction_fields(policy: EvictionPolicy) -> dict[str, Any]:
-    """llmux 0.5's `sleep_level` where the policy is one, else `eviction{weights, process}`."""
-    if policy.sleep_level is not None:
-        return {"sleep_level": policy.sleep_level}
-    return {"eviction": {"weights": policy.weights.value, "process": policy.process.value}}
-
-
-def _document(spec: ModelSpec | PolicySpec | CheckpointSpec) -> dict[str, Any]:
-    """One section as plain data in field order, leaving out everything unset."""
-    doc: dict[str, Any] = {}
-    for item in fields(spec):
-        value = getattr(spec, item.name)
-        if item.name == "name" or value is None or (not value and not _is_scalar(value)):
-            continue
-        if isinstance(value, EvictionPolicy):
-            doc.update(_eviction_fields(value))
-        elif isinstance(value, Mapping):
-            doc[item.name] = dict(sorted(value.items()))
-        elif isinstance(value, tuple):
-            doc[item.name] = sorted(value) if item.name == "aliases" else list(value)
-        else:
-            doc[item.name] = value
-    return doc
-
-
-def _is_scalar(value: object) -> bool:
-    return isinstance(value, bool | int | float | str)
-
-
-def config_document(spec: RegistrySpec) -> dict[str, Any]:
-    """The spec as a plain mapping in llmux's layout, leaving out everything unset."""
-    models = sorted(spec.models, key=lambda m: m.name)
-    doc: dict[str, Any] = {"models": {m.name: _document(m) for m in models}}
-    for key in ("port", "metrics_port", "admin_port", "vllm_command", "warmup"):
-        if getattr(spec, key) is not None:
-            doc[key] = getattr(spec, key)
-    for key, section in (("checkpoint", spec.checkpoint), ("policy", spec.policy)):
-        if body := _document(section):
-            doc[key] = body
-    return doc
-
-
-def _json_text(value: object, depth: int = 0) -> str:
-    """Indented JSON as llmux's examples write it: argv lists, and the small objects inside a
-    model entry (`eviction`, `env`), stay on one line."""
-    if not isinstance(value, dict) or not value or depth >= 3:
-        return json.dumps(value, ensure_ascii=False)
-    pad = "  " * (depth + 1)
-    items = [
-        f"{pad}{json.dumps(k, ensure_ascii=False)}: {_json_text(v, depth + 1)}"
-        for k, v in value.items()
-    ]
-    return "{\n" + ",\n".join(items) + "\n" + "  " * depth + "}"
-
-
-class _BlockDumper(yaml.SafeDumper):
-    """Block-style YAML whose lists of scalars (argv, aliases, gpu ids) stay on one line."""
-
-
-def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.SequenceNode:
-    flow = all(_is_scalar(item) for item in data)
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
-
-
-_BlockDumper.add_representer(list, _represent_list)
-
-
-def dump_config(spec: RegistrySpec, fmt: Format = "json") -> str:
-    """The spec as llmux config text (JSON with 2-space indent, or block-style YAML)."""
-    document = config_document(spec)
-    if fmt == "json":
-        return _json_text(document) + "\n"
-    if fmt == "yaml":
-        return yaml.dump(
-            document, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=100
-        )
-    raise ValueError(f"unknown config format {fmt!r}; expected json or yaml")
+    return parse_config_text(text, guess_format(file, text), strict=strict)

@@ -66,12 +66,15 @@ class ModelDefinition(models.Model):
     gpu_ids = models.JSONField(default=list, blank=True)
     eviction_weights = models.CharField(max_length=16, choices=Weights.choices, blank=True)
     eviction_process = models.CharField(max_length=16, choices=Process.choices, blank=True)
-    startup_timeout_secs = models.PositiveIntegerField(default=1800)
+    # Null: the registry's startup_timeout_secs (llmux's top-level key; 1800 by default).
+    startup_timeout_secs = models.PositiveIntegerField(null=True, blank=True, default=None)
     drain_timeout_secs = models.PositiveIntegerField(default=30)
     checkpoint_path = models.CharField(max_length=1024, blank=True)
     warmup = models.BooleanField(null=True, blank=True)
     priority = models.IntegerField(default=0)
     enabled = models.BooleanField(default=True)
+    # Keys of the model's config entry this llmux does not know, kept for export.
+    unknown_keys = models.JSONField(default=dict, blank=True)
     node = models.ForeignKey(Node, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -128,10 +131,17 @@ class RegistryConfig(models.Model):
     SINGLETON_PK = 1
 
     port = models.PositiveIntegerField(null=True, blank=True, validators=port_validators)
-    metrics_port = models.PositiveIntegerField(null=True, blank=True, validators=port_validators)
+    # 0: llmux's "metrics disabled", kept so that an export means the same to llmux.
+    metrics_port = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MaxValueValidator(65535)]
+    )
     admin_port = models.PositiveIntegerField(null=True, blank=True, validators=port_validators)
     vllm_command = models.CharField(max_length=1024, default="vllm")
     warmup = models.BooleanField(default=False)
+    # The cold-start limit of models that set none of their own (llmux's top-level key).
+    startup_timeout_secs = models.PositiveIntegerField(
+        default=1800, validators=[MinValueValidator(1)]
+    )
     # policy section (defaults are llmux 0.5's, so its files behave the same here)
     policy_type = models.CharField(max_length=16, choices=PolicyType.choices, default="fifo")
     request_timeout_secs = models.PositiveIntegerField(default=300)
@@ -150,6 +160,12 @@ class RegistryConfig(models.Model):
     images_dir = models.CharField(max_length=1024, blank=True)
     cuda_checkpoint_path = models.CharField(max_length=1024, blank=True)
     keep_images = models.BooleanField(default=True)
+    # The imported file wrote a policy that a sleep_level names as an `eviction` object:
+    # an export does the same, as llmux 0.6 and later ignore `sleep_level` (config_compat).
+    eviction_objects = models.BooleanField(default=False)
+    # Keys of the file this llmux does not know (top level; `policy` and `checkpoint` ones
+    # under those names), kept for export.
+    unknown_keys = models.JSONField(default=dict, blank=True)
     # runtime control (llmux 0.5's /control): survives restarts because it lives here
     mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.AUTO)
     pinned_model = models.ForeignKey(

@@ -75,8 +75,19 @@ def do_edit_model(
         model = model_named(name)
         entry = _entry(definition)
         if merge and isinstance(entry, dict):
-            entry = {**model_entry(model), **entry}
+            entry = _merged(model_entry(model), entry)
         return done(_quiet(_saved(acting, name, entry), acting))
+
+
+# One setting, written in either of llmux's forms (the export picks one): a change given in
+# either form replaces the current one, which would otherwise disagree with it.
+_EVICTION_FORMS = ("sleep_level", "eviction")
+
+
+def _merged(current: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    if any(key in change for key in _EVICTION_FORMS):
+        current = {k: v for k, v in current.items() if k not in _EVICTION_FORMS}
+    return {**current, **change}
 
 
 def _entry(definition: Mapping[str, Any] | str) -> object:

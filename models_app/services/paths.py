@@ -3,6 +3,9 @@
 A path with a `..` component is refused outright (whatever it resolves to), and every
 absolute path must lie under one of LLMUX_PATH_ROOTS once normalised, so a model
 definition cannot point llmux (which runs CRIU as root) at /etc or another tenant's files.
+That holds for what the REST API and the dashboard write; a file an administrator imports
+from the command line is trusted and only needs absolute paths (`absolute`; docs/CONFIG.md,
+"Who may set what").
 """
 
 from __future__ import annotations
@@ -40,3 +43,11 @@ def confine(value: str | None, where: str, *, path_like_only: bool = False) -> F
     return FieldError(
         where, f"{value!r} is outside the allowed roots ({', '.join(roots())}; LLMUX_PATH_ROOTS)"
     )
+
+
+def absolute(value: str | None, where: str, *, path_like_only: bool = False) -> FieldError | None:
+    """None when `value` is unset, absolute, or (`path_like_only`) may be a name; else why not.
+    A relative path would depend on the directory the worker happens to start in."""
+    if not value or value.startswith("/") or path_like_only:
+        return None
+    return FieldError(where, f"{value!r} must be an absolute path")

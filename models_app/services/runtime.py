@@ -216,6 +216,13 @@ def override_policy(runtime: EngineRuntime) -> EvictionPolicy | None:
     )
 
 
+def startup_timeout_secs(model: ModelDefinition, config: RegistryConfig) -> int:
+    """The model's own cold-start limit, else the registry's (llmux's top-level key)."""
+    if model.startup_timeout_secs is not None:
+        return model.startup_timeout_secs
+    return config.startup_timeout_secs
+
+
 def engine_target(
     model: ModelDefinition, config: RegistryConfig, runtime: EngineRuntime | None = None
 ) -> EngineTarget:
@@ -233,7 +240,7 @@ def engine_target(
         process=current_process(runtime),
         evicted=evicted_policy(runtime),
         activated_at=runtime.activated_at.timestamp() if runtime.activated_at else None,
-        startup_timeout=float(model.startup_timeout_secs),
+        startup_timeout=float(startup_timeout_secs(model, config)),
         drain_timeout=float(model.drain_timeout_secs),
         gpu_ids=tuple(model.gpu_ids),
         checkpoint_path=model.checkpoint_path or None,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +38,9 @@ def llmux05() -> dict[str, Any]:
     }
 
 
-def error_paths(data: object) -> list[str]:
+def error_paths(data: object, *, strict: bool = False) -> list[str]:
     with pytest.raises(ConfigError) as caught:
-        parse_config(data)
+        parse_config(data, strict=strict)
     return [error.path for error in caught.value.errors]
 
 
@@ -98,9 +100,21 @@ def test_it_maps_each_sleep_level_onto_an_eviction_policy(
     assert spec.model("a").eviction == EvictionPolicy.parse(weights, process)
 
 
-@pytest.mark.parametrize("level", [0, 6, -1, "1", True, 1.0, None])
-def test_it_rejects_an_unknown_sleep_level(level: object) -> None:
+@pytest.mark.parametrize("level", [-1, 256, "1", True, 1.0, None])
+def test_it_rejects_a_sleep_level_llmux_refuses_too(level: object) -> None:
     assert error_paths(broken("models.a.sleep_level", level)) == ["models.a.sleep_level"]
+
+
+@pytest.mark.parametrize("level", [0, 6, 255])
+def test_it_reads_a_sleep_level_outside_1_to_5_as_1_as_llmux_does(level: int) -> None:
+    data = broken("models.a.sleep_level", level)
+
+    spec = parse_config(data)
+
+    assert spec.model("a").eviction == EvictionPolicy.from_sleep_level(1)
+    assert [notice.path for notice in spec.notices] == ["models.a.sleep_level"]
+    assert "read as 1" in spec.notices[0].reason
+    assert error_paths(data, strict=True) == ["models.a.sleep_level"]
 
 
 @pytest.mark.parametrize("port", [0, 65536, -5, "8001", True, 8001.0])
@@ -113,8 +127,12 @@ def test_it_rejects_a_top_level_port_out_of_range(key: str) -> None:
     assert error_paths(broken(key, 70000)) == [key]
 
 
-def test_it_reads_metrics_port_zero_as_metrics_disabled() -> None:
-    assert parse_config(broken("metrics_port", 0)).metrics_port is None
+def test_it_keeps_metrics_port_zero_which_llmux_reads_as_metrics_disabled() -> None:
+    # Left out, the key would mean llmux's default 9090 to llmux.
+    spec = parse_config(broken("metrics_port", 0))
+
+    assert spec.metrics_port == 0
+    assert '"metrics_port": 0' in dump_config(spec)
 
 
 @pytest.mark.parametrize("model_path", [..., "", "   ", None, 7])
@@ -140,17 +158,60 @@ def test_it_rejects_extra_args_that_is_not_a_list_of_strings(extra_args: object,
     [
         "models.a.gpu_memory",
         "policy.min_quantum",
-        "checkpoint.object_store",
+        "checkpoint.criu_options",
         "policy.eviction.level",
         "listen",
     ],
 )
-def test_it_rejects_unknown_fields_naming_their_path(path: str) -> None:
+def test_strict_rejects_unknown_fields_naming_their_path(path: str) -> None:
     data = broken(path, 1)
     if path.startswith("policy.eviction"):
         data["policy"]["eviction"].update(weights="offload", process="stop")
 
-    assert error_paths(data) == [path]
+    assert error_paths(data, strict=True) == [path]
+
+
+def test_it_keeps_unknown_fields_as_llmux_ignores_them() -> None:
+    data = llmux05()
+    data["models"]["a"]["gpu_memory"] = 0.5
+    data["policy"] = {"min_quantum": 100, "note": {"owner": "ml", "tags": ["a", "b"]}}
+    data["checkpoint"] = {"criu_options": ["--tcp-established"]}
+    data["listen"] = "0.0.0.0"
+
+    spec = parse_config(data)
+
+    assert dict(spec.model("a").unknown_keys) == {"gpu_memory": 0.5}
+    assert dict(spec.unknown_keys) == {
+        "listen": "0.0.0.0",
+        "policy": {"min_quantum": 100, "note": {"owner": "ml", "tags": ["a", "b"]}},
+        "checkpoint": {"criu_options": ["--tcp-established"]},
+    }
+    assert spec.policy.min_quantum_ms is None  # nothing read into a known field
+    for fmt in ("json", "yaml"):
+        assert parse_config_text(dump_config(spec, fmt), fmt) == spec
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("policy.eviction.level", 1),  # exported as a sleep_level, it would have no place
+        ("models.a.note", float("inf")),
+        ("models.a.\x00", 1),
+    ],
+)
+def test_it_refuses_an_unknown_field_it_could_not_write_back(path: str, value: object) -> None:
+    data = broken(path, value)
+    if path.startswith("policy.eviction"):
+        data["policy"]["eviction"].update(weights="offload", process="stop")
+
+    assert len(error_paths(data)) == 1
+
+
+def test_it_refuses_an_object_store_which_holds_credentials() -> None:
+    data = broken("checkpoint.object_store", {"bucket": "b", "secret_key": "s"})
+
+    assert error_paths(data) == ["checkpoint.object_store"]
+    assert error_paths(data, strict=True) == ["checkpoint.object_store"]
 
 
 def test_it_reports_every_error_of_a_file_at_once() -> None:
@@ -160,7 +221,7 @@ def test_it_reports_every_error_of_a_file_at_once() -> None:
     data["policy"] = {"policy_type": "lifo", "max_wait_secs": -1}
 
     with pytest.raises(ConfigError) as caught:
-        parse_config(data)
+        parse_config(data, strict=True)
 
     paths = sorted(e.path for e in caught.value.errors)
     assert paths == [
@@ -185,7 +246,7 @@ def test_it_reports_every_error_of_a_file_at_once() -> None:
         ("policy.amortization_factor", "0.5"),
         ("policy.amortization_factor", float("nan")),
         ("policy.drain_before_switch", 1),
-        ("policy.policy_type", "round_robin"),
+        ("policy.policy_type", 1),
         ("checkpoint.keep_images", "yes"),
         ("checkpoint.criu_path", ""),
         ("vllm_command", ["vllm", "serve"]),
@@ -203,10 +264,27 @@ def test_it_accepts_an_integer_where_a_number_is_expected() -> None:
     assert isinstance(spec.policy.amortization_factor, float)
 
 
-def test_it_rejects_a_sleep_level_and_an_eviction_that_disagree() -> None:
+def test_it_runs_fifo_for_a_policy_type_it_does_not_know_as_llmux_does() -> None:
+    data = broken("policy.policy_type", "round_robin")
+
+    spec = parse_config(data)
+
+    assert spec.policy.policy_type is None  # the registry's default, fifo
+    assert [str(notice) for notice in spec.notices] == [
+        "policy.policy_type: unknown policy 'round_robin': llmux runs fifo for it, and so "
+        "does this llmux"
+    ]
+    assert error_paths(data, strict=True) == ["policy.policy_type"]
+
+
+def test_eviction_wins_over_a_sleep_level_that_disagrees_as_in_later_llmux() -> None:
     data = broken("models.a.eviction", {"weights": "discard", "process": "keep_running"})
 
-    assert error_paths(data) == ["models.a.eviction"]
+    spec = parse_config(data)
+
+    assert spec.model("a").eviction == EvictionPolicy.from_label("discard+keep_running")
+    assert [notice.path for notice in spec.notices] == ["models.a.eviction"]
+    assert error_paths(data, strict=True) == ["models.a.eviction"]
 
 
 def test_it_accepts_a_sleep_level_and_an_eviction_that_agree() -> None:
@@ -457,7 +535,7 @@ def test_it_writes_sleep_level_when_an_eviction_policy_equals_one() -> None:
 
     assert '"sleep_level": 4' in text
     assert '"eviction": {"weights": "discard", "process": "stop"}' in text
-    assert document == spec
+    assert document == replace(spec, eviction_form="sleep_level")
 
 
 @pytest.mark.parametrize("sample", ["llmux05.json", "later_form.json", "extensions.yaml"])
@@ -469,6 +547,25 @@ def test_dumped_text_parses_back_to_the_same_spec(sample: str, fmt: Any) -> None
 
     assert parse_config_text(text, fmt) == spec
     assert dump_config(parse_config_text(text, fmt), fmt) == text
+
+
+def test_a_file_of_later_llmux_is_written_back_with_eviction_objects() -> None:
+    # llmux 0.6 and later ignore sleep_level: written as one, offload+keep_running would
+    # come back to them as the default retain+stop.
+    level_1 = {"weights": "offload", "process": "keep_running"}
+    data = llmux05()
+    del data["models"]["a"]["sleep_level"]
+    data["models"]["a"]["eviction"] = level_1
+    data["policy"] = {"eviction": level_1}
+
+    spec = parse_config(data)
+    document = json.loads(dump_config(spec))
+
+    assert spec.eviction_form == "eviction"
+    assert document["models"]["a"]["eviction"] == level_1
+    assert document["policy"] == {"eviction": level_1}
+    assert "sleep_level" not in json.dumps(document)
+    assert parse_config(document) == spec
 
 
 def test_it_writes_an_llmux_05_file_back_in_llmux_05_shape() -> None:

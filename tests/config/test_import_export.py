@@ -160,11 +160,11 @@ def test_the_same_content_as_yaml_imports_to_the_same_state() -> None:
 # --- invalid files write nothing -------------------------------------------------------------
 
 INVALID = [
-    ("models.llama-7b.sleep_level", 6),
+    ("models.llama-7b.sleep_level", 256),
     ("models.llama-7b.port", 70000),
     ("models.llama-7b.model_path", ...),
     ("models.llama-7b.extra_args", "--gpu-memory-utilization 0.5"),
-    ("models.llama-7b.gpu_memory", 0.5),
+    ("models.llama-7b.warmup", "yes"),
 ]
 
 
@@ -218,14 +218,14 @@ def test_the_import_command_rejects_an_invalid_file_writing_nothing(
 
 
 @pytest.mark.django_db
-def test_the_import_command_lists_every_error_of_a_file(tmp_path: Path) -> None:
+def test_the_strict_import_command_lists_every_error_of_a_file(tmp_path: Path) -> None:
     data = llmux05()
     data["models"]["llama-7b"]["sleep_level"] = 0
     data["models"]["mistral-7b"]["gpu_memory"] = 0.8
     data["policy"]["policy_type"] = "lru"
 
     with pytest.raises(CommandError) as caught:
-        import_file(write(tmp_path, data))
+        import_file(write(tmp_path, data), "--strict")
 
     message = str(caught.value)
     for path in (
@@ -330,9 +330,10 @@ def test_a_key_left_out_of_a_reimport_returns_to_its_default() -> None:
     report = apply_registry(parse_config(data))
 
     assert [str(c) for c in report.outcome("llama-7b").changes] == [
-        "startup_timeout_secs: 60 -> 1800"
+        "startup_timeout_secs: 60 -> (unset)"
     ]
-    assert ModelDefinition.objects.get(name="llama-7b").startup_timeout_secs == 1800
+    # Unset: the model follows the registry's startup_timeout_secs (llmux's, 1800).
+    assert ModelDefinition.objects.get(name="llama-7b").startup_timeout_secs is None
 
 
 @pytest.mark.django_db
@@ -492,18 +493,14 @@ def test_later_and_extended_files_round_trip_as_a_fixed_point(sample: str, fmt: 
 
 
 @pytest.mark.django_db
-def test_it_warns_about_a_setting_it_cannot_store_yet() -> None:
+def test_every_llmux_setting_has_a_column() -> None:
     data = llmux05()
     data["policy"]["min_quantum_ms"] = 3000
 
     report = apply_registry(parse_config(data))
 
-    if hasattr(RegistryConfig, "min_quantum_ms"):
-        assert RegistryConfig.load().min_quantum_ms == 3000
-    else:
-        assert report.warnings == (
-            "policy.min_quantum_ms is accepted but not stored (no database column yet)",
-        )
+    assert RegistryConfig.load().min_quantum_ms == 3000
+    assert not any("not stored" in warning for warning in report.warnings)
 
 
 @pytest.mark.django_db
@@ -517,7 +514,10 @@ def test_changes_to_a_running_model_are_reported_as_applying_at_its_next_start()
     with override_settings(LLMUX_SLEEP_MODE="on"):  # as on a GPU host: its level 1 can sleep
         report = apply_registry(parse_config(data))
 
-    assert report.warnings == ("llama-7b: engine is running; changes apply when it next starts",)
+    assert report.warnings[1:] == (
+        "llama-7b: engine is running; changes apply when it next starts",
+    )
+    assert report.warnings[0].startswith("not used by this llmux")
 
 
 # --- the export command --------------------------------------------------------------------

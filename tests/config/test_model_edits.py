@@ -6,11 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import override_settings
 
 from llmux_site.core.config import ConfigError, parse_config
 from models_app.models import EngineRuntime, ModelAlias, ModelDefinition, RegistryConfig
-from models_app.services.registry import apply_registry, delete_model, save_model
+from models_app.services.acting import Acting
+from models_app.services.definition_actions import do_edit_model
+from models_app.services.registry import apply_registry, delete_model, model_entry, save_model
 
 pytestmark = pytest.mark.django_db
 
@@ -98,6 +101,56 @@ def test_an_operator_may_not_add_what_only_an_administrator_sets(registry: None)
     errors = errors_of(lambda: save_model("alpha", command, restricted=True))
     assert errors and all("only an administrator" in error for error in errors)
     assert save_model("alpha", command, restricted=False).action == "updated"
+
+
+# --- keys llmux ignores: an import keeps them, an edit adds none ----------------------------
+
+
+def test_an_edit_keeps_the_unknown_keys_an_import_kept(registry: None) -> None:
+    apply_registry(parse_config({"models": {"alpha": {**ALPHA, "gpu_memory": 0.8}}}))
+    entry = model_entry(ModelDefinition.objects.get(name="alpha"))
+    assert entry["gpu_memory"] == 0.8
+
+    outcome = save_model("alpha", {**entry, "description": "tuned"}, restricted=True)
+
+    assert [change.key for change in outcome.changes] == ["description"]
+    assert ModelDefinition.objects.get(name="alpha").unknown_keys == {"gpu_memory": 0.8}
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"prioirty": 5}, "models.alpha.prioirty: unknown field"),
+        ({"sleep_level": 0}, "models.alpha.sleep_level: 0 is not one of llmux's levels 1-5"),
+    ],
+)
+def test_an_edit_is_refused_what_only_a_strict_import_refuses(
+    registry: None, change: dict[str, Any], error: str
+) -> None:
+    errors = errors_of(lambda: save_model("alpha", {**ALPHA, **change}, restricted=False))
+
+    assert len(errors) == 1 and errors[0].startswith(error)
+    assert ModelDefinition.objects.get(name="alpha").unknown_keys == {}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"sleep_level": 2}, {"eviction": {"weights": "discard", "process": "keep_running"}}],
+)
+@pytest.mark.parametrize("file_form", ["sleep_level", "eviction"])
+def test_a_merged_edit_changes_the_eviction_in_either_form(
+    change: dict[str, Any], file_form: str
+) -> None:
+    # The entry it merges into is in the form of the imported file (config_compat).
+    level_1 = {"weights": "offload", "process": "keep_running"}
+    first = {"sleep_level": 1} if file_form == "sleep_level" else {"eviction": level_1}
+    apply_registry(parse_config({"models": {"alpha": {**ALPHA, **first}}}))
+    admin = User.objects.create_user("admin", is_superuser=True)
+
+    do_edit_model("alpha", change, merge=True, acting=Acting(admin, "api"))
+
+    alpha = ModelDefinition.objects.get(name="alpha")
+    assert (alpha.eviction_weights, alpha.eviction_process) == ("discard", "keep_running")
 
 
 def test_a_delete_takes_the_model_and_its_aliases(registry: None) -> None:

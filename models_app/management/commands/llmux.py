@@ -39,6 +39,11 @@ class Command(LlmuxCommand):
         )
         serve_parser = sub.add_parser("serve", help="run web + worker until Ctrl-C")
         serve_parser.add_argument("--config", type=Path, help="llmux config file to import first")
+        serve_parser.add_argument(
+            "--strict",
+            action="store_true",
+            help="refuse unknown keys in --config's file instead of keeping them (llmux_import)",
+        )
         serve_parser.add_argument("--host", default="127.0.0.1")
         serve_parser.add_argument("--port", type=int, default=8000)
         serve_parser.add_argument(
@@ -53,7 +58,13 @@ class Command(LlmuxCommand):
         action = options["action"]
         if action == "serve":
             web_processes = options["web_processes"]
-            self.serve(options["config"], options["host"], options["port"], web_processes)
+            self.serve(
+                options["config"],
+                options["host"],
+                options["port"],
+                web_processes,
+                strict=options["strict"],
+            )
         elif action == "worker":
             self.worker()
         elif action == "warmup":
@@ -81,7 +92,9 @@ class Command(LlmuxCommand):
                 helper.terminate()
                 helper.wait(timeout=10)
 
-    def serve(self, config: Path | None, host: str, port: int, web_processes: str) -> None:
+    def serve(
+        self, config: Path | None, host: str, port: int, web_processes: str, *, strict: bool
+    ) -> None:
         if not 1 <= port <= 65535:
             raise CommandError(f"--port {port} is out of range 1-65535")
         try:
@@ -89,7 +102,7 @@ class Command(LlmuxCommand):
             serve.check_port_free(host, port)
         except serve.ServeError as exc:
             raise CommandError(str(exc)) from None
-        self.load_registry(config)
+        self.load_registry(config, strict=strict)
         taken = ModelDefinition.objects.filter(port=port).first()
         if taken is not None:
             raise CommandError(f"model {taken.name} listens on port {port}, llmux's own port")
@@ -144,18 +157,20 @@ class Command(LlmuxCommand):
         if stopped:
             self.say(f"stopped engines: {', '.join(stopped)}")
 
-    def load_registry(self, config: Path | None) -> None:
+    def load_registry(self, config: Path | None, *, strict: bool = False) -> None:
+        """Import `config` (an administrator's file: docs/CONFIG.md), or the demo registry
+        into an empty database."""
         if config is None:
             if ModelDefinition.objects.exists() or not settings.LLMUX_DEMO_REGISTRY:
                 return
             config = DEMO_REGISTRY
             self.say("registry is empty: loading the demo registry of simulated models")
         try:
-            spec = load_config_file(config)
+            spec = load_config_file(config, strict=strict)
         except (ConfigError, OSError) as exc:
             raise CommandError(f"{config}: {exc}") from None
         try:
-            report = apply_registry(spec)
+            report = apply_registry(spec, confine_paths=False)
         except ConfigError as exc:
             raise CommandError(f"{config}: {exc}") from None
         self.say(str(report))

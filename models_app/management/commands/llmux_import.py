@@ -1,4 +1,5 @@
-"""`python manage.py llmux_import FILE [--dry-run] [--prune]`: load an llmux config file."""
+"""`python manage.py llmux_import FILE [--dry-run] [--prune] [--strict]`: load an llmux config
+file. An administrator's act: its paths need not lie under LLMUX_PATH_ROOTS (docs/CONFIG.md)."""
 
 from __future__ import annotations
 
@@ -26,12 +27,20 @@ class Command(LlmuxCommand):
         parser.add_argument(
             "--prune", action="store_true", help="delete models that are not in the file"
         )
+        parser.add_argument(
+            "--strict",
+            action="store_true",
+            help="refuse what llmux ignores or reads leniently (unknown keys, a sleep_level "
+            "outside 1-5, an unknown policy_type) instead of keeping it with a warning",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["file"]
         try:
-            spec = load_config_file(path)
-            report = apply_registry(spec, dry_run=options["dry_run"], prune=options["prune"])
+            spec = load_config_file(path, strict=options["strict"])
+            report = apply_registry(
+                spec, dry_run=options["dry_run"], prune=options["prune"], confine_paths=False
+            )
         except OSError as exc:
             raise CommandError(f"{path}: cannot read: {exc.strerror or exc}") from None
         except ConfigError as exc:

@@ -40,11 +40,13 @@ MODEL_FIELDS: Mapping[str, str] = MappingProxyType(
         "description": "description",
         "priority": "priority",
         "enabled": "enabled",
+        "unknown_keys": "unknown_keys",  # not a config key: the entry's unknown keys
     }
 )
 
 # Config path -> RegistryConfig field. `policy.sleep_level`/`policy.eviction` map onto
-# default_weights + default_process.
+# default_weights + default_process; the form a file writes eviction in onto
+# eviction_objects (plans.plan_settings).
 SETTINGS_FIELDS: Mapping[str, str] = MappingProxyType(
     {
         "port": "port",
@@ -52,8 +54,10 @@ SETTINGS_FIELDS: Mapping[str, str] = MappingProxyType(
         "admin_port": "admin_port",
         "vllm_command": "vllm_command",
         "warmup": "warmup",
+        "startup_timeout_secs": "startup_timeout_secs",
         **{f"policy.{key}": key for key in PolicySpec.__dataclass_fields__ if key != "eviction"},
         **{f"checkpoint.{key}": key for key in CheckpointSpec.__dataclass_fields__},
+        "unknown_keys": "unknown_keys",  # not a config key: the file's unknown keys
     }
 )
 

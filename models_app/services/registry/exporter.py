@@ -12,6 +12,7 @@ from llmux_site.core.config import (
     RegistrySpec,
     config_document,
 )
+from llmux_site.core.config_specs import EvictionForm
 from llmux_site.core.eviction_policy import EvictionPolicy, ProcessAction, WeightsAction
 from models_app.models import ModelDefinition, RegistryConfig
 from models_app.services.registry.columns import (
@@ -39,7 +40,13 @@ def model_spec(obj: ModelDefinition) -> ModelSpec:
 
 def model_entry(obj: ModelDefinition) -> dict[str, Any]:
     """One model's entry as it stands under `models` in an exported config file."""
-    return dict(config_document(RegistrySpec(models=(model_spec(obj),)))["models"][obj.name])
+    objects = RegistryConfig.objects.values_list("eviction_objects", flat=True).first()
+    spec = RegistrySpec(models=(model_spec(obj),), eviction_form=_form(bool(objects)))
+    return dict(config_document(spec)["models"][obj.name])
+
+
+def _form(eviction_objects: bool) -> EvictionForm:
+    return "eviction" if eviction_objects else "sleep_level"
 
 
 def _settings_spec(obj: RegistryConfig) -> dict[str, Any]:
@@ -60,6 +67,7 @@ def _settings_spec(obj: RegistryConfig) -> dict[str, Any]:
     sections["policy"]["eviction"] = eviction if eviction != default else None
     return {
         **top,
+        "eviction_form": _form(obj.eviction_objects),
         "policy": PolicySpec(**sections["policy"]),
         "checkpoint": CheckpointSpec(**sections["checkpoint"]),
     }

@@ -3,14 +3,23 @@
 The REST API's and the dashboard's definition writes. The entry is parsed as a config
 file holding the registry's settings and this one model, then checked by the import's own
 rules (fields, paths under LLMUX_PATH_ROOTS, reserved ports, clashes with the other
-models, what only an administrator may set); only this model's rows are written.
+models, what only an administrator may set) and refused what only `llmux_import --strict`
+refuses (a new unknown key); only this model's rows are written.
 """
 
 from __future__ import annotations
 
 from django.db import transaction
 
-from llmux_site.core.config import ConfigError, config_document, parse_config
+from llmux_site.core.config import (
+    ConfigError,
+    FieldError,
+    ModelSpec,
+    RegistrySpec,
+    config_document,
+    key_path,
+    parse_config,
+)
 from models_app.models import ModelDefinition
 from models_app.services import engine_rules
 from models_app.services.registry.exporter import model_spec, settings_spec
@@ -31,7 +40,8 @@ def save_model(name: str, entry: object, *, restricted: bool) -> ModelOutcome:
         }
         settings = settings_spec()
         document = {**config_document(settings), "models": {name: entry}}
-        spec = parse_config(document).model(name)
+        parsed = parse_config(document)
+        spec = parsed.model(name)
         current = existing.get(name)
         before = model_spec(current) if current is not None else None  # before the plan
         plan = plan_model(spec, current)
@@ -41,7 +51,8 @@ def save_model(name: str, entry: object, *, restricted: bool) -> ModelOutcome:
         clashes = database_conflicts([spec], existing, others, note="")
         if clashes:
             raise ConfigError(clashes)
-        errors = field_errors([plan], None) + engine_rules.port_errors([spec])
+        errors = _lenient_reads(parsed, spec, before)
+        errors += field_errors([plan], None) + engine_rules.port_errors([spec])
         if restricted and plan.action != "unchanged":
             command = settings.vllm_command  # unchanged: an edit of one model keeps it
             errors += engine_rules.added_privileges(
@@ -51,6 +62,23 @@ def save_model(name: str, entry: object, *, restricted: bool) -> ModelOutcome:
             raise ConfigError(errors)
         write_models([plan])
     return ModelOutcome(spec.name, plan.action, tuple(plan.changes))
+
+
+def _lenient_reads(
+    parsed: RegistrySpec, spec: ModelSpec, before: ModelSpec | None
+) -> list[FieldError]:
+    """What a command-line import keeps with a notice but an edit refuses: an unknown key
+    the model does not hold already (a typo, most likely: an imported one may stay), and a
+    value read as llmux reads it (a sleep_level outside 1-5)."""
+    held = set(before.unknown_keys) if before is not None else set()
+    where = key_path("models", spec.name)
+    errors = [
+        FieldError(key_path(where, key), "unknown field")
+        for key in spec.unknown_keys
+        if key not in held
+    ]
+    # The document holds this one model: every notice under `models` is about its entry.
+    return errors + [notice for notice in parsed.notices if notice.path.startswith("models")]
 
 
 def delete_model(name: str) -> None:

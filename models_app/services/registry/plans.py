@@ -103,7 +103,20 @@ def plan_settings(spec: RegistrySpec) -> tuple[RegistryConfig, list[FieldChange]
     if new_pair != old_pair:
         changes.append(FieldChange("policy.eviction", "+".join(old_pair), "+".join(new_pair)))
         obj.default_weights, obj.default_process = new_pair
-    return obj, changes, warnings
+    return obj, changes + _eviction_form_change(spec, obj), warnings
+
+
+def _eviction_form_change(spec: RegistrySpec, obj: RegistryConfig) -> list[FieldChange]:
+    """The form an export writes eviction in, as the file wrote it; a file that does not
+    tell (no policy that a sleep_level names) leaves it as it was."""
+    if spec.eviction_form is None:
+        return []
+    objects = spec.eviction_form == "eviction"
+    if objects == obj.eviction_objects:
+        return []
+    obj.eviction_objects = objects
+    forms = ["sleep_level", "eviction"]
+    return [FieldChange("eviction form", forms[not objects], forms[objects])]
 
 
 def write_models(plans: list[ModelPlan], *, prune: list[str] | None = None) -> None:

@@ -1,8 +1,8 @@
 """What is wrong with a planned registry write, as config errors with their field paths.
 
 The rules an import and a one-model edit share: the fields' own validation, paths under
-LLMUX_PATH_ROOTS, no clash with the models the write leaves in the database, and no
-deletion that would orphan an engine process or its image.
+LLMUX_PATH_ROOTS (but for a command-line import), no clash with the models the write
+leaves in the database, and no deletion that would orphan an engine process or its image.
 """
 
 from __future__ import annotations
@@ -80,24 +80,40 @@ def unprunable(names: list[str]) -> list[FieldError]:
     ]
 
 
-def _path_errors(plans: list[ModelPlan], settings: RegistryConfig | None) -> list[FieldError]:
-    """Every filesystem path normalised and under LLMUX_PATH_ROOTS (services.paths)."""
+# A model's path-valued keys, their columns, and whether the value may also be a name.
+_MODEL_PATHS = (
+    ("uds", "uds_path", False),
+    ("checkpoint_path", "checkpoint_path", False),
+    ("model_path", "model_path", True),
+)
+
+
+def _path_errors(
+    plans: list[ModelPlan], settings: RegistryConfig | None, *, confine: bool
+) -> list[FieldError]:
+    """The paths a write sets: under LLMUX_PATH_ROOTS when `confine` (services.paths), else
+    only absolute (an administrator's file from the command line). A model's path that the
+    write leaves as it is stays, wherever it points: an administrator set it."""
     checks = [(settings.images_dir, "checkpoint.images_dir", False)] if settings else []
     for plan in plans:
-        where = f"models.{plan.spec.name}"
+        changed = {change.key for change in plan.changes}
         checks += [
-            (plan.obj.uds_path, f"{where}.uds", False),
-            (plan.obj.checkpoint_path, f"{where}.checkpoint_path", False),
-            (plan.obj.model_path, f"{where}.model_path", True),
+            (getattr(plan.obj, column), f"models.{plan.spec.name}.{key}", loose)
+            for key, column, loose in _MODEL_PATHS
+            if plan.action == "created" or key in changed
         ]
-    found = [paths.confine(value, where, path_like_only=loose) for value, where, loose in checks]
+    check = paths.confine if confine else paths.absolute
+    found = [check(value, where, path_like_only=loose) for value, where, loose in checks]
     return [error for error in found if error is not None]
 
 
-def field_errors(plans: list[ModelPlan], settings: RegistryConfig | None) -> list[FieldError]:
+def field_errors(
+    plans: list[ModelPlan], settings: RegistryConfig | None, *, confine: bool = True
+) -> list[FieldError]:
     """The fields' own validation (lengths, choices, paths), mapped back to config paths;
-    `settings` None: a write that leaves the registry settings as they are."""
-    errors: list[FieldError] = _path_errors(plans, settings)
+    `settings` None: a write that leaves the registry settings as they are; `confine`:
+    paths under LLMUX_PATH_ROOTS (every write but a command-line import)."""
+    errors: list[FieldError] = _path_errors(plans, settings, confine=confine)
     to_key = {field: key for key, field in MODEL_FIELDS.items()}
     for plan in plans:
         errors += _validate(plan.obj, f"models.{plan.spec.name}", to_key)
