@@ -26,6 +26,7 @@ from llmux_site.gateway.app import TOKENIZER_ENDPOINTS, GatewayApp  # noqa: E402
 from llmux_site.gateway.proxies import TrustedProxies  # noqa: E402
 from llmux_site.gateway.tuning import tune_web_process  # noqa: E402
 from llmux_site.pages import static_pages  # noqa: E402
+from llmux_site.side_ports import SidePorts, refuse  # noqa: E402
 from models_app import metrics  # noqa: E402
 from models_app.adapters.gateway import (  # noqa: E402
     DjangoGatewayBackend,
@@ -64,9 +65,21 @@ GATEWAY_PREFIX = "/v1/"
 GATEWAY_PATHS = frozenset(TOKENIZER_ENDPOINTS)
 
 
+# llmux's admin_port and metrics_port, where `llmux serve` listens on them (None: on
+# neither, and nothing is looked at per request).
+side_ports = (
+    SidePorts(settings.LLMUX_ADMIN_PORT, settings.LLMUX_METRICS_PORT)
+    if settings.LLMUX_ADMIN_PORT or settings.LLMUX_METRICS_PORT
+    else None
+)
+
+
 async def application(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
     if proxies and scope["type"] != "lifespan":
         scope = proxies.real_client(scope)
+    if side_ports and scope["type"] != "lifespan" and (reason := side_ports.refuses(scope)):
+        await refuse(scope, send, reason)
+        return
     if scope["type"] == "http" and (
         scope["path"].startswith(GATEWAY_PREFIX) or scope["path"] in GATEWAY_PATHS
     ):

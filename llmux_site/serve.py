@@ -54,23 +54,25 @@ class ChildProcess:
     argv: list[str]
     popen: subprocess.Popen[bytes] | None = None
     listener: socket.socket | None = None  # a web process's own listening socket
+    side: list[socket.socket] = field(default_factory=list)  # its admin and metrics ports
 
     def start(self, env: dict[str, str], ready_fd: int | None = None) -> None:
         # stdin from /dev/null: no child reads the terminal. Each child leads a process
         # group of its own, so a stop can end its whole tree (the worker's task processes
         # too) and no orphan keeps running; Ctrl-C reaches the children through Runner,
         # which forwards it as SIGTERM.
-        fds = [] if self.listener is None else [self.listener.fileno()]
+        sockets = [] if self.listener is None else [self.listener, *self.side]
+        fds = [s.fileno() for s in sockets]
         if self.listener is not None and ready_fd is not None:
             fds.append(ready_fd)
             env = env | {READY_FD_VARIABLE: str(ready_fd)}
         self.popen = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, env=env, start_new_session=True, pass_fds=fds
         )
-        if self.listener is not None:
+        for held in sockets:
             # The child holds it now; once the child is gone the kernel stops routing
             # connections to a socket nobody accepts on.
-            self.listener.close()
+            held.close()
 
     def kill_group(self) -> None:
         """SIGKILL whatever is left of this child's process group (after it stopped)."""
@@ -213,17 +215,42 @@ def listen(host: str, port: int, count: int) -> list[socket.socket]:
     return listeners
 
 
-def child_processes(listeners: list[socket.socket]) -> list[ChildProcess]:
-    """A web process for each listening socket, and the worker."""
+def side_listeners(ports: list[int], count: int) -> list[list[socket.socket]]:
+    """For each of `count` web processes, a loopback socket on each of `ports` (llmux's
+    admin_port and metrics_port: llmux_site/side_ports.py)."""
+    side: list[list[socket.socket]] = []
+    try:
+        for _ in range(count):
+            side.append([])
+            for port in ports:
+                side[-1].append(_bound("127.0.0.1", port, share=True))
+    except ServeError:
+        for held in (s for sockets in side for s in sockets):
+            held.close()
+        raise
+    return side
+
+
+def child_processes(
+    listeners: list[socket.socket], side: list[list[socket.socket]] | None = None
+) -> list[ChildProcess]:
+    """A web process for each listening socket (with its side ports' sockets), and the
+    worker."""
     python = sys.executable
+    side = side or [[] for _ in listeners]
     web = [
         ChildProcess(
             "web" if len(listeners) == 1 else f"web {number}",
             # -v 0: no access-log line per request on the hot path.
-            [python, "-m", WEB_SERVER, "-v", "0", "--fd", str(listener.fileno()), ASGI_APP],
+            [
+                *(python, "-m", WEB_SERVER, "-v", "0", "--fd", str(listener.fileno())),
+                *(arg for extra in own for arg in ("-e", f"fd:fileno={extra.fileno()}")),
+                ASGI_APP,
+            ],
             listener=listener,
+            side=own,
         )
-        for number, listener in enumerate(listeners, start=1)
+        for number, (listener, own) in enumerate(zip(listeners, side, strict=True), start=1)
     ]
     return [*web, ChildProcess("worker", [python, "-m", "django", "llmux", "worker"])]
 
@@ -235,7 +262,12 @@ def daphne_endpoint(host: str, port: int) -> str:
 
 
 def child_env(
-    host: str = "127.0.0.1", port: int | None = None, web_processes: int = 1
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    web_processes: int = 1,
+    *,
+    admin_port: int | None = None,
+    metrics_port: int | None = None,
 ) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "llmux_site.settings")
@@ -247,6 +279,15 @@ def child_env(
         env["LLMUX_BIND_PORT"] = str(port)
     # A web process alone counts keys' windows in its memory (key_table.rate_window).
     env["LLMUX_WEB_PROCESS_COUNT"] = str(web_processes)
+    # Which listeners are llmux's admin and metrics ports (llmux_site/side_ports.py).
+    for variable, side_port in (
+        ("LLMUX_ADMIN_PORT", admin_port),
+        ("LLMUX_METRICS_PORT", metrics_port),
+    ):
+        if side_port is not None:
+            env[variable] = str(side_port)
+        else:
+            env.pop(variable, None)
     return env
 
 

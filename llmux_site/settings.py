@@ -214,6 +214,10 @@ LLMUX_CUDA_CHECKPOINT_BIN = env_optional("LLMUX_CUDA_CHECKPOINT_BIN")
 LLMUX_BIND_HOST = env_str("LLMUX_BIND_HOST", "127.0.0.1")
 # The port `llmux serve` listens on (it tells its children), so no engine may take it.
 LLMUX_BIND_PORT = env_int("LLMUX_BIND_PORT", 0, minimum=0, maximum=65535) or None
+# The config's admin_port and metrics_port, set by `llmux serve` when it listens on them
+# (loopback only, no authentication: llmux_site/side_ports.py).
+LLMUX_ADMIN_PORT = env_int("LLMUX_ADMIN_PORT", 0, minimum=0, maximum=65535) or None
+LLMUX_METRICS_PORT = env_int("LLMUX_METRICS_PORT", 0, minimum=0, maximum=65535) or None
 # Ports no engine may listen on, whoever defines the model: the privileged range and the
 # usual local services, whose protocols the gateway must never be pointed at (a request
 # forwarded to Redis or PostgreSQL is a command to them). llmux's own ports, the

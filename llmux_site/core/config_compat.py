@@ -24,8 +24,6 @@ UNKNOWN_KEY_SECTIONS: Final = ("policy", "checkpoint")
 # (an import names them once; a field that comes into use leaves this table).
 UNUSED_FIELDS: Final = {
     "port": "the web port is `llmux serve --port`",
-    "metrics_port": "metrics are at /metrics on the web port",
-    "admin_port": "llmux's /control/ routes are on the web port",
 }
 
 LLMUX_SLEEP_LEVEL_MAX: Final = 255  # llmux 0.5 reads sleep_level as a u8

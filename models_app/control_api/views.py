@@ -16,12 +16,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 
+from llmux_site.core.addresses import is_loopback_host
 from llmux_site.core.eviction_policy import EvictionPolicy, PolicyError
 from models_app.api.authentication import HashedTokenAuthentication
 from models_app.control_api import shapes
@@ -31,6 +33,7 @@ from models_app.roles import role_of
 from models_app.services import definition_actions as definitions
 from models_app.services import operator_actions as actions
 from models_app.services import pins
+from models_app.services.accounts import admin_port_user
 from models_app.services.acting import Acting, ActionError, Outcome
 from models_app.snapshot import status_snapshot
 
@@ -47,10 +50,25 @@ def message(text: str) -> JsonResponse:
 
 
 def _caller(request: HttpRequest) -> tuple[Any, str | None]:
-    """The caller as the REST API authenticates it, and its role (None: not logged in).
-    Raises DRF's APIException for bad credentials."""
+    """The caller and its role (None: not logged in): on llmux's admin port (loopback, no
+    credentials, as llmux serves it) its operator; elsewhere whoever the REST API's
+    authentication finds. Raises DRF's APIException for bad credentials."""
+    if on_admin_port(request):
+        user = admin_port_user()
+        return user, role_of(user)
     drf = Request(request, authenticators=[HashedTokenAuthentication(), SessionAuthentication()])
     return drf.user, role_of(drf.user)
+
+
+def on_admin_port(request: HttpRequest) -> bool:
+    """Whether the request came in on the admin port's listener (its socket's own port,
+    which the ASGI server reports, never a header) from loopback."""
+    port = settings.LLMUX_ADMIN_PORT
+    return (
+        port is not None
+        and request.META.get("SERVER_PORT") == str(port)
+        and is_loopback_host(request.META.get("REMOTE_ADDR", ""))
+    )
 
 
 View = Callable[[HttpRequest], Coroutine[Any, Any, JsonResponse]]

@@ -1,13 +1,17 @@
-"""The first administrator account of a fresh install."""
+"""Accounts llmux creates itself: the first administrator, the admin port's operator."""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
+from models_app.roles import OPERATOR_GROUP
 
 
 @dataclass(frozen=True)
@@ -32,3 +36,19 @@ def ensure_initial_admin(username: str = "admin") -> InitialAdmin:
     password_file.touch(mode=0o600)
     password_file.write_text(password + "\n")
     return InitialAdmin(username=username, password=password, password_file=password_file)
+
+
+ADMIN_PORT_USER = "llmux-admin-port"
+
+
+def admin_port_user() -> Any:
+    """The operator in whose name llmux's admin port acts (it takes no credentials, as in
+    llmux): audited and shown in the swap history under this name. It cannot log in (no
+    usable password); an administrator may deactivate it, which closes the admin port."""
+    user_model = get_user_model()
+    user, created = user_model.objects.get_or_create(username=ADMIN_PORT_USER)
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+        user.groups.add(Group.objects.get_or_create(name=OPERATOR_GROUP)[0])
+    return user

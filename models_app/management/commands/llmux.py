@@ -17,7 +17,7 @@ from llmux_site.core.config import ConfigError, load_config_file
 from llmux_site.core.threads import quick_thread_handoff
 from models_app import image_port
 from models_app.management.base import LlmuxCommand
-from models_app.models import ModelDefinition
+from models_app.models import ModelDefinition, RegistryConfig
 from models_app.services.accounts import ensure_initial_admin
 from models_app.services.nodes import register_local_node
 from models_app.services.reconcile import reconcile
@@ -106,6 +106,7 @@ class Command(LlmuxCommand):
         taken = ModelDefinition.objects.filter(port=port).first()
         if taken is not None:
             raise CommandError(f"model {taken.name} listens on port {port}, llmux's own port")
+        admin_port, metrics_port = self.side_ports(port)
         # Metrics start from zero with the processes that write them (Prometheus sees a
         # counter reset, as for any restart); files of earlier processes would linger.
         for stale in Path(settings.LLMUX_DIRS["metrics"]).glob("*.db"):
@@ -114,12 +115,44 @@ class Command(LlmuxCommand):
         warming = schedule_warmup()
         if warming:
             self.say(f"warming up models of GPU group(s) {', '.join(warming)}")
+        self.say(f"llmux {settings.PROFILE} profile, node {node.name}, data in {settings.DATA_DIR}")
+        self.banner(host, port, admin_port, metrics_port)
+        try:
+            runner = serve.Runner(
+                before_stop=stop_sweep,
+                host=host,
+                port=port,
+                say=self.say,
+                children=serve.child_processes(
+                    serve.listen(host, port, web),
+                    serve.side_listeners([p for p in (admin_port, metrics_port) if p], web),
+                ),
+            )
+            if web > 1:
+                self.say(f"  {web} web processes share port {port}")
+            env = serve.child_env(host, port, web, admin_port=admin_port, metrics_port=metrics_port)
+            code = runner.run(env)
+        except serve.ServeError as exc:
+            raise CommandError(str(exc)) from None
+        finally:
+            self.stop_engines()
+        if code != 0:
+            raise CommandError("llmux stopped because one of its processes died")
+        self.say("llmux stopped")
+
+    def banner(
+        self, host: str, port: int, admin_port: int | None, metrics_port: int | None
+    ) -> None:
+        """Where llmux listens, and how to log in."""
         admin = ensure_initial_admin()
         origin = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-        self.say(f"llmux {settings.PROFILE} profile, node {node.name}, data in {settings.DATA_DIR}")
         self.say(f"  dashboard  {origin}/")
         self.say(f"  admin      {origin}/admin/")
         self.say(f"  gateway    {origin}/v1/   (OpenAI-compatible)")
+        if admin_port:
+            self.say(f"  control    http://127.0.0.1:{admin_port}/control/   (no login, loopback)")
+        if metrics_port:
+            self.say(f"  metrics    http://127.0.0.1:{metrics_port}/metrics   (loopback)")
         if admin.password is not None:
             self.say(f"  log in as '{admin.username}' with password {admin.password}")
             self.say(f"  (also saved to {admin.password_file}; change it in the admin)")
@@ -130,24 +163,22 @@ class Command(LlmuxCommand):
             )
         if not is_loopback_host(host):
             self.say(f"  WARNING: listening on {host}, beyond loopback")
-        try:
-            runner = serve.Runner(
-                before_stop=stop_sweep,
-                host=host,
-                port=port,
-                say=self.say,
-                children=serve.child_processes(serve.listen(host, port, web)),
-            )
-            if web > 1:
-                self.say(f"  {web} web processes share port {port}")
-            code = runner.run(serve.child_env(host, port, web))
-        except serve.ServeError as exc:
-            raise CommandError(str(exc)) from None
-        finally:
-            self.stop_engines()
-        if code != 0:
-            raise CommandError("llmux stopped because one of its processes died")
-        self.say("llmux stopped")
+
+    def side_ports(self, port: int) -> tuple[int | None, int | None]:
+        """The config's admin_port and metrics_port, where set (0: llmux's "disabled"):
+        llmux_site/side_ports.py serves them on loopback, without authentication."""
+        config = RegistryConfig.current()
+        admin, metrics = config.admin_port or None, config.metrics_port or None
+        for name, side in (("admin_port", admin), ("metrics_port", metrics)):
+            if side is None:
+                continue
+            if side == port or (name == "metrics_port" and side == admin):
+                raise CommandError(f"{name} {side} is already llmux's port or admin_port")
+            try:
+                serve.check_port_free("127.0.0.1", side)
+            except serve.ServeError as exc:
+                raise CommandError(f"{name}: {exc}") from None
+        return admin, metrics
 
     def stop_engines(self) -> None:
         if settings.LLMUX_KEEP_ENGINES_ON_EXIT:
