@@ -30,9 +30,9 @@ def work_unit(path: Path) -> str:
     return relative.as_posix()
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks into the tests' node ids
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # Marked as each test is collected: xdist reads the marks into the tests' node ids in
+    # its own pytest_collection_modifyitems, which runs before a conftest plugin's.
     # xdist hands out the unit with the most tests first: the real-engine group, whose
     # conformance scenarios alone outnumber any file, so it is never the one left at the end.
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(work_unit(item.path)))
+    item.add_marker(pytest.mark.xdist_group(work_unit(item.path)))
