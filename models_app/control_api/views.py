@@ -186,20 +186,6 @@ async def mode(request: HttpRequest, user: Any, body: dict[str, Any]) -> JsonRes
 
 
 @route("POST")
-async def pin(request: HttpRequest, user: Any, body: dict[str, Any]) -> JsonResponse:
-    name = await _model(body)
-    if isinstance(name, JsonResponse):
-        return name
-    acting = _acting(request, user)
-    return await _run_to_end(
-        lambda: actions.do_pin(name, acting=acting),
-        f"Pinned to model: {name}",
-        "Failed to switch to pinned model",
-        pin=True,
-    )
-
-
-@route("POST")
 async def unpin(request: HttpRequest, user: Any, body: dict[str, Any]) -> JsonResponse:
     acting = _acting(request, user)
     outcome = await _act(lambda: actions.do_unpin(acting=acting))
@@ -208,30 +194,28 @@ async def unpin(request: HttpRequest, user: Any, body: dict[str, Any]) -> JsonRe
     return message("Unpinned. Switched to auto mode.")
 
 
-@route("POST")
-async def switch(request: HttpRequest, user: Any, body: dict[str, Any]) -> JsonResponse:
-    name = await _model(body)
-    if isinstance(name, JsonResponse):
-        return name
-    acting = _acting(request, user)
-    return await _run_to_end(
-        lambda: actions.do_switch(name, acting=acting),
-        f"Switched to model: {name}",
-        "Switch failed",
-    )
+def _operation_on(do: Callable[..., Outcome], done: str, failed: str, *, pin: bool = False) -> View:
+    """A route that runs `do` on the body's model to its end: `done` ({} the model) or
+    `failed: <error>`, as llmux answers."""
+
+    @route("POST")
+    async def view(request: HttpRequest, user: Any, body: dict[str, Any]) -> JsonResponse:
+        name = await _model(body)
+        if isinstance(name, JsonResponse):
+            return name
+        acting = _acting(request, user)
+        return await _run_to_end(
+            lambda: do(name, acting=acting), done.format(name), failed, pin=pin
+        )
+
+    return view
 
 
-@route("POST")
-async def wake(request: HttpRequest, user: Any, body: dict[str, Any]) -> JsonResponse:
-    name = await _model(body)
-    if isinstance(name, JsonResponse):
-        return name
-    acting = _acting(request, user)
-    return await _run_to_end(
-        lambda: actions.do_wake(name, acting=acting),
-        f"Model {name} woken",
-        "Failed to wake model",
-    )
+pin = _operation_on(
+    actions.do_pin, "Pinned to model: {}", "Failed to switch to pinned model", pin=True
+)
+switch = _operation_on(actions.do_switch, "Switched to model: {}", "Switch failed")
+wake = _operation_on(actions.do_wake, "Model {} woken", "Failed to wake model")
 
 
 @route("POST")
