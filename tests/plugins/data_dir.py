@@ -11,9 +11,17 @@ import tempfile
 import pytest
 
 _created: str | None = None
-if "LLMUX_DATA_DIR" not in os.environ:
-    _created = tempfile.mkdtemp(prefix="llmux-test-data-")
+# Under pytest-xdist each worker gets a directory of its own: a worker inherits the
+# controller's environment, and two workers sharing one data directory would share its
+# SQLite files and its bus sockets, and hear each other's notices.
+OWNER_VARIABLE = "LLMUX_TEST_DATA_DIR_OWNER"
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if "LLMUX_DATA_DIR" not in os.environ or (_worker and os.environ.get(OWNER_VARIABLE) != _worker):
+    _created = tempfile.mkdtemp(
+        prefix=f"llmux-test-data-{_worker}-" if _worker else "llmux-test-data-"
+    )
     os.environ["LLMUX_DATA_DIR"] = _created
+    os.environ[OWNER_VARIABLE] = _worker
 
 # Tests keep sockets, images and data under /tmp (short socket paths, pytest's tmp_path):
 # allowed there on top of the default roots. Subprocesses get it too (harness `env`s).
@@ -22,7 +30,10 @@ VLLM_ROOT = os.environ.get("LLMUX_VLLM_ENV") or os.path.expanduser("~/.cache/llm
 TEST_PATH_ROOTS = ",".join(
     [os.environ["LLMUX_DATA_DIR"], "/models", "/var/lib/llmux", "/run/llmux", "/tmp", VLLM_ROOT]
 )
-os.environ.setdefault("LLMUX_PATH_ROOTS", TEST_PATH_ROOTS)
+if _created is not None:
+    os.environ["LLMUX_PATH_ROOTS"] = TEST_PATH_ROOTS  # this directory's, not the controller's
+else:
+    os.environ.setdefault("LLMUX_PATH_ROOTS", TEST_PATH_ROOTS)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
