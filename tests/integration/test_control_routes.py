@@ -10,8 +10,11 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import openai
+import pytest
+
 from tests.integration.harness import Llmux
-from tests.integration.test_switching import two_models
+from tests.integration.test_switching import ask, two_models
 
 USER = (
     "from django.contrib.auth.models import Group, User; "
@@ -87,6 +90,12 @@ def test_status_mode_pin_switch_and_unpin(llmux: Llmux) -> None:
     assert status["mode"] == {"mode": "manual", "pinned": "beta"}
     assert status["state"] == "active:beta"
     assert ops.states() == {"alpha": "sleeping:Offload+KeepRunning", "beta": "running"}
+    # The pin as a client sees it: beta answers, alpha is refused (manual mode).
+    client = llmux.client()
+    assert ask(client, "beta")
+    with pytest.raises(openai.APIStatusError) as refused:
+        ask(client, "alpha")
+    assert refused.value.status_code == 503
 
     # In manual mode a switch moves the pin to its target (llmux's rule).
     assert ops.post("switch", {"model": "alpha"}) == (200, {"message": "Switched to model: alpha"})
