@@ -237,15 +237,17 @@ def main() -> None:
         "drain / evict / bring-up / readiness p50 (ms) | target |"
     )
     print("|---|---:|---:|---:|---|---|")
-    targets = {"embedded": 150.0, "redis": 50.0}
+    # Issue 14's targets: 150 ms embedded, 50 ms with Redis (and PostgreSQL: the `redis`
+    # profile; `sqlite-redis`, Redis without PostgreSQL, is held to the same).
+    targets = {"embedded": 150.0, "redis": 50.0, "sqlite-redis": 50.0}
     for profile, times, overhead, phase in rows:
         p50 = statistics.median(overhead)
-        ok = "✓" if p50 <= targets.get(profile, 0) else "✗"
+        target = targets.get(profile)
+        verdict = "—" if target is None else f"≤ {target:.0f} {'✓' if p50 <= target else '✗'}"
         print(
             f"| {profile} | {statistics.median(times) * 1000:.1f} | {p50:.1f} | "
             f"{pct(overhead, 0.9):.1f} | {phase['drain_ms']:.1f} / {phase['evict_ms']:.1f} / "
-            f"{phase['bringup_ms']:.1f} / {phase['readiness_ms']:.1f} | "
-            f"≤ {targets.get(profile, 0):.0f} {ok} |"
+            f"{phase['bringup_ms']:.1f} / {phase['readiness_ms']:.1f} | {verdict} |"
         )
 
 
