@@ -34,7 +34,7 @@ test: $(STAMP) lint typecheck
 	scripts/install-criu.sh >/dev/null
 	scripts/install-chromium.sh >/dev/null
 	scripts/install-vllm.sh >/dev/null
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Benchmarks of the gateway and of switching; writes docs/PERFORMANCE.md.
 bench: $(STAMP)

@@ -33,6 +33,11 @@ def work_unit(path: Path) -> str:
 def pytest_itemcollected(item: pytest.Item) -> None:
     # Marked as each test is collected: xdist reads the marks into the tests' node ids in
     # its own pytest_collection_modifyitems, which runs before a conftest plugin's.
-    # xdist hands out the unit with the most tests first: the real-engine group, whose
-    # conformance scenarios alone outnumber any file, so it is never the one left at the end.
     item.add_marker(pytest.mark.xdist_group(work_unit(item.path)))
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own ordering by parametrized fixtures
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The real-engine group first (the Makefile passes --no-loadscope-reorder, so xdist
+    # hands out units in this order): started last, its 20 minutes would be the run's tail.
+    items.sort(key=lambda item: work_unit(item.path) != REAL_ENGINE_GROUP)
