@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# Two pytest workers: the real-vLLM tier on one, the rest on the other (tests/plugins/parallel.py).
-TEST_WORKERS ?= 2
+# pytest workers: 0 runs the suite in this process; 2 runs the real-vLLM tier on one worker
+# and the rest on the other (tests/plugins/parallel.py).
+TEST_WORKERS ?= 0
 
 .PHONY: run test lint typecheck venv bench clean
 
@@ -34,7 +35,7 @@ test: $(STAMP) lint typecheck
 	scripts/install-criu.sh >/dev/null
 	scripts/install-chromium.sh >/dev/null
 	scripts/install-vllm.sh >/dev/null
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Benchmarks of the gateway and of switching; writes docs/PERFORMANCE.md.
 bench: $(STAMP)
