@@ -35,7 +35,8 @@ test: $(STAMP) lint typecheck
 	scripts/install-criu.sh >/dev/null
 	scripts/install-chromium.sh >/dev/null
 	scripts/install-vllm.sh >/dev/null
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder \
+		$(if $(filter-out 0,$(TEST_WORKERS)),--basetemp=$$(mktemp -d /tmp/lt-XXXXXX)) $(PYTEST_ARGS)
 
 # Benchmarks of the gateway and of switching; writes docs/PERFORMANCE.md.
 bench: $(STAMP)

@@ -11,10 +11,15 @@ The units are made by a scheduler of our own (`pytest_xdist_make_scheduler`), no
 `xdist_group` marks: xdist 3.8 adds a mark's group to a test's node id by assigning
 `item._nodeid`, which pytest 9 no longer reads (its node ids live in `_id`), so with
 `--dist loadgroup` every test went its own way and files were split over both workers.
+
+The Makefile gives a two-worker run a short base temporary directory: xdist adds
+`popen-gwN/` to every test's tmp_path, and a data directory that deep leaves no room for
+llmux's bus sockets under the 108 bytes a Unix socket path may have.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -44,6 +49,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 @pytest.hookimpl(trylast=True)  # after pytest's own ordering by parametrized fixtures
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # The real-engine group first: the Makefile passes --no-loadscope-reorder, so xdist
-    # hands the units out in this order.
-    items.sort(key=lambda item: work_unit(item.nodeid) != REAL_ENGINE_GROUP)
+    # In an xdist worker (every worker sorts alike, as xdist requires), the real-engine
+    # group first: the Makefile passes --no-loadscope-reorder, so xdist hands the units
+    # out in this order. A serial run keeps pytest's order.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: work_unit(item.nodeid) != REAL_ENGINE_GROUP)
