@@ -3,26 +3,16 @@ registry's request timeout. Reads only (nothing is inserted on these paths)."""
 
 from __future__ import annotations
 
-from llmux_site.core.eviction_policy import EvictionPolicy, PolicyError
 from models_app.control_api.shapes import EngineRow, ModelRow
 from models_app.models import EngineRuntime, EngineState, ModelDefinition, RegistryConfig
 from models_app.services.engines import eviction_policy
-
-
-def _policy(weights: str, process: str) -> EvictionPolicy | None:
-    if not weights or not process:
-        return None
-    try:
-        return EvictionPolicy.parse(weights, process)
-    except PolicyError:
-        return None
+from models_app.services.runtime import evicted_policy, override_policy
 
 
 def _engine(runtime: EngineRuntime | None) -> EngineRow:
     if runtime is None:
         return EngineRow(EngineState.NOT_STARTED.value, None, "")
-    evicted = _policy(runtime.evicted_weights, runtime.evicted_process)
-    return EngineRow(runtime.state, evicted, runtime.last_error)
+    return EngineRow(runtime.state, evicted_policy(runtime), runtime.last_error)
 
 
 def engine_rows() -> dict[str, ModelRow]:
@@ -32,7 +22,7 @@ def engine_rows() -> dict[str, ModelRow]:
     rows = {}
     for model in ModelDefinition.objects.select_related("runtime").order_by("name"):
         runtime: EngineRuntime | None = getattr(model, "runtime", None)
-        override = _policy(runtime.override_weights, runtime.override_process) if runtime else None
+        override = override_policy(runtime) if runtime else None
         rows[model.name] = ModelRow(_engine(runtime), override or eviction_policy(model, config))
     return rows
 

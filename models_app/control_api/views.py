@@ -283,11 +283,17 @@ async def sleep_level(request: HttpRequest, user: Any, body: dict[str, Any]) -> 
     if problem is not None or level is None:
         return error(400, problem or f"Invalid sleep level: {body.get('level')}. Must be 1-5.")
     policy = EvictionPolicy.from_sleep_level(level)
+    done = f"Sleep level for {name} set to {level} ({shapes.LEVEL_NAMES[level]})"
+    return await _override(request, user, name, policy, done)
+
+
+async def _override(
+    request: HttpRequest, user: Any, name: str, policy: EvictionPolicy, done: str
+) -> JsonResponse:
+    """Set `name`'s runtime eviction override (audited); `done` on success."""
     acting = _acting(request, user)
     outcome = await _act(lambda: definitions.do_set_override(name, policy, acting=acting))
-    if isinstance(outcome, JsonResponse):
-        return outcome
-    return message(f"Sleep level for {name} set to {level} ({shapes.LEVEL_NAMES[level]})")
+    return outcome if isinstance(outcome, JsonResponse) else message(done)
 
 
 @route("GET", "POST")
@@ -312,8 +318,5 @@ async def eviction(request: HttpRequest, user: Any, body: dict[str, Any]) -> Jso
     policy, problem = _eviction(body.get("eviction"))
     if policy is None:
         return error(400, problem or "give eviction")
-    acting = _acting(request, user)
-    outcome = await _act(lambda: definitions.do_set_override(name, policy, acting=acting))
-    if isinstance(outcome, JsonResponse):
-        return outcome
-    return message(f"Eviction policy for {name} set to {shapes.policy_debug(policy)}")
+    done = f"Eviction policy for {name} set to {shapes.policy_debug(policy)}"
+    return await _override(request, user, name, policy, done)
