@@ -22,6 +22,7 @@ from models_app.models import (
     SwapOutcome,
 )
 from models_app.services.presence import group_demand, live_instances
+from models_app.telemetry import Telemetry, gpu_telemetry
 from models_app.wiring import gpu_probe
 
 PHASE_FIELDS = ("backoff", "cooldown", "drain", "evict", "bringup", "readiness")
@@ -90,6 +91,7 @@ class StatusSnapshot(TypedDict):
     switch: SwitchInProgress | None
     gpus: list[GpuMemory]
     checkpoint: CheckpointProgress | None
+    telemetry: Telemetry
 
 
 class ApiStatus(StatusSnapshot):
@@ -219,6 +221,7 @@ def status_snapshot() -> StatusSnapshot:
         "switch": _switch(current),
         "gpus": _gpus(),
         "checkpoint": _checkpoint(),
+        "telemetry": gpu_telemetry(models),
     }
 
 
