@@ -76,6 +76,7 @@ class Telemetry(TypedDict):
 
     probe: str  # nvml or ledger
     history_s: float  # how far back each history reaches
+    history_every_s: float  # one reading per slot of this length (a longer step is a gap)
     gpus: list[GpuTelemetryStatus]
     sleeping: list[SleepingMemory]
 
@@ -172,6 +173,7 @@ def gpu_telemetry(models: Sequence[ModelDefinition]) -> Telemetry:
     return {
         "probe": probe.kind,
         "history_s": HISTORY.span_s,
+        "history_every_s": HISTORY.every_s,
         "gpus": [_gpu(reading, shares) for reading in readings],
         "sleeping": _sleeping(engines),
     }

@@ -154,6 +154,11 @@ class StatusSerializer(serializers.Serializer):  # type: ignore[type-arg]
     switch = serializers.DictField(allow_null=True)
     gpus = serializers.ListField(child=serializers.DictField())
     checkpoint = serializers.DictField(allow_null=True)
+    telemetry = serializers.DictField(
+        help_text="GPU telemetry: probe, history_s, history_every_s; gpus (id, name, used, "
+        "total, utilization, temperature, power, power_limit, models, other, history); "
+        "sleeping (model, state, state_label, host_bytes)"
+    )
 
 
 class KeyCreateSerializer(StrictSerializer):

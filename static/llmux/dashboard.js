@@ -110,20 +110,10 @@ const llmux = (() => {
     }
   }
 
-  function renderGpus(snapshot) {
-    for (const gpu of snapshot.gpus) {
-      const meter = document.querySelector(`meter[data-gpu="${gpu.id}"]`);
-      if (meter) { meter.max = gpu.total; meter.value = gpu.used; }
-      const text = document.querySelector(`[data-gpu-text="${gpu.id}"]`);
-      setText(text, `${(gpu.used / 2 ** 30).toFixed(1)} / ${(gpu.total / 2 ** 30).toFixed(1)} GiB`);
-    }
-  }
-
   function render(snapshot) {
     setText(document.getElementById("mode"), snapshot.mode);
     renderModels(snapshot);
     renderSwitch(snapshot);
-    renderGpus(snapshot);
     document.dispatchEvent(new CustomEvent("llmux:snapshot", { detail: snapshot }));
   }
 
