@@ -163,13 +163,15 @@ def gpu_telemetry(models: Sequence[ModelDefinition]) -> Telemetry:
     """
     probe = gpu_probe()
     engines = _engines(models)
-    try:
+    readings: list[GpuTelemetry] = []
+    shares: dict[int, list[ModelShare]] = {}
+    try:  # a probe error must not break the page: what could be read is shown
         readings = probe.telemetry()
         shares = _shares(probe, engines)
-    except Exception:  # a probe error must not break the page
+    except Exception:
         log.debug("GPU telemetry could not be read", exc_info=True)
-        readings, shares = [], {}
-    HISTORY.record(readings)
+    if readings:  # a failed read leaves its slot open for the next one
+        HISTORY.record(readings)
     return {
         "probe": probe.kind,
         "history_s": HISTORY.span_s,
