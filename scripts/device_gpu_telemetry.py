@@ -6,7 +6,7 @@ For the GPU machine (the `device` tool): reads every GPU through `NvmlProbe.tele
 then while a child process keeps GPU 0 busy with a torch matmul loop (and holds some
 memory), and once more after it ended. Each reading is printed next to
 `nvidia-smi --query-gpu=utilization.gpu,memory.used,temperature.gpu,power.draw`, taken
-right after it, with NVML's v2 memory figure (the one nvidia-smi shows). While the load
+right after it, with NVML's v1 memory figure beside the reader's (v2, as nvidia-smi). While the load
 runs, what NVML says the loading process holds per GPU (`used_by_pids_per_device`, the
 per-model stacked bar's source) is printed next to nvidia-smi's compute-apps, and its host
 RAM (`resident_bytes`, the sleeping models' figure). Django-free: the core alone; needs
@@ -63,29 +63,22 @@ def smi(query: str, what: str = "--query-gpu") -> list[list[str]]:
     return [[cell.strip() for cell in line.split(",")] for line in out.splitlines() if line]
 
 
-def memory_v2_used(probe: NvmlProbe) -> list[int | None]:
-    """NVML's v2 memory reading (reserved memory not counted as used), where it exists."""
+def memory_v1_used(probe: NvmlProbe) -> list[int]:
+    """NVML's v1 memory reading (what the driver reserves counted as used)."""
     nvml = probe._nvml  # the script's own look at the raw library, beside the probe's
-    used: list[int | None] = []
-    for index in range(int(nvml.nvmlDeviceGetCount())):
-        handle = nvml.nvmlDeviceGetHandleByIndex(index)
-        try:
-            info = nvml.nvmlDeviceGetMemoryInfo(handle, version=nvml.nvmlMemory_v2)
-            used.append(int(info.used))
-        except Exception:  # older nvidia-ml-py or driver: no v2
-            used.append(None)
-    return used
+    handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+    return [int(nvml.nvmlDeviceGetMemoryInfo(handle).used) for handle in handles]
 
 
 def reading(probe: NvmlProbe, label: str) -> dict[str, Any]:
     ours = probe.telemetry()
     theirs = smi(SMI_FIELDS)
-    v2 = memory_v2_used(probe)
-    for gpu, row, used_v2 in zip(ours, theirs, v2, strict=False):
-        v2_text = "—" if used_v2 is None else f"{used_v2 / MIB:.0f} MiB"
+    v1 = memory_v1_used(probe)
+    for gpu, row, used_v1 in zip(ours, theirs, v1, strict=False):
         print(
             f"{label:>6} GPU {gpu.id} llmux: util {gpu.utilization} %, "
-            f"mem {gpu.used_bytes / MIB:.0f} MiB (v2 {v2_text}) / {gpu.total_bytes / MIB:.0f} "
+            f"mem {gpu.used_bytes / MIB:.0f} MiB (v1 {used_v1 / MIB:.0f} MiB) / "
+            f"{gpu.total_bytes / MIB:.0f} "
             f"MiB, {gpu.temperature_c} °C, {gpu.power_w} W of {gpu.power_limit_w} W"
             f" | nvidia-smi: {', '.join(row)}",
             flush=True,
@@ -94,7 +87,7 @@ def reading(probe: NvmlProbe, label: str) -> dict[str, Any]:
         "label": label,
         "at": time.time(),
         "llmux": [dataclasses.asdict(gpu) for gpu in ours],
-        "memory_v2_used": v2,
+        "memory_v1_used": v1,
         "nvidia_smi": theirs,
     }
 

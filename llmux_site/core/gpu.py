@@ -25,7 +25,13 @@ from typing import Any, Protocol
 import psutil
 
 from llmux_site.core.gpu_ledger import ledger_entries, read_ledger
-from llmux_site.core.gpu_telemetry import GpuTelemetry, nvml_text, read_nvml, simulated
+from llmux_site.core.gpu_telemetry import (
+    GpuTelemetry,
+    nvml_memory,
+    nvml_text,
+    read_nvml,
+    simulated,
+)
 from llmux_site.core.processes import VANISHED
 
 GIB = 1024**3
@@ -117,9 +123,9 @@ class NvmlProbe:
         try:
             infos = []
             for index, handle in self._handles():
-                memory = self._nvml.nvmlDeviceGetMemoryInfo(handle)
+                total, used = nvml_memory(self._nvml, handle)
                 name = nvml_text(self._nvml.nvmlDeviceGetName(handle))
-                infos.append(GpuInfo(index, name, int(memory.total), int(memory.used)))
+                infos.append(GpuInfo(index, name, total, used))
         except Exception as exc:
             raise GpuProbeError(f"NVML query failed: {exc}") from exc
         return infos

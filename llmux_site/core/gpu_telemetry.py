@@ -13,6 +13,7 @@ Pure core (standard library and psutil). A figure the device or driver does not 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -73,19 +74,33 @@ def nvml_text(value: object) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def read_nvml(nvml: Any, index: int, handle: Any) -> GpuTelemetry:
-    """One GPU through NVML. Memory and name must answer (or this raises); the rest may not.
+def nvml_memory(nvml: Any, handle: Any) -> tuple[int, int]:
+    """One GPU's (total, used) bytes as nvidia-smi shows them: NVML's v2 reading, where the
+    library and driver have it, does not count what the driver reserves as used; else v1.
 
-    Memory is NVML's v1 reading, the one every other llmux figure uses: its `used` counts
-    memory the driver reserves, so it can be a few hundred MiB above nvidia-smi's.
+    On an H100 (driver 580) v1 read 480 MiB used on an idle GPU where v2 and nvidia-smi
+    read 0, and 17,875 MiB under a load whose process held 17,386 MiB (v2: 17,395), which
+    would show as "other" memory that nothing holds.
     """
+    version = getattr(nvml, "nvmlMemory_v2", None)
+    if version is not None:
+        # A library or driver without v2 raises (NVMLError, TypeError): v1 then.
+        with contextlib.suppress(Exception):
+            memory = nvml.nvmlDeviceGetMemoryInfo(handle, version=version)
+            return int(memory.total), int(memory.used)
     memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+    return int(memory.total), int(memory.used)
+
+
+def read_nvml(nvml: Any, index: int, handle: Any) -> GpuTelemetry:
+    """One GPU through NVML. Memory and name must answer (or this raises); the rest may not."""
+    total, used = nvml_memory(nvml, handle)
     temperature_sensor = getattr(nvml, "NVML_TEMPERATURE_GPU", 0)
     return GpuTelemetry(
         id=index,
         name=nvml_text(nvml.nvmlDeviceGetName(handle)),
-        total_bytes=int(memory.total),
-        used_bytes=int(memory.used),
+        total_bytes=total,
+        used_bytes=used,
         utilization=_optional(lambda: int(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)),
         temperature_c=_optional(
             lambda: int(nvml.nvmlDeviceGetTemperature(handle, temperature_sensor))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -185,6 +186,35 @@ def test_nvml_telemetry_is_read_in_percent_celsius_and_watts() -> None:
         GpuTelemetry(0, "NVIDIA H100 80GB HBM3", 80 * GIB, GIB, 87, 61, 412.345, 700.0),
         GpuTelemetry(1, "NVIDIA H100 80GB HBM3", 80 * GIB, 2 * GIB, None, 62, None, 700.0),
     ]
+
+
+@dataclass
+class _MemoryV2:
+    total: int
+    reserved: int
+    used: int
+
+
+class MemoryV2Nvml(FakeNvml):
+    """A library and driver with NVML's v2 memory reading: 480 MiB reserved by the driver,
+    which v1 counts as used (as an idle H100 on driver 580 read)."""
+
+    nvmlMemory_v2 = 0x02000028
+    RESERVED = 480 * 1024 * 1024
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int, version: int | None = None) -> Any:
+        v1 = super().nvmlDeviceGetMemoryInfo(handle)
+        if version is None:
+            return type(v1)(total=v1.total, used=v1.used + self.RESERVED)
+        assert version == self.nvmlMemory_v2
+        return _MemoryV2(total=v1.total, reserved=self.RESERVED, used=v1.used)
+
+
+def test_nvml_memory_is_read_as_nvidia_smi_shows_it_without_the_drivers_reserve() -> None:
+    probe = NvmlProbe(MemoryV2Nvml(compute=[[], []], graphics=[[], []]))
+
+    assert [gpu.used_bytes for gpu in probe.telemetry()] == [GIB, 2 * GIB]
+    assert probe.used_by_device() == {0: GIB, 1: 2 * GIB}  # the switch's figure too
 
 
 def test_nvml_tells_which_gpu_the_given_pids_hold_memory_on() -> None:
