@@ -6,6 +6,7 @@ from dashboard import views
 
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("models/<path:name>/log/", views.engine_log, name="engine-log"),
     path("models/<path:name>/", views.model_detail, name="model-detail"),
     path("swaps/", views.swaps, name="swaps"),
     path("checkpoints/", views.checkpoints, name="checkpoints"),

@@ -15,13 +15,20 @@ from django.utils import timezone
 
 from llmux_site.gateway.keys import hash_secret
 from models_app import protocol
-from models_app.models import ApiKey
+from models_app.models import ApiKey, ModelAlias, ModelDefinition
 
 
 @dataclass(frozen=True)
 class NewKey:
     key: ApiKey
     plaintext: str  # shown once, never stored
+
+
+def unknown_scopes(scopes: list[str]) -> list[str]:
+    """The scopes that name no model and no alias (a typo would grant nothing, silently)."""
+    names = set(ModelDefinition.objects.values_list("name", flat=True))
+    names |= set(ModelAlias.objects.values_list("name", flat=True))
+    return [scope for scope in scopes if scope not in names]
 
 
 def create_key(
