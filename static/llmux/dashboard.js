@@ -106,6 +106,7 @@ const llmux = (() => {
   // -- actions: sent without a reload, their outcome shown when the operation ends -------
 
   const pending = new Map(); // operation id -> the outcome's list item
+  let sequence = 0; // numbers the outcome items, newest highest
 
   function outcomeItem(text, state) {
     const list = document.getElementById("outcomes");
@@ -114,6 +115,8 @@ const llmux = (() => {
     const item = document.createElement("li");
     item.className = `outcome outcome-${state}`;
     item.textContent = text;
+    sequence += 1;
+    item.dataset.seq = String(sequence);
     list.prepend(item);
     while (list.children.length > 8) list.lastElementChild.remove();
     return item;
