@@ -75,10 +75,12 @@ class Site:
             self.console_errors.append(f"{message.text} ({message.location})")
 
 
-@pytest.fixture
-def site(tmp_path: Path, criu: Criu, short_tmp_dir: Path) -> Iterator[Site]:
+def open_site(
+    tmp_path: Path, config: dict[str, Any], env: dict[str, str] | None = None
+) -> Iterator[Site]:
+    """llmux serving `config` (with `env`'s settings), its three users, and chromium."""
     server = new_llmux(tmp_path)
-    server.start(dashboard_config(criu, short_tmp_dir))
+    server.start(config, env)
     passwords = {"admin": (server.data_dir / "initial_admin_password").read_text().strip()}
     for role in ("operator", "viewer"):
         passwords[role] = f"{role}-password-1"
@@ -94,3 +96,8 @@ def site(tmp_path: Path, criu: Criu, short_tmp_dir: Path) -> Iterator[Site]:
         finally:
             browser.close()
             server.stop()
+
+
+@pytest.fixture
+def site(tmp_path: Path, criu: Criu, short_tmp_dir: Path) -> Iterator[Site]:
+    yield from open_site(tmp_path, dashboard_config(criu, short_tmp_dir))

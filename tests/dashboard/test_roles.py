@@ -31,6 +31,7 @@ MATRIX: dict[str, tuple[str, dict[str, str], list[int]]] = {
     "charts": ("/charts/", {}, READ),
     "charts-data": ("/charts/data/", {}, READ),
     "playground": ("/playground/", {}, READ),
+    "playground-key": ("/playground/key/", {}, [LOGIN, LOGIN, 405, 403, 405, 200, 405, 200]),
     "keys": ("/keys/", {"name": "k"}, [LOGIN, LOGIN, 403, 403, 403, 403, 200, 200]),
     "act": (
         "/actions/switch/",
