@@ -17,7 +17,7 @@ import openai
 import pytest
 from playwright.sync_api import Page, Request, expect
 
-from tests.browser.conftest import Site, open_site
+from tests.browser.conftest import OUTPUT, Site, open_site
 from tests.integration.harness import sim_model
 from tests.integration.invariants import wait_until
 from tests.plugins.engines import free_port
@@ -100,6 +100,13 @@ def test_it_answers_with_keys_required_through_switches_and_sends_the_history(
 
     send(page, "beta", "second question")  # alpha is evicted for beta meanwhile
     expect(page.locator("#pg-progress")).to_be_visible()
+    wait_until(
+        lambda: any("→ beta" in text for text in page.evaluate("window.__progress")),
+        timeout=60,
+        what="the switch to beta on the progress panel",
+    )
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(OUTPUT / "playground-waiting-1280.png"), full_page=True)
     wait_for_answer(page, 2)
     expect(page.locator("#pg-progress")).to_be_hidden()
     seen = page.evaluate("window.__progress")

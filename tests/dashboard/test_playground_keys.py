@@ -16,7 +16,7 @@ from llmux_site.gateway.keys import KeyTable, hash_secret, may_use, split_key
 from models_app.adapters.gateway.key_table import key_records
 from models_app.models import ApiKey, AuditEntry, KeyKind, ModelAlias, ModelDefinition
 from models_app.roles import OPERATOR_GROUP
-from models_app.services import api_keys, playground_keys
+from models_app.services import api_keys, playground_keys, sweeper
 
 pytestmark = pytest.mark.django_db
 
@@ -202,3 +202,10 @@ def test_the_page_offers_sending_to_those_who_may_act_only(registry: None) -> No
     assert "Viewers cannot send" not in operator
     assert 'data-key-url="/playground/key/"' in operator
     assert "csrfmiddlewaretoken" in operator and "llmux/playground.js" in operator
+
+
+def test_the_workers_sweep_deletes_them_too(registry: None) -> None:
+    old = timezone.now() - playground_keys.KEEP_EXPIRED - timedelta(minutes=1)
+    api_keys.create_key("p", scopes=["alpha"], expires_at=old, kind=KeyKind.PLAYGROUND)
+    sweeper.one_pass(0)  # the pass that also collects image garbage
+    assert not ApiKey.objects.exists()
