@@ -14,6 +14,7 @@ urlpatterns = [
     path("charts/", views.charts, name="charts"),
     path("charts/data/", views.charts_data, name="charts-data"),
     path("playground/", views.playground, name="playground"),
+    path("playground/key/", views.playground_key, name="playground-key"),
     path("keys/", views.keys, name="keys"),
     path("actions/<str:name>/", views.act, name="act"),
 ]

@@ -26,6 +26,7 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
@@ -49,6 +50,7 @@ from models_app.models import (
 from models_app.roles import can_act, role_of
 from models_app.selectors import swap_history
 from models_app.services import definition_actions as definitions
+from models_app.services import playground_keys
 from models_app.services.acting import Acting, ActionError
 from models_app.services.engines import engine_log_path, eviction_policy
 from models_app.services.registry import model_entry
@@ -333,3 +335,27 @@ def act(request: HttpRequest, name: str) -> HttpResponse:
     if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
         back = "/"
     return redirect(back or "/")
+
+
+@login_required
+@require_POST
+@never_cache  # a credential: no cache keeps a copy
+def playground_key(request: HttpRequest) -> HttpResponse:
+    """A short-lived gateway key for this user's playground. Only a session with its CSRF
+    token gets one: not a gateway key (so a key cannot mint more), not another site."""
+    try:
+        minted = playground_keys.do_mint_playground_key(acting=_acting(request))
+    except PermissionError as exc:
+        return JsonResponse({"error": str(exc)}, status=403)
+    except playground_keys.TooManyKeys as exc:
+        return JsonResponse({"error": str(exc)}, status=429)
+    except ActionError as exc:  # NothingToUse
+        return JsonResponse({"error": str(exc)}, status=409)
+    return JsonResponse(
+        {
+            "key": minted.plaintext,
+            "expires_at": minted.expires_at.isoformat(),
+            "expires_in": playground_keys.KEY_TTL.total_seconds(),
+            "models": minted.models,
+        }
+    )

@@ -23,7 +23,7 @@ from .coordination import (
     WebInstance,
 )
 from .definitions import ModelAlias, ModelDefinition, Node, RegistryConfig
-from .keys import ApiKey
+from .keys import ApiKey, KeyKind
 from .logins import LoginFailures
 from .runtime import EngineRuntime
 from .swaps import PHASES, SwapEvent
@@ -42,6 +42,7 @@ __all__ = [
     "EngineRuntime",
     "EngineState",
     "GroupLease",
+    "KeyKind",
     "LoginFailures",
     "MemoryCheck",
     "Mode",

@@ -359,61 +359,7 @@ const llmux = (() => {
     setInterval(tick, 250);
   }
 
-  function playground(form) {
-    const answer = document.getElementById("pg-answer");
-    const status = document.getElementById("pg-status");
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const data = new FormData(form);
-      answer.textContent = "";
-      setText(status, "waiting for the model (a switch may be running)…");
-      const started = performance.now();
-      try {
-        const response = await fetch("/v1/chat/completions", {
-          method: "POST",
-          headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({
-            model: data.get("model"),
-            messages: [{ role: "user", content: data.get("prompt") }],
-            max_tokens: Number(data.get("max_tokens")),
-            stream: true,
-          }),
-        });
-        if (!response.ok) {
-          const body = await response.json().catch(() => ({}));
-          setText(status, `error ${response.status}: ${(body.error && body.error.message) || response.statusText}`);
-          return;
-        }
-        const reader = response.body.getReader();
-        const decoder = new TextDecoder();
-        let buffer = "";
-        let first = null;
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buffer += decoder.decode(value, { stream: true });
-          const events = buffer.split("\n\n");
-          buffer = events.pop();
-          for (const event of events) {
-            const line = event.trim();
-            if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
-            const chunk = JSON.parse(line.slice(6));
-            const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
-            if (delta && delta.content) {
-              if (first === null) first = performance.now();
-              answer.textContent += delta.content;
-            }
-          }
-        }
-        const ttft = first === null ? "—" : `${Math.round(first - started)} ms`;
-        setText(status, `done: first token after ${ttft}, ${Math.round(performance.now() - started)} ms in all`);
-      } catch (error) {
-        setText(status, `failed: ${error}`);
-      }
-    });
-  }
-
-  return { live, connect, playground, setText, bytes, duration, millis, ago };
+  return { live, connect, setText, bytes, duration, millis, ago };
 })();
 
 // Each page names its part in <body data-page>: no inline script starts it, as the
@@ -421,5 +367,4 @@ const llmux = (() => {
 // file of its own start it there.
 ({
   overview: () => llmux.live(),
-  playground: () => llmux.playground(document.getElementById("playground")),
 }[document.body.dataset.page] || (() => {}))();

@@ -79,10 +79,12 @@ class Site:
 
 
 @contextmanager
-def open_site(tmp_path: Path, config: dict[str, Any]) -> Iterator[Site]:
-    """llmux serving `config`, an operator and a viewer besides the admin, and chromium."""
+def open_site(
+    tmp_path: Path, config: dict[str, Any], env: dict[str, str] | None = None
+) -> Iterator[Site]:
+    """llmux serving `config` (with `env`'s settings), its three users, and chromium."""
     server = new_llmux(tmp_path)
-    server.start(config)
+    server.start(config, env)
     passwords = {"admin": (server.data_dir / "initial_admin_password").read_text().strip()}
     for role in ("operator", "viewer"):
         passwords[role] = f"{role}-password-1"

@@ -6,8 +6,10 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import re
+import time
 from typing import Any
 
+import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect
 
@@ -197,6 +199,7 @@ def serious(page: Page) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.timeout(600)  # axe-core reads every element of 18 pages
 def test_axe_finds_no_serious_or_critical_violation_on_any_page(site: Site) -> None:
     assert ask(site, "alpha")
     found: dict[str, Any] = {}
@@ -205,8 +208,10 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page(site: Site) -> N
         for name, path in AXE_PAGES.items():
             page.goto(f"{site.origin}{path}")
             page.wait_for_load_state("networkidle")
+            started = time.monotonic()
             if problems := serious(page):
                 found[f"{name}@{page.viewport_size}"] = problems
+            print(name, viewport, round(time.monotonic() - started, 1))
         page.context.clear_cookies()
         page.goto(f"{site.origin}/login/")
         if problems := serious(page):

@@ -206,9 +206,9 @@ def test_every_page_has_a_screenshot_and_no_console_errors(site: Site, width: in
             expect(page.locator("#chart-timeline .main-svg").first).to_be_attached()
         if name == "playground":
             page.select_option("#pg-model", "alpha")
-            page.click("#playground button[type=submit]")
+            page.click("#pg-send")
             expect(page.locator("#pg-status")).to_contain_text("done", timeout=30000)
-            assert page.inner_text("#pg-answer").strip()
+            assert page.inner_text("#pg-conversation li.turn-assistant .text").strip()
         page.screenshot(path=str(OUTPUT / f"{name}-{width}.png"))
     # Keyboard: the first Tab reaches the skip link, and Enter on it leads to the content.
     page.keyboard.press("Tab")

@@ -35,6 +35,7 @@ MATRIX: dict[str, tuple[str, dict[str, str], list[int]]] = {
     "playground": ("/playground/", {}, READ),
     # A created key redirects to the page that shows it once (post, redirect, get).
     "keys": ("/keys/", {"name": "k"}, [LOGIN, LOGIN, 403, 403, 403, 403, 200, 302]),
+    "playground-key": ("/playground/key/", {}, [LOGIN, LOGIN, 405, 403, 405, 200, 405, 200]),
     "act": (
         "/actions/switch/",
         {"model": "alpha", "next": "/"},
