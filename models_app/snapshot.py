@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from llmux_site.core.processes import process_trees
 from models_app import image_port
+from models_app.activity_selectors import ModelRate, model_rates
 from models_app.models import (
     EngineRuntime,
     EngineState,
@@ -90,6 +91,7 @@ class StatusSnapshot(TypedDict):
     switch: SwitchInProgress | None
     gpus: list[GpuMemory]
     checkpoint: CheckpointProgress | None
+    rates: dict[str, ModelRate]  # requests/s and tokens/s per model, over the last minute
 
 
 class ApiStatus(StatusSnapshot):
@@ -219,6 +221,7 @@ def status_snapshot() -> StatusSnapshot:
         "switch": _switch(current),
         "gpus": _gpus(),
         "checkpoint": _checkpoint(),
+        "rates": model_rates(),
     }
 
 

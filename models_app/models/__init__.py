@@ -1,5 +1,6 @@
 """Registry, runtime and history models."""
 
+from .activity import ActivitySettings, LiveRequests, RequestRecord
 from .audit import AuditEntry, AuditResult
 from .choices import (
     BringUp,
@@ -33,6 +34,7 @@ from .validation import ValidationRun
 __all__ = [
     "OPEN_SWITCH_STATUSES",
     "PHASES",
+    "ActivitySettings",
     "ApiKey",
     "ApiToken",
     "AuditEntry",
@@ -42,6 +44,7 @@ __all__ = [
     "EngineRuntime",
     "EngineState",
     "GroupLease",
+    "LiveRequests",
     "LoginFailures",
     "MemoryCheck",
     "Mode",
@@ -52,6 +55,7 @@ __all__ = [
     "PolicyType",
     "Process",
     "RegistryConfig",
+    "RequestRecord",
     "SwapEvent",
     "SwapOutcome",
     "SwapTrigger",
