@@ -2,9 +2,10 @@
 
 The standalone gateway (``GatewayApp(StaticBackend)`` from ``LLMUX_GATEWAY_CONFIG``) plus
 ``GET /_backend``: the backend's slot counts, so a test can check from outside the process
-that every slot was released exactly once. With ``LLMUX_TEST_ACTIVITY=1`` the gateway also
-records its activity: ``GET /_activity`` answers what is in flight and what finished since
-the last call, ``POST /_cancel?<request id>`` cancels as an operator's bus message does.
+that every slot was released exactly once. With ``LLMUX_TEST_ACTIVITY=1`` (``capture``: and
+its text) the gateway also records its activity: ``GET /_activity`` answers what is in
+flight and what finished since the last call, ``POST /_cancel?<request id>`` cancels as an
+operator's bus message does.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from llmux_site.gateway.standalone import from_environment
 gateway = from_environment()
 assert isinstance(gateway.backend, StaticBackend)
 backend = gateway.backend
-if os.environ.get("LLMUX_TEST_ACTIVITY") == "1":
-    gateway.activity = Activity()
+if os.environ.get("LLMUX_TEST_ACTIVITY") in ("1", "capture"):
+    gateway.activity = Activity(capture=os.environ["LLMUX_TEST_ACTIVITY"] == "capture")
 
 
 def _inspect(path: str, query: bytes) -> Any:

@@ -102,3 +102,17 @@ def test_a_cancelled_stream_stops_with_an_error_event(gateway: Gateway) -> None:
     assert (done["status"], done["cancelled"], done["stream"]) == (200, True, True)
     assert inspect(gateway, "/_activity")["live"] == []
     assert inspect(gateway, "/_cancel?no-such-request", "POST") is False
+
+
+def test_with_capture_on_the_prompt_and_the_answer_are_kept(
+    spawn_engine: EngineSpawner, start_gateway: GatewayLauncher
+) -> None:
+    engine = spawn_engine("sim/cap", extra_args=ENGINE)
+    gateway = start_gateway(
+        [{"name": "cap", "upstream": upstream(engine.address), "served_name": "sim/cap"}],
+        env={"LLMUX_TEST_ACTIVITY": "capture"},
+    )
+    answer = gateway.client().completions.create(model="cap", prompt="say hello", max_tokens=4)
+    (done,) = inspect(gateway, "/_activity")["finished"]
+    assert "say hello" in done["prompt_text"]
+    assert answer.choices[0].text in done["completion_text"]
