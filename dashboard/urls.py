@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from dashboard import views
+from dashboard import activity, views
 
 urlpatterns = [
     path("", views.overview, name="overview"),
@@ -17,4 +17,8 @@ urlpatterns = [
     path("playground/key/", views.playground_key, name="playground-key"),
     path("keys/", views.keys, name="keys"),
     path("actions/<str:name>/", views.act, name="act"),
+    path("requests/", activity.requests_page, name="requests"),
+    path("requests/data/", activity.requests_data, name="requests-data"),
+    path("requests/cancel/", activity.cancel_request, name="requests-cancel"),
+    path("requests/capture/", activity.capture, name="requests-capture"),
 ]

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from llmux_site.core.processes import process_trees
 from models_app import image_port
+from models_app.activity_selectors import ModelRate, model_rates
 from models_app.models import (
     EngineRuntime,
     EngineState,
@@ -129,6 +130,7 @@ class StatusSnapshot(TypedDict):
     switches: list[SwitchProgress]
     operations: list[OperationStatus]
     criu: bool  # this host can take CRIU checkpoints
+    rates: dict[str, ModelRate]  # requests/s and tokens/s per model, over the last minute
 
 
 class ApiStatus(StatusSnapshot):
@@ -327,6 +329,7 @@ def status_snapshot() -> StatusSnapshot:
         "switches": switches,
         "operations": _operations(rows.now),
         "criu": rows.criu,
+        "rates": model_rates(),
     }
 
 

@@ -1,5 +1,6 @@
 """Registry, runtime and history models."""
 
+from .activity import ActivitySettings, LiveRequests, RequestRecord
 from .audit import AuditEntry, AuditResult
 from .choices import (
     BringUp,
@@ -33,6 +34,7 @@ from .validation import ValidationRun
 __all__ = [
     "OPEN_SWITCH_STATUSES",
     "PHASES",
+    "ActivitySettings",
     "ApiKey",
     "ApiToken",
     "AuditEntry",
@@ -43,6 +45,7 @@ __all__ = [
     "EngineState",
     "GroupLease",
     "KeyKind",
+    "LiveRequests",
     "LoginFailures",
     "MemoryCheck",
     "Mode",
@@ -53,6 +56,7 @@ __all__ = [
     "PolicyType",
     "Process",
     "RegistryConfig",
+    "RequestRecord",
     "SwapEvent",
     "SwapOutcome",
     "SwapTrigger",

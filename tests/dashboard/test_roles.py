@@ -41,6 +41,19 @@ MATRIX: dict[str, tuple[str, dict[str, str], list[int]]] = {
         {"model": "alpha", "next": "/"},
         [LOGIN, LOGIN, 405, 403, 405, 302, 405, 302],
     ),
+    "requests": ("/requests/", {}, READ),
+    "requests-data": ("/requests/data/", {}, READ),
+    # Nothing is in flight here: an operator's cancel is allowed, and answers 409.
+    "requests-cancel": (
+        "/requests/cancel/",
+        {"instance": "web-1", "request": "1a-1"},
+        [LOGIN, LOGIN, 405, 403, 405, 409, 405, 409],
+    ),
+    "requests-capture": (
+        "/requests/capture/",
+        {"capture": "on"},
+        [LOGIN, LOGIN, 405, 403, 405, 403, 405, 302],
+    ),
 }
 
 
