@@ -34,3 +34,9 @@ class CheckpointImages:
 
     def dump_in_progress(self) -> DumpInProgress | None:
         return records.dump_in_progress()
+
+    def models_with_ready_images(self) -> set[str]:
+        return records.models_with_ready_images()
+
+    def restore_in_progress(self) -> DumpInProgress | None:
+        return records.restore_in_progress()

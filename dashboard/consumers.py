@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+from datetime import UTC, datetime
 
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from dashboard import engine_logs
 from dashboard.live import GROUP, broadcaster
 from dashboard.payloads import (
     LogMessage,
     SnapshotEvent,
     SnapshotMessage,
-    followed_model,
+    follow_request,
     log_message,
     snapshot_message,
 )
 from models_app import snapshot
 from models_app.models import ModelDefinition
 from models_app.services.engines import engine_log_path
-
-LOG_POLL = 0.5
-LOG_CHUNK = 64 * 1024
 
 
 def _log_path(name: str) -> str | None:
@@ -53,13 +51,15 @@ class StatusConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             broadcaster().unsubscribe()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        name = followed_model(text_data)
-        if name is not None:
-            if self._follow is not None:
-                self._follow.cancel()
-            path = await sync_to_async(_log_path)(name)
-            if path is not None:
-                self._follow = asyncio.get_running_loop().create_task(self._tail(path))
+        follow = follow_request(text_data)
+        if follow is None:
+            return
+        if self._follow is not None:
+            self._follow.cancel()
+        path = await sync_to_async(_log_path)(follow["follow_log"])
+        if path is not None:
+            tail = self._tail(path, follow["offset"])
+            self._follow = asyncio.get_running_loop().create_task(tail)
 
     async def status_snapshot(self, event: SnapshotEvent) -> None:
         await self._send(snapshot_message(event["snapshot"]))
@@ -67,32 +67,8 @@ class StatusConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def _send(self, message: SnapshotMessage | LogMessage) -> None:
         await self.send(text_data=json.dumps(message))
 
-    async def _tail(self, path: str) -> None:
-        """Send lines appended to the engine log from now on."""
-        position = await asyncio.to_thread(_size, path)
-        while True:
-            await asyncio.sleep(LOG_POLL)
-            size = await asyncio.to_thread(_size, path)
-            if size < position:
-                position = 0  # the log was rotated or truncated
-            if size > position:
-                chunk = await asyncio.to_thread(
-                    _read, path, position, min(size, position + LOG_CHUNK)
-                )
-                position += len(chunk)
-                lines = chunk.decode(errors="replace").splitlines()
-                if lines:
-                    await self._send(log_message(lines))
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
-
-
-def _read(path: str, start: int, end: int) -> bytes:
-    with open(path, "rb") as log:
-        log.seek(start)
-        return log.read(end - start)
+    async def _tail(self, path: str, offset: int) -> None:
+        """Send the lines appended to the engine log after `offset`."""
+        async for lines, position in engine_logs.follow(path, offset):
+            at = datetime.now(UTC).isoformat(timespec="seconds")
+            await self._send(log_message(lines, position, at))

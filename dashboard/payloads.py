@@ -20,17 +20,27 @@ class SnapshotMessage(TypedDict):
     data: StatusSnapshot
 
 
+class LogLines(TypedDict):
+    """Whole lines appended to the followed log, the offset after them, when they were read."""
+
+    lines: list[str]
+    offset: int
+    at: str
+
+
 class LogMessage(TypedDict):
     """Lines appended to the followed engine log since the last message."""
 
     kind: Literal["log"]
-    data: list[str]
+    data: LogLines
 
 
 class FollowLog(TypedDict):
-    """From the page: follow this model's engine log from now on."""
+    """From the page: follow this model's engine log from byte `offset` on (the offset the
+    page's lines end at; sent once per connection)."""
 
     follow_log: str
+    offset: int
 
 
 class SnapshotEvent(TypedDict):
@@ -45,21 +55,25 @@ def snapshot_message(state: StatusSnapshot) -> SnapshotMessage:
     return {"kind": "snapshot", "data": state}
 
 
-def log_message(lines: list[str]) -> LogMessage:
-    return {"kind": "log", "data": lines}
+def log_message(lines: list[str], offset: int, at: str) -> LogMessage:
+    return {"kind": "log", "data": {"lines": lines, "offset": offset, "at": at}}
 
 
 def snapshot_event(state: StatusSnapshot) -> SnapshotEvent:
     return {"type": "status.snapshot", "snapshot": state}
 
 
-def followed_model(text: str | None) -> str | None:
-    """The model a FollowLog message from the page names; None for anything else."""
+def follow_request(text: str | None) -> FollowLog | None:
+    """The FollowLog message the page sent; None for anything else (a missing or bad
+    offset reads as 0: the whole log is then followed from its start)."""
     try:
         request = json.loads(text or "")
     except ValueError:
         return None
-    if isinstance(request, dict) and isinstance(request.get("follow_log"), str):
-        follow: FollowLog = {"follow_log": request["follow_log"]}
-        return follow["follow_log"]
-    return None
+    if not isinstance(request, dict) or not isinstance(request.get("follow_log"), str):
+        return None
+    offset = request.get("offset")
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        offset = 0
+    follow: FollowLog = {"follow_log": request["follow_log"], "offset": offset}
+    return follow

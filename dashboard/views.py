@@ -13,6 +13,8 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count, Sum
 from django.http import (
+    FileResponse,
+    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseBadRequest,
@@ -20,23 +22,26 @@ from django.http import (
     JsonResponse,
     QueryDict,
 )
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
 from checkpoints_app.services.records import used_bytes
-from dashboard import params
+from dashboard import engine_logs, params
 from dashboard.action_forms import perform
 from dashboard.charts import chart_data
+from llmux_site.core.engine_log import RUN_MARKER
 from llmux_site.core.eviction_policy import ProcessAction, WeightsAction
-from llmux_site.core.processes import read_log_tail
 from llmux_site.middleware import allow_inline_styles
 from models_app.models import (
     ApiKey,
     AuditEntry,
     ModelDefinition,
+    RegistryConfig,
     SwapEvent,
     SwapOutcome,
     SwapTrigger,
@@ -45,12 +50,23 @@ from models_app.models import (
 from models_app.roles import can_act, role_of
 from models_app.selectors import swap_history
 from models_app.services import definition_actions as definitions
+from models_app.services import playground_keys
 from models_app.services.acting import Acting, ActionError
-from models_app.services.engines import engine_log_path
+from models_app.services.engines import engine_log_path, eviction_policy
 from models_app.services.registry import model_entry
 from models_app.snapshot import status_snapshot
 
 HISTORY_PAGE = 50
+PHASE_LABELS = [
+    ("backoff", "backoff"),
+    ("cooldown", "cooldown"),
+    ("drain", "drain"),
+    ("evict", "evict"),
+    ("bringup", "bring-up"),
+    ("readiness", "readiness"),
+]
+ERROR_CHARS = 300
+NEW_KEY = "llmux_new_key"  # the session key a created key's plaintext waits under
 LOG_LINES = 200
 KEY_DAYS_MAX = 36_500  # a key's lifetime: a century is "never" without overflowing a date
 
@@ -71,7 +87,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "dashboard/overview.html",
-        {**_common(request), "snap": state, "snap_json": state},
+        {**_common(request), "snap": state, "snap_json": state, "phases": PHASE_LABELS},
     )
 
 
@@ -80,18 +96,25 @@ def overview(request: HttpRequest) -> HttpResponse:
 def model_detail(request: HttpRequest, name: str) -> HttpResponse:
     model = get_object_or_404(ModelDefinition.objects.select_related("runtime"), name=name)
     entry = model_entry(model)
+    log_lines, log_offset = engine_logs.log_end(engine_log_path(model), LOG_LINES)
+    runtime = getattr(model, "runtime", None)
     return render(
         request,
         "dashboard/model.html",
         {
             **_common(request),
             "model": model,
-            "runtime": getattr(model, "runtime", None),
+            "runtime": runtime,
+            # The end: a failure's cause is at the end of the log tail the error keeps.
+            "last_error": runtime.last_error.strip()[-ERROR_CHARS:] if runtime else "",
+            "own_policy": eviction_policy(model, RegistryConfig.current()),
             "definition": json.dumps(entry, indent=2, sort_keys=True),
             "swaps": SwapEvent.objects.filter(to_name=model.name)[:20],
             "images": CheckpointImage.objects.filter(model_name=model.name)[:20],
             "validations": ValidationRun.objects.filter(model_name=model.name)[:20],
-            "log_lines": read_log_tail(engine_log_path(model), lines=LOG_LINES).splitlines(),
+            "log_lines": [(line, line.startswith(RUN_MARKER)) for line in log_lines],
+            "log_offset": log_offset,
+            "run_marker": RUN_MARKER,
         },
     )
 
@@ -196,17 +219,28 @@ def keys(request: HttpRequest) -> HttpResponse:
     """Gateway API keys (admins): the list, a form, and a new key shown this once."""
     if role_of(request.user) != "admin":
         return HttpResponseForbidden("only administrators manage API keys")
-    created, status = None, 200
+    status = 200
     if request.method == "POST":
         try:
             created = _key_action(request)
-        except params.BadParameter as exc:
+        except (params.BadParameter, ActionError) as exc:
             messages.error(request, str(exc))
             status = 400
+        else:
+            # Post, then redirect: a reload of the page does not create the key again.
+            # The plaintext waits in the session for the one page that shows it.
+            if created is not None:
+                request.session[NEW_KEY] = created
+            return redirect("keys")
     return render(
         request,
         "dashboard/keys.html",
-        {**_common(request), "keys": ApiKey.objects.all(), "created": created},
+        {
+            **_common(request),
+            "keys": ApiKey.objects.all(),
+            "created": request.session.pop(NEW_KEY, None),
+            "form": request.POST if status == 400 else {},
+        },
         status=status,
     )
 
@@ -246,6 +280,21 @@ def _key_action(request: HttpRequest) -> str | None:
 
 
 @login_required
+@require_safe  # a file to read: GET and HEAD only
+def engine_log(request: HttpRequest, name: str) -> HttpResponseBase:
+    """The model's whole engine log, as a download (anyone who may read the model page)."""
+    model = get_object_or_404(ModelDefinition, name=name)
+    path = engine_log_path(model)
+    try:
+        log = open(path, "rb")  # noqa: SIM115 (FileResponse closes it)
+    except FileNotFoundError:
+        raise Http404(f"{model.name} has no engine log yet") from None
+    return FileResponse(
+        log, as_attachment=True, filename=path.name, content_type="text/plain; charset=utf-8"
+    )
+
+
+@login_required
 @require_safe  # a page to read: GET and HEAD only
 def playground(request: HttpRequest) -> HttpResponse:
     names = ModelDefinition.objects.filter(enabled=True).values_list("name", flat=True)
@@ -255,16 +304,58 @@ def playground(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def act(request: HttpRequest, name: str) -> HttpResponse:
-    """Carry out one action (viewers are refused here, whatever the page showed)."""
+    """Carry out one action (viewers are refused here, whatever the page showed).
+
+    A page that asks for JSON (dashboard.js, no reload) gets the outcome as JSON, with the
+    queued operation's id to follow over the socket; a plain form post is redirected back
+    with the outcome as a message.
+    """
+    wants_json = request.accepts("application/json") and not request.accepts("text/html")
     try:
         outcome = perform(name, request.POST, _acting(request))
     except PermissionError as exc:
+        if wants_json:
+            return JsonResponse({"message": str(exc), "result": "refused"}, status=403)
         return HttpResponseForbidden(str(exc))
     except ActionError as exc:
+        if wants_json:
+            return JsonResponse({"message": str(exc), "result": "failed"}, status=400)
         messages.error(request, str(exc))
     else:
+        if wants_json:
+            return JsonResponse(
+                {
+                    "message": outcome.message,
+                    "result": outcome.result,
+                    "operation": outcome.operation,
+                }
+            )
         messages.success(request, outcome.message)
     back = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
         back = "/"
     return redirect(back or "/")
+
+
+@login_required
+@require_POST
+@never_cache  # a credential: no cache keeps a copy
+def playground_key(request: HttpRequest) -> HttpResponse:
+    """A short-lived gateway key for this user's playground. Only a session with its CSRF
+    token gets one: not a gateway key (so a key cannot mint more), not another site."""
+    try:
+        minted = playground_keys.do_mint_playground_key(acting=_acting(request))
+    except PermissionError as exc:
+        return JsonResponse({"error": str(exc)}, status=403)
+    except playground_keys.TooManyKeys as exc:
+        return JsonResponse({"error": str(exc)}, status=429)
+    except ActionError as exc:  # NothingToUse
+        return JsonResponse({"error": str(exc)}, status=409)
+    return JsonResponse(
+        {
+            "key": minted.plaintext,
+            "expires_at": minted.expires_at.isoformat(),
+            "expires_in": playground_keys.KEY_TTL.total_seconds(),
+            "models": minted.models,
+        }
+    )

@@ -22,6 +22,7 @@ django_app = get_asgi_application()
 from django.conf import settings  # noqa: E402
 
 from dashboard.routing import websocket_application  # noqa: E402
+from llmux_site.gateway.activity import Activity  # noqa: E402
 from llmux_site.gateway.app import TOKENIZER_ENDPOINTS, GatewayApp  # noqa: E402
 from llmux_site.gateway.proxies import TrustedProxies  # noqa: E402
 from llmux_site.gateway.tuning import tune_web_process  # noqa: E402
@@ -29,8 +30,10 @@ from llmux_site.pages import static_pages  # noqa: E402
 from llmux_site.side_ports import SidePorts, refuse  # noqa: E402
 from models_app import metrics  # noqa: E402
 from models_app.adapters.gateway import (  # noqa: E402
+    ActivityReport,
     DjangoGatewayBackend,
     GatewayKeys,
+    capture_setting,
     rate_window,
 )
 
@@ -42,6 +45,11 @@ keys = GatewayKeys.create(
     window=rate_window(),
 )
 backend = DjangoGatewayBackend.create(keys=keys)
+# Each request in flight and each finished one, for the dashboard's requests view: kept in
+# memory on the request path, written in batches by the report's background task.
+activity = Activity(capture=capture_setting())
+activity_report = ActivityReport(activity, backend.instance_id)
+activity_report.attach()
 gateway = GatewayApp(
     backend,
     max_body_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
@@ -51,6 +59,7 @@ gateway = GatewayApp(
     # The hosts Django answers for pages (with its DEBUG fallback when none are set).
     allowed_hosts=settings.ALLOWED_HOSTS
     or ([".localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else []),
+    activity=activity,
 )
 backend.close_upstream = gateway.upstreams.close  # connections close before a drain ack
 pages = static_pages(django_app)

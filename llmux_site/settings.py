@@ -271,6 +271,11 @@ LLMUX_IMAGES_RESERVE = env_size("LLMUX_IMAGES_RESERVE", 1024**3) or 0
 # Images whose restore failed are kept for inspection, the newest few per model; older
 # ones are deleted (a real vLLM's image is 1.5 GB, and repeated failures filled the disk).
 LLMUX_IMAGES_KEEP_CORRUPT = env_int("LLMUX_IMAGES_KEEP_CORRUPT", 3, minimum=0)
+# Per-request activity (docs/OBSERVABILITY.md, "Requests"): finished gateway requests are
+# kept this many hours and at most this many rows, whichever ends first. Whether prompt and
+# answer text is kept is not a setting here: an admin turns capture on in the dashboard.
+LLMUX_ACTIVITY_RETENTION_HOURS = env_int("LLMUX_ACTIVITY_RETENTION_HOURS", 24, minimum=1)
+LLMUX_ACTIVITY_MAX_REQUESTS = env_int("LLMUX_ACTIVITY_MAX_REQUESTS", 100_000, minimum=1)
 Q_CLUSTER: dict[str, Any] = {
     "name": env_str("LLMUX_CLUSTER_NAME", "llmux"),
     "workers": env_int("LLMUX_WORKERS", 3, minimum=2, maximum=64),

@@ -59,6 +59,12 @@ class CheckpointImages(Protocol):
     def dump_in_progress(self) -> DumpInProgress | None:
         """The newest image being written, for the status snapshot."""
 
+    def models_with_ready_images(self) -> set[str]:
+        """The names of the models with a ready image (usable or not): one query."""
+
+    def restore_in_progress(self) -> DumpInProgress | None:
+        """The newest image being restored (bytes read of its total), for the snapshot."""
+
 
 _registered: CheckpointImages | None = None
 
@@ -93,3 +99,16 @@ def delete(image_id: int, *, reason: str) -> DeletedImage:
 
 def dump_in_progress() -> DumpInProgress | None:
     return _registered.dump_in_progress() if _registered is not None else None
+
+
+def restore_in_progress() -> DumpInProgress | None:
+    return _registered.restore_in_progress() if _registered is not None else None
+
+
+def restorable(models: list[ModelDefinition]) -> set[str]:
+    """The names of `models` whose bring-up would restore an image (a usable one is
+    looked for only among those with a ready image)."""
+    if _registered is None:
+        return set()
+    ready = _registered.models_with_ready_images()
+    return {m.name for m in models if m.name in ready and _registered.has_usable_image(m)}

@@ -175,6 +175,24 @@ class ImageProgress(Message):
     total: int
 
 
+@dataclasses.dataclass(frozen=True)
+class CancelRequest(Message):
+    """An operator cancels request `request` (an id from `LiveRequests`) in flight in web
+    process `instance`; that process cancels it, and its next report no longer lists it."""
+
+    KIND = b"cancel"
+    instance: str
+    request: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptureChanged(Message):
+    """An admin turned the capture of prompt and answer text on or off (`ActivitySettings`)."""
+
+    KIND = b"capture"
+    capture: bool
+
+
 MESSAGES: tuple[type[Message], ...] = (
     EngineStates,
     Wanted,
@@ -185,6 +203,8 @@ MESSAGES: tuple[type[Message], ...] = (
     RegistryChanged,
     SwapChanged,
     ImageProgress,
+    CancelRequest,
+    CaptureChanged,
 )
 BY_KIND: dict[bytes, type[Message]] = {message.KIND: message for message in MESSAGES}
 

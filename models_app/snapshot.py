@@ -5,14 +5,15 @@ inserts (a registry without its settings row reads as the defaults).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypedDict
 
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from llmux_site.core.processes import process_trees
 from models_app import image_port
+from models_app.activity_selectors import ModelRate, model_rates
 from models_app.models import (
     EngineRuntime,
     EngineState,
@@ -20,8 +21,14 @@ from models_app.models import (
     RegistryConfig,
     SwapEvent,
     SwapOutcome,
+    SwitchRequest,
+    SwitchStatus,
 )
+from models_app.offered_actions import ModelFacts, blocked_actions
+from models_app.services.audit import outcome_of
+from models_app.services.host_actions import capabilities
 from models_app.services.presence import group_demand, live_instances
+from models_app.switch_progress import SwitchProgress, switches_in_progress
 from models_app.telemetry import Telemetry, gpu_telemetry
 from models_app.wiring import gpu_probe
 
@@ -78,7 +85,36 @@ class ModelStatus(TypedDict):
     uptime_s: float | None
     last_switch: str | None
     last_switch_ms: float | None
-    error: str
+    error: str  # the end of the last error (a log tail's cause is at its end)
+    group: str
+    serving: bool  # running: requests for it are answered now
+    pinned: bool
+    blocked: dict[str, str]  # operator actions that cannot apply now, and why
+
+
+class GroupStatus(TypedDict):
+    """One GPU group: its GPUs, its models, those serving now."""
+
+    group: str
+    gpu_ids: list[int]
+    models: list[str]
+    serving: list[str]
+    switching: bool
+
+
+class OperationStatus(TypedDict):
+    """A lifecycle operation, open or ended lately: how the page closes an action's loop."""
+
+    id: int
+    kind: str
+    target: str
+    trigger: str
+    actor: str
+    status: str  # pending, running, succeeded, failed, skipped
+    result: str  # the audit result it ends with ("" while open)
+    detail: str  # what happened ("" while open)
+    created_at: str
+    finished_at: str | None
 
 
 class StatusSnapshot(TypedDict):
@@ -91,6 +127,11 @@ class StatusSnapshot(TypedDict):
     switch: SwitchInProgress | None
     gpus: list[GpuMemory]
     checkpoint: CheckpointProgress | None
+    groups: list[GroupStatus]
+    switches: list[SwitchProgress]
+    operations: list[OperationStatus]
+    criu: bool  # this host can take CRIU checkpoints
+    rates: dict[str, ModelRate]  # requests/s and tokens/s per model, over the last minute
     telemetry: Telemetry
 
 
@@ -174,6 +215,10 @@ def _memory(models: list[ModelDefinition]) -> dict[int, int | None]:
     return _engine_memory(live) if live else {}
 
 
+RECENT_OPERATIONS = timedelta(minutes=10)  # ended operations the page still hears of
+MAX_OPERATIONS = 50
+
+
 class _Rows:
     """What each model's row needs beyond the model: read once for all of them."""
 
@@ -182,6 +227,9 @@ class _Rows:
         self.memory = _memory(models)
         self.default = config.default_eviction()
         self.now = timezone.now()
+        self.pinned = config.pinned_model.name if config.pinned_model else None
+        self.criu = capabilities()[1]
+        self.restorable = image_port.restorable(models)
 
     def row(self, model: ModelDefinition) -> ModelStatus:
         runtime = _runtime(model)
@@ -190,6 +238,9 @@ class _Rows:
         running = runtime is not None and state == EngineState.RUNNING
         activated = runtime.activated_at if runtime is not None and running else None
         last_switch: datetime | None = model.last_switch  # type: ignore[attr-defined]
+        facts = ModelFacts(
+            model.name, state, self.pinned == model.name, model.name in self.restorable, self.criu
+        )
         return {
             "name": model.name,
             "state": state,
@@ -203,8 +254,60 @@ class _Rows:
             "uptime_s": (self.now - activated).total_seconds() if activated else None,
             "last_switch": last_switch.isoformat() if last_switch else None,
             "last_switch_ms": model.last_switch_ms,  # type: ignore[attr-defined]
-            "error": (runtime.last_error[:300] if runtime else ""),
+            "error": (runtime.last_error.strip()[-ERROR_CHARS:] if runtime else ""),
+            "group": runtime.gpu_group if runtime and runtime.gpu_group else "",
+            "serving": running,
+            "pinned": facts.pinned,
+            "blocked": blocked_actions(facts),
         }
+
+
+ERROR_CHARS = 300
+
+
+def _groups(rows: list[ModelStatus], switches: list[SwitchProgress]) -> list[GroupStatus]:
+    """Models by GPU group (a model not yet placed: by its GPU ids), serving ones first."""
+    groups: dict[str, GroupStatus] = {}
+    for row in rows:
+        key = row["group"] or ",".join(map(str, sorted(row["gpu_ids"]))) or "-"
+        group = groups.setdefault(
+            key, {"group": key, "gpu_ids": [], "models": [], "serving": [], "switching": False}
+        )
+        group["gpu_ids"] = sorted(set(group["gpu_ids"]) | set(row["gpu_ids"]))
+        group["models"].append(row["name"])
+        if row["serving"]:
+            group["serving"].append(row["name"])
+    busy = {switch["group"] for switch in switches}
+    for key, group in groups.items():
+        group["switching"] = key in busy
+    return sorted(groups.values(), key=lambda g: (g["gpu_ids"], g["group"]))
+
+
+def _operations(now: datetime) -> list[OperationStatus]:
+    """Open operations and those that ended in the last RECENT_OPERATIONS, newest first."""
+    recent = SwitchRequest.objects.filter(
+        Q(status__in=[SwitchStatus.PENDING, SwitchStatus.RUNNING])
+        | Q(finished_at__gte=now - RECENT_OPERATIONS)
+    )
+    shown: list[OperationStatus] = []
+    for request in recent.select_related("target", "swap").order_by("-id")[:MAX_OPERATIONS]:
+        ended = request.finished_at is not None
+        result, detail = outcome_of(request) if ended else ("", "")
+        shown.append(
+            {
+                "id": request.pk,
+                "kind": request.kind,
+                "target": request.target.name,
+                "trigger": request.trigger,
+                "actor": request.actor,
+                "status": request.status,
+                "result": result,
+                "detail": detail,
+                "created_at": request.created_at.isoformat(),
+                "finished_at": request.finished_at.isoformat() if request.finished_at else None,
+            }
+        )
+    return shown
 
 
 def status_snapshot() -> StatusSnapshot:
@@ -213,14 +316,22 @@ def status_snapshot() -> StatusSnapshot:
     models = _models()
     rows = _Rows(models, config)
     current = SwapEvent.objects.filter(outcome=SwapOutcome.IN_PROGRESS).order_by("-id").first()
+    runtimes = {m.name: r for m in models if (r := _runtime(m)) is not None}
+    switches = switches_in_progress(rows.now, config, runtimes, rows.demand)
+    model_rows = [rows.row(model) for model in models]
     return {
         "at": rows.now.isoformat(),
         "mode": config.mode,
-        "pinned": config.pinned_model.name if config.pinned_model else None,
-        "models": [rows.row(model) for model in models],
+        "pinned": rows.pinned,
+        "models": model_rows,
         "switch": _switch(current),
         "gpus": _gpus(),
         "checkpoint": _checkpoint(),
+        "groups": _groups(model_rows, switches),
+        "switches": switches,
+        "operations": _operations(rows.now),
+        "criu": rows.criu,
+        "rates": model_rates(),
         "telemetry": gpu_telemetry(models),
     }
 

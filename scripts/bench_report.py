@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Run the gateway, switch and checkpoint benchmarks back to back; write docs/PERFORMANCE.md.
 
-    .venv/bin/python scripts/bench_report.py [--quick]
+    .venv/bin/python scripts/bench_report.py [--quick] [--before COMMIT]
+
+`--before COMMIT` measures the serve path of that commit too, in turns with this tree
+(`make bench BENCH_ARGS="--before 91351cc"`), and reports the ratio of requests/s.
 
 All tables come from one run on one machine, so their figures can be compared.
 """
@@ -80,10 +83,17 @@ def run(script: str, *args: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--before", help="also measure `llmux serve` of this commit, in turns with this tree"
+    )
     args = parser.parse_args()
     gateway = run("bench_gateway.py", *(["--quick"] if args.quick else []))
     # The gateway as users run it: `llmux serve` from this checkout, keys off and on.
-    served = run("bench_serve.py", *(["--quick"] if args.quick else []))
+    served = run(
+        "bench_serve.py",
+        *(["--quick"] if args.quick else []),
+        *(["--before", args.before] if args.before else []),
+    )
     switches = run("bench_switch.py", "--switches", "10" if args.quick else "30")
     # Its own "## Checkpoint throughput (CRIU against dd)" section, with its own date.
     checkpoint = run("bench_checkpoint.py", *(["--quick"] if args.quick else []))

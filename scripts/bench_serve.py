@@ -11,6 +11,12 @@ request), in each deployment profile
 turns, ``--rounds`` times, so two commits compared in one sitting see the same machine.
 
     .venv/bin/python scripts/bench_serve.py --tree before=/tmp/before --tree after=. [--quick]
+    .venv/bin/python scripts/bench_serve.py --before 91351cc   # that commit against this tree
+
+``--before REV`` exports that commit of this repository (``git archive``) to a temporary
+directory and measures it in turns with this checkout. While load runs, an admin has the
+requests view open (``scripts/bench_watch.py`` polls ``/requests/data/`` as its page does)
+in every tree that serves it; ``--no-watch`` measures without.
 
 Prints a markdown table; ``--json`` the raw figures too. Not part of the test suite.
 """
@@ -18,8 +24,10 @@ Prints a markdown table; ``--json`` the raw figures too. Not part of the test su
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -33,6 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gateway import free_port, machine, run_loadgen, wait_ready
 from bench_profiles import base_env, profile_env, web_processes
+from bench_watch import RequestsViewWatcher, make_admin
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "bench"
@@ -98,6 +107,7 @@ def served(tree: Path, keys: bool, profile: str) -> Iterator[tuple[int, int, str
                     f"llmux serve ({profile}) did not come up:\n{log_tail}"
                 ) from None
             key = _make_key(tree, env) if keys else None
+            make_admin(tree, env)
             _bring_up(port, key)
             yield port, engine, key
         finally:
@@ -137,7 +147,7 @@ def _bring_up(port: int, key: str | None) -> None:
 
 
 def measure_tree(
-    tree: Path, clients: int, seconds: float, profile: str
+    tree: Path, clients: int, seconds: float, profile: str, watch: bool = True
 ) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     for keys in (False, True):
@@ -146,6 +156,7 @@ def measure_tree(
                 if name == "direct" and keys:
                     continue  # the engine has no keys: measured once per tree
                 label = name if name == "direct" else f"serve_keys_{'on' if keys else 'off'}"
+                watcher = RequestsViewWatcher(port).start() if watch else None
                 results[label] = run_loadgen(
                     "concurrent",
                     url=f"http://127.0.0.1:{target}/v1/chat/completions",
@@ -154,6 +165,7 @@ def measure_tree(
                     seconds=seconds,
                     api_key=key if name == "serve" else None,
                 )
+                results[label]["view_polls"] = watcher.stop() if watcher else 0
                 print(tree, profile, label, results[label], file=sys.stderr)
     return results
 
@@ -163,7 +175,7 @@ def summarise(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, fl
     return {
         label: {
             figure: statistics.median(run[label][figure] for run in runs)
-            for figure in ("rps", "p50_ms", "p99_ms", "errors")
+            for figure in ("rps", "p50_ms", "p99_ms", "errors", "view_polls")
         }
         for label in runs[0]
     }
@@ -213,11 +225,24 @@ def report(summary: Summary, args: argparse.Namespace) -> str:
                 label = f"serve_keys_{keys}"
                 ratio = second[label]["rps"] / first[label]["rps"]
                 added = [f[label]["p99_ms"] - f["direct"]["p99_ms"] for f in (first, second)]
+                polls = [f[label]["view_polls"] for f in (first, second)]
                 lines.append(
                     f"\n{trees[1]} / {trees[0]}, {profile}, keys {keys}: requests/s x{ratio:.2f},"
                     f" p99 added {added[0]:+.1f} -> {added[1]:+.1f} ms"
+                    f" (requests view polled {polls[0]:.0f} / {polls[1]:.0f} times)"
                 )
     return "\n".join(lines)
+
+
+def export_commit(rev: str) -> Path:
+    """`rev` of this repository as a plain tree in a temporary directory (removed at exit)."""
+    target = Path(tempfile.mkdtemp(prefix="llmux-bench-before-"))
+    atexit.register(shutil.rmtree, target, ignore_errors=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", rev], cwd=REPO, capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
 
 
 def datetime_utc() -> str:
@@ -234,12 +259,16 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--profiles", default="embedded,production", help="comma-separated")
     parser.add_argument("--web-processes", help="llmux serve's; default: its own choice (auto)")
+    parser.add_argument("--before", help="a commit measured against this checkout")
+    parser.add_argument("--no-watch", action="store_true", help="no requests view open")
     args = parser.parse_args()
     if args.web_processes:
         os.environ["LLMUX_WEB_PROCESSES"] = args.web_processes
     if args.quick:
         args.seconds, args.rounds = 3.0, 1
     trees = dict(item.split("=", 1) for item in args.tree) or {"this": str(REPO)}
+    if args.before:
+        trees = {f"before ({args.before})": str(export_commit(args.before)), **trees}
     profiles = args.profiles.split(",")
     runs: dict[tuple[str, str], list[dict[str, dict[str, float]]]] = {
         (name, profile): [] for profile in profiles for name in trees
@@ -247,7 +276,9 @@ def main() -> None:
     for _ in range(args.rounds):
         for profile in profiles:
             for name, tree in trees.items():
-                figures = measure_tree(Path(tree).resolve(), args.clients, args.seconds, profile)
+                figures = measure_tree(
+                    Path(tree).resolve(), args.clients, args.seconds, profile, not args.no_watch
+                )
                 runs[name, profile].append(figures)
     summary = {key: summarise(results) for key, results in runs.items()}
     if args.json:

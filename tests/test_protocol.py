@@ -7,6 +7,8 @@ import pytest
 from models_app import protocol
 from models_app.protocol import (
     BadMessage,
+    CancelRequest,
+    CaptureChanged,
     CommittedState,
     Drained,
     EngineStates,
@@ -33,6 +35,8 @@ EXAMPLES: list[Message] = [
     RegistryChanged(),
     SwapChanged(),
     ImageProgress(image=9, model="alpha", status="writing", done=1024, total=4096),
+    CancelRequest(instance="3f2a", request="1a2b-17"),
+    CaptureChanged(capture=True),
 ]
 
 # For each kind, bytes that look like it but are no message of it.
@@ -70,6 +74,12 @@ GARBAGE: dict[type[Message], list[bytes]] = {
         b'checkpoint {"image":9,"model":"alpha","status":"writing","done":1024}',
         b'checkpoint {"image":"9","model":"alpha","status":"writing","done":1,"total":2}',
     ],
+    CancelRequest: [
+        b"cancel",
+        b'cancel {"instance":"3f2a"}',
+        b'cancel {"instance":"3f2a","request":17}',
+    ],
+    CaptureChanged: [b"capture", b'capture {"capture":1}', b'capture {"capture":"on"}'],
 }
 
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from http.cookiejar import CookieJar
 from pathlib import Path
 
+import openai
 import psutil
 import pytest
 
@@ -192,3 +194,38 @@ def test_a_second_start_keeps_the_registry_and_does_not_print_a_new_password(
         assert not any("loading the demo registry" in line for line in second.lines)
     finally:
         assert stop(second) == 0
+
+
+def _drain(served: Served) -> None:
+    """Keep reading the server's output so its pipe never fills while the test runs."""
+    assert served.process.stdout is not None
+    for line in served.process.stdout:
+        served.lines.append(line.rstrip())
+
+
+def _engines_of(served: Served) -> list[psutil.Process]:
+    children = psutil.Process(served.process.pid).children(recursive=True)
+    return [c for c in children if "demo/chat-small" in " ".join(c.cmdline())]
+
+
+def test_two_demos_on_one_host_each_run_their_own_engines(tmp_path: Path) -> None:
+    """The demo registry's engines listen on sockets of their own data directory: with
+    fixed ports the second demo's engine could not bind, or its probe reached the first's."""
+    instances: list[Served] = []
+    try:
+        for name in ("one", "two"):
+            instance = start_serve(tmp_path / name, free_port())
+            threading.Thread(target=_drain, args=(instance,), daemon=True).start()
+            instances.append(instance)
+        for instance in instances:
+            client = openai.OpenAI(base_url=f"{instance.origin}/v1", api_key="-", timeout=90)
+            answer = client.chat.completions.create(
+                model="demo-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+            )
+            assert answer.choices[0].message.content
+        for instance in instances:
+            (engine,) = _engines_of(instance)  # its own engine, a descendant of its serve
+            assert engine.is_running()
+    finally:
+        for instance in instances:
+            stop(instance)

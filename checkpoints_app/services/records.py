@@ -103,6 +103,20 @@ def dump_in_progress() -> DumpInProgress | None:
     return DumpInProgress(image.model_name, image.progress_bytes, image.progress_total)
 
 
+def models_with_ready_images() -> set[str]:
+    """The models that have at least one ready image (one query)."""
+    ready = CheckpointImage.objects.filter(status=ImageStatus.READY)
+    return set(ready.values_list("model_name", flat=True).distinct())
+
+
+def restore_in_progress() -> DumpInProgress | None:
+    """The newest image being restored now, and how much of it was read."""
+    image = CheckpointImage.objects.filter(status=ImageStatus.RESTORING).order_by("-id").first()
+    if image is None:
+        return None
+    return DumpInProgress(image.model_name, image.progress_bytes, image.progress_total)
+
+
 def announce(image: CheckpointImage) -> None:
     """Tell the dashboard and other processes (host bus) about an image's progress."""
     protocol.after_commit(

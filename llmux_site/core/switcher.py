@@ -156,6 +156,7 @@ class _Switch:
         incoming = self.plan.incoming
         if self.plan.skip_if_unwanted and await self.ports.waiting(incoming.name) == 0:
             self.result.outcome = Outcome.SKIPPED
+            self.result.error = "nobody waits for the model any more"
             return False
         process = incoming.process
         if (
@@ -346,6 +347,7 @@ async def run_eviction(
     process = target.process if target is not None else None
     if target is None or process is None or not processes.is_alive(process):
         result.outcome = Outcome.SKIPPED
+        result.error = "the engine has no live process: there is nothing to evict"
         return result
     if target.status in AWAKE:
         await switch._evict_outgoing(target)
@@ -360,5 +362,6 @@ async def run_eviction(
         await switch._finish_phase(Phase.EVICT, started)
     else:
         result.outcome = Outcome.SKIPPED
+        result.error = f"it is {target.status.value} already and its policy keeps the process"
     result.memory_after = dict(ports.gpu_memory())
     return result

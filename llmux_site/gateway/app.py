@@ -15,7 +15,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final
 
-from llmux_site.gateway.backend import GatewayBackend
+from llmux_site.gateway.activity import Activity, LiveRequest, ResponseTap, end_cancelled
+from llmux_site.gateway.backend import GatewayBackend, Slot
 from llmux_site.gateway.checks import check_fields, parse_body, reencode
 from llmux_site.gateway.errors import EngineUnreachableError, GatewayError
 from llmux_site.gateway.hosts import AllowedHosts
@@ -100,26 +101,6 @@ class DisconnectWatch:
 RequestObserver = Callable[[str, int, float | None], None]
 
 
-class ResponseTap:
-    """Notes an answer's status and when its first byte went out."""
-
-    def __init__(self, send: Send) -> None:
-        self._send = send
-        self.started = time.monotonic()
-        self.status = 0
-        self.first_byte: float | None = None
-
-    async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.status = int(message["status"])
-        elif self.first_byte is None and message["type"] == "http.response.body":
-            self.first_byte = time.monotonic()
-        await self._send(message)
-
-    def first_byte_after(self) -> float | None:
-        return None if self.first_byte is None else self.first_byte - self.started
-
-
 class GatewayApp:
     """ASGI3 application for http scopes under ``/v1/`` and vLLM's tokenizer routes (lifespan
     closes the sessions)."""
@@ -133,8 +114,10 @@ class GatewayApp:
         on_usage: UsageSink | None = None,
         on_request: RequestObserver | None = None,
         allowed_hosts: Iterable[str] | None = None,
+        activity: Activity | None = None,
     ) -> None:
         self.backend = backend
+        self.activity = activity  # None: requests are not recorded one by one
         self.max_body_bytes = max_body_bytes
         self.keys = keys  # None: no API keys at all (the standalone gateway)
         self.on_usage = on_usage
@@ -253,11 +236,14 @@ class GatewayApp:
         except ClientGone:
             return
         watch = DisconnectWatch(receive)
-        tap = ResponseTap(send) if self.on_request is not None else None
+        live = self._begin(scope, public, record, payload, body)
+        tap = ResponseTap(send) if self.on_request is not None or live is not None else None
         if tap is not None:
             send = tap.send
+        if live is not None and live.prompt is not None:  # capture is on
+            send = live.capture(send)
         try:
-            await self._admit_and_relay(scope, send, public, payload, body, headers, grant)
+            await self._admit_and_relay(scope, send, public, payload, body, headers, grant, live)
         except GatewayError as exc:
             await send_error(send, exc)
         except Exception:
@@ -267,16 +253,39 @@ class GatewayApp:
             with contextlib.suppress(Exception):
                 await send_error(send, GatewayError(500, "The gateway failed on this request."))
         except asyncio.CancelledError:
-            if not watch.gone:
+            operator = live is not None and live.cancelled
+            if not watch.gone and not operator:
                 raise
-            # We cancelled ourselves because the client left: not an error of the app.
+            # We cancelled ourselves because the client left or an operator cancelled the
+            # request: not an error of the app.
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
+            if operator and not watch.gone:
+                with contextlib.suppress(Exception):
+                    await end_cancelled(send, tap.status if tap else 0, tap is not None and tap.sse)
         finally:
             watch.stop()
-            if tap is not None and self.on_request is not None:
-                self.on_request(public, tap.status or 499, tap.first_byte_after())
+            if tap is not None:
+                self._observe(public, tap, live)
+
+    def _begin(
+        self, scope: Scope, public: str, record: KeyRecord | None, payload: Any, body: bytes
+    ) -> LiveRequest | None:
+        """The request's entry among those in flight (None when activity is not recorded)."""
+        if self.activity is None:
+            return None
+        client = scope.get("client")
+        key_id = record.key_id if record is not None else None
+        address = str(client[0]) if client else ""
+        return self.activity.begin(scope["path"], public, key_id, address, payload, body)
+
+    def _observe(self, public: str, tap: ResponseTap, live: LiveRequest | None) -> None:
+        status, ttfb = tap.status or 499, tap.first_byte_after()
+        if self.on_request is not None:
+            self.on_request(public, status, ttfb)
+        if live is not None and self.activity is not None:
+            self.activity.end(live, status, ttfb, live.usage)
 
     async def _read_request(
         self, scope: Scope, receive: Receive, record: KeyRecord | None
@@ -306,12 +315,15 @@ class GatewayApp:
         body: bytes,
         headers: list[tuple[str, str]] | None,
         grant: Grant | None = None,
+        live: LiveRequest | None = None,
     ) -> None:
         backend = self.backend
         deadline = asyncio.get_running_loop().time() + backend.request_timeout()
         for attempt in range(2):
             try:
-                await self._relay_once(scope, send, public, payload, body, headers, deadline, grant)
+                await self._relay_once(
+                    scope, send, public, payload, body, headers, deadline, grant, live
+                )
                 return
             except EngineUnreachableError:
                 # The engine died under us (nothing was sent to the client): when the
@@ -329,9 +341,11 @@ class GatewayApp:
         headers: list[tuple[str, str]] | None,
         deadline: float,
         grant: Grant | None = None,
+        live: LiveRequest | None = None,
     ) -> None:
-        slot = await self.backend.acquire(public, deadline=deadline)
-        meter = UsageMeter() if grant is not None and self.on_usage is not None else None
+        slot = await self._acquire(public, deadline, live)
+        metered = (grant is not None and self.on_usage is not None) or live is not None
+        meter = UsageMeter() if metered else None
         try:
             route = slot.route
             if route.rewrite_model and payload["model"] != route.served_name:
@@ -355,9 +369,22 @@ class GatewayApp:
                 raise
         finally:
             slot.release()
-        if meter is not None and grant is not None and self.on_usage is not None:
-            # Every answered request counts; its tokens when the engine said them.
-            self.on_usage(grant, public, meter.finish() or {})
+        if meter is not None:
+            usage = meter.finish()
+            if live is not None:
+                live.usage = usage
+            if grant is not None and self.on_usage is not None:
+                # Every answered request counts; its tokens when the engine said them.
+                self.on_usage(grant, public, usage or {})
+
+    async def _acquire(self, public: str, deadline: float, live: LiveRequest | None) -> Slot:
+        if live is None:
+            return await self.backend.acquire(public, deadline=deadline)
+        started = time.monotonic()
+        try:
+            return await self.backend.acquire(public, deadline=deadline)
+        finally:
+            live.note_wait(time.monotonic() - started)
 
     async def _read_body(self, receive: Receive) -> bytes:
         message = await receive()

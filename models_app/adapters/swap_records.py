@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
 from concurrent.futures import wait as wait_futures
+from datetime import UTC, datetime
 from typing import Any
 
 from django.utils import timezone
@@ -84,6 +85,7 @@ class SwapRecord:
         self.models = models
         self.swap: SwapEvent | None = None
         self.phase_now: Phase | None = None  # the phase the switch is in (live)
+        self.phase_since: float | None = None  # when it began (wall clock)
         self.phase_written: Phase | None = None  # the phase the swap row shows
         self.early_phases: dict[str, float] = {}  # phase durations, written at the end
         self.waiting: dict[str, int] = {}  # the ports' last answer of waiting(), per model
@@ -108,6 +110,7 @@ class SwapRecord:
         if phase in (Phase.BACKOFF, Phase.CHECK) and self.swap is None:
             return  # nothing has happened yet: a skipped switch leaves no swap row
         self.phase_now = phase
+        self.phase_since = time.time()
         self._write_phase_if_it_lasts()
 
     def _write_phase_if_it_lasts(self) -> None:
@@ -147,7 +150,11 @@ class SwapRecord:
         elif open_only:
             return
         else:
-            SwapEvent.objects.filter(pk=self.swap.pk).update(phase=phase.value)
+            # The phases finished so far go with it: the dashboard's progress shows them
+            # while the switch runs (the same UPDATE, still off the switch path).
+            SwapEvent.objects.filter(pk=self.swap.pk).update(
+                phase=phase.value, phase_started_at=self._phase_started_at(), **self.early_phases
+            )
         self.phase_written = phase
         protocol.publish(protocol.SwapChanged())  # autocommitted: the dashboard may read it now
 
@@ -171,6 +178,8 @@ class SwapRecord:
             waiting_requests=waiting,
             gpu_memory_before=json_memory(self._gpu_memory()),
             phase=phase.value,
+            phase_started_at=self._phase_started_at(),
+            **self.early_phases,
         )
         SwitchRequest.objects.filter(pk=self.request.pk).update(swap=self.swap)
         event(
@@ -184,6 +193,10 @@ class SwapRecord:
             phase=phase.value,
             trigger=self.request.trigger,
         )
+
+    def _phase_started_at(self) -> datetime | None:
+        since = self.phase_since
+        return datetime.fromtimestamp(since, UTC) if since is not None else None
 
     def ensure_swap(self) -> None:
         """Open the swap row now if work happened but no write opened it (sync)."""

@@ -1,5 +1,6 @@
 """Registry, runtime and history models."""
 
+from .activity import ActivitySettings, LiveRequests, RequestRecord
 from .audit import AuditEntry, AuditResult
 from .choices import (
     BringUp,
@@ -23,7 +24,7 @@ from .coordination import (
     WebInstance,
 )
 from .definitions import ModelAlias, ModelDefinition, Node, RegistryConfig
-from .keys import ApiKey
+from .keys import ApiKey, KeyKind
 from .logins import LoginFailures
 from .runtime import EngineRuntime
 from .swaps import PHASES, SwapEvent
@@ -33,6 +34,7 @@ from .validation import ValidationRun
 __all__ = [
     "OPEN_SWITCH_STATUSES",
     "PHASES",
+    "ActivitySettings",
     "ApiKey",
     "ApiToken",
     "AuditEntry",
@@ -42,6 +44,8 @@ __all__ = [
     "EngineRuntime",
     "EngineState",
     "GroupLease",
+    "KeyKind",
+    "LiveRequests",
     "LoginFailures",
     "MemoryCheck",
     "Mode",
@@ -52,6 +56,7 @@ __all__ = [
     "PolicyType",
     "Process",
     "RegistryConfig",
+    "RequestRecord",
     "SwapEvent",
     "SwapOutcome",
     "SwapTrigger",

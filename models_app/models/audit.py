@@ -11,10 +11,12 @@ class AuditResult(models.TextChoices):
     QUEUED = "queued", "Queued"
     REFUSED = "refused", "Refused"
     FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"  # a queued operation the worker found nothing to do for
 
 
 class AuditEntry(models.Model):
-    """One write through the dashboard or the API; append-only."""
+    """One write through the dashboard or the API; append-only, except that a queued
+    operation's entry gets the operation's outcome when it ends."""
 
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -26,6 +28,9 @@ class AuditEntry(models.Model):
     remote_addr = models.CharField(max_length=64, blank=True)
     result = models.CharField(max_length=16, choices=AuditResult.choices)
     detail = models.TextField(blank=True)
+    # The queued operation (SwitchRequest id) of a lifecycle action: when it ends, the
+    # entry's result becomes its outcome (services.audit.close_operation).
+    operation = models.PositiveBigIntegerField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

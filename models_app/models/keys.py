@@ -6,6 +6,14 @@ from django.conf import settings
 from django.db import models
 
 
+class KeyKind(models.TextChoices):
+    """Who a key is for: a client an administrator gave it to, or the dashboard's
+    playground, which mints a short-lived one for the logged-in user (docs/API.md)."""
+
+    CLIENT = "client", "client"
+    PLAYGROUND = "playground", "playground"
+
+
 class ApiKey(models.Model):
     """A client's key for `/v1/`; the secret itself is shown once and never stored."""
 
@@ -18,6 +26,7 @@ class ApiKey(models.Model):
     rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="requests/minute")
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked = models.BooleanField(default=False)
+    kind = models.CharField(max_length=16, choices=KeyKind.choices, default=KeyKind.CLIENT)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -30,6 +30,9 @@ class SwapEvent(models.Model):
         max_length=16, choices=SwapOutcome.choices, default=SwapOutcome.IN_PROGRESS
     )
     phase = models.CharField(max_length=16, blank=True, help_text="current phase while running")
+    phase_started_at = models.DateTimeField(
+        null=True, blank=True, help_text="when the current phase began (live progress)"
+    )
     eviction_weights = models.CharField(max_length=16, choices=Weights.choices, blank=True)
     eviction_process = models.CharField(max_length=16, choices=Process.choices, blank=True)
     escalated = models.BooleanField(default=False, help_text="eviction escalated to stop")

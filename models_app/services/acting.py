@@ -54,7 +54,14 @@ class Acting:
     def name(self) -> str:
         return str(self.user.get_username())
 
-    def record(self, action: str, target: str, result: str, detail: str = "") -> None:
+    def record(
+        self,
+        action: str,
+        target: str,
+        result: str,
+        detail: str = "",
+        operation: int | None = None,
+    ) -> None:
         audit.record(
             self.user,
             action,
@@ -63,6 +70,7 @@ class Acting:
             detail=detail,
             remote_addr=self.remote_addr,
             source=self.source,
+            operation=operation,
         )
 
     def refuse_viewers(self, action: str, target: str) -> None:
@@ -94,7 +102,7 @@ def audited(acting: Acting, action: str, target: str) -> Iterator[Callable[[Outc
     acting.refuse_viewers(action, target)
 
     def done(outcome: Outcome) -> Outcome:
-        acting.record(action, target, outcome.result, outcome.audit_detail)
+        acting.record(action, target, outcome.result, outcome.audit_detail, outcome.operation)
         return outcome
 
     try:

@@ -128,6 +128,11 @@ def do_create_key(
 ) -> api_keys.NewKey:
     """A new gateway API key (administrators); its plaintext is in the answer, only there."""
     acting.refuse_non_admins("create_key", name)
+    unknown = api_keys.unknown_scopes(scopes)
+    if unknown:
+        problem = f"no model or alias is named {', '.join(map(repr, unknown))}"
+        acting.record("create_key", name, AuditResult.FAILED, problem)
+        raise ActionError(f"scopes: {problem}")
     created = api_keys.create_key(
         name, scopes=scopes, rpm_limit=rpm_limit, expires_at=expires_at, created_by=acting.user
     )

@@ -121,11 +121,18 @@ _VLLM_SOCKET_NAME = 37  # "/" and a uuid4
 
 
 def _tmp_root() -> Path:
-    """Where engines' private TMPDIRs go: the run directory, unless its path is so long
-    that a socket in it would not fit (a deep data directory); then a directory of this
-    user's own in the system's temporary directory, one per data directory."""
-    root = Path(settings.LLMUX_DIRS["run"]) / "tmp"
-    if len(os.fsencode(root)) + 13 + _VLLM_SOCKET_NAME <= _SOCKET_PATH_MAX:
+    """Where engines' private TMPDIRs go (a socket of vLLM's own in one must fit)."""
+    return socket_dir(13 + _VLLM_SOCKET_NAME, "tmp")
+
+
+def socket_dir(name_bytes: int, sub: str = "") -> Path:
+    """A directory of this data directory's own where a Unix socket whose name (from the
+    directory on) takes `name_bytes` bytes fits: the run directory (or `sub` in it), unless
+    its path is so long that the socket would not fit (a deep data directory); then a
+    directory of this user's own in the system's temporary directory, one per data
+    directory (short enough for any name this module makes)."""
+    root = Path(settings.LLMUX_DIRS["run"]) / sub if sub else Path(settings.LLMUX_DIRS["run"])
+    if len(os.fsencode(root)) + name_bytes <= _SOCKET_PATH_MAX:
         return root
     data = hashlib.sha256(str(settings.DATA_DIR).encode()).hexdigest()[:8]
     short = Path(tempfile.gettempdir()) / f"llmux-{os.getuid()}-{data}"

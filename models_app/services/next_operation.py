@@ -27,7 +27,7 @@ from models_app.models import (
     SwitchRequest,
     SwitchStatus,
 )
-from models_app.services import presence
+from models_app.services import audit, presence
 
 HISTORY_ROWS = 200
 # A request-triggered switch nobody waits for any more (its requests were served or gave
@@ -118,6 +118,7 @@ def skip_automatic(pending: list[SwitchRequest]) -> list[SwitchRequest]:
             error="manual mode: models are not switched in automatically",
             finished_at=timezone.now(),
         )
+        audit.close_operations(automatic)
     return [r for r in pending if r.trigger != SwapTrigger.REQUEST]
 
 
@@ -131,7 +132,9 @@ def skip_abandoned(
         waiting = demand[request.target.name].waiting if request.target.name in demand else 0
         if waiting == 0 and request.created_at < cutoff:
             SwitchRequest.objects.filter(pk=request.pk, status=SwitchStatus.PENDING).update(
-                status=SwitchStatus.SKIPPED, finished_at=timezone.now()
+                status=SwitchStatus.SKIPPED,
+                error="nobody waits for the model any more",
+                finished_at=timezone.now(),
             )
         else:
             kept.append(request)

@@ -16,7 +16,6 @@ from llmux_site.core.eviction_policy import EvictionPolicy, PolicyError, Process
 from models_app import image_port
 from models_app.models import (
     AuditResult,
-    EngineState,
     Mode,
     ModelDefinition,
     RegistryConfig,
@@ -24,6 +23,7 @@ from models_app.models import (
     SwitchRequest,
     SwitchStatus,
 )
+from models_app.offered_actions import CHECKPOINTABLE
 from models_app.selectors import engine_state, gpu_group
 from models_app.services import control
 from models_app.services.acting import (
@@ -35,8 +35,6 @@ from models_app.services.acting import (
     model_named,
 )
 from models_app.services.engines import eviction_policy
-
-CHECKPOINTABLE = (EngineState.RUNNING, EngineState.SLEEPING, EngineState.SUSPENDED)
 
 
 class GroupBusy(StateError):

@@ -28,6 +28,7 @@ from models_app.models import (
     SwitchRequest,
     SwitchStatus,
 )
+from models_app.services import audit
 from models_app.services.engines import listen_address
 from models_app.services.runtime import current_process, record_death, record_engine_status
 
@@ -126,6 +127,7 @@ def expire_leases(report: ReconcileReport) -> None:
                 error="the worker running this switch died",
                 finished_at=now,
             )
+        audit.close_operations(report.abandoned_switches)
         try:
             roll_back_group(lease.group, report)
         finally:

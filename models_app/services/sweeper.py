@@ -13,7 +13,7 @@ from django_q.tasks import async_task
 
 from models_app import image_port
 from models_app.models import GroupLease, SwitchRequest, SwitchStatus
-from models_app.services import switch_queue
+from models_app.services import playground_keys, switch_queue
 from models_app.services.reconcile import reconcile
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ def one_pass(passes: int = 0) -> None:
         image_port.recover()
         if passes % GC_EVERY_PASSES == 0:
             image_port.collect_garbage()
+            playground_keys.delete_expired()
     except Exception:  # one bad pass must not end the sweep
         log.exception("sweep pass failed")
 

@@ -36,7 +36,7 @@ from models_app.models import (
     SwitchRequest,
     SwitchStatus,
 )
-from models_app.services import next_operation, pins, reconcile
+from models_app.services import audit, next_operation, pins, reconcile
 from models_app.services.planning import SwitchState, build_plan, read_switch_state
 
 log = logging.getLogger(__name__)
@@ -273,6 +273,7 @@ def run_request(
     finally:
         _close_ports(ports)
     finish_swap(request, ports.swap_record, result)
+    audit.close_operations([request.pk])  # the operator's entry gets the outcome
     if result.outcome is Outcome.FAILED:
         pins.undo_failed_pin(request, result.error)
         # Written now, not when the lease is released: the next operation of this

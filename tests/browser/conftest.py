@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from tests.plugins.engines import free_port
 CHROMIUM = "/usr/bin/chromium"
 # Screenshots of every page go here (not committed; CI keeps the folder as its output).
 OUTPUT = Path(os.environ.get("LLMUX_TEST_OUTPUT", REPO / "test-output")) / "screenshots"
-VIEWPORT = {"width": 1280, "height": 800}
+VIEWPORT = {"width": 1440, "height": 900}
+PHONE = {"width": 390, "height": 844}
 
 
 def dashboard_config(criu: Criu, sockets: Path) -> dict[str, Any]:
@@ -50,15 +52,16 @@ class Site:
     server: Llmux
     browser: Browser
     passwords: dict[str, str]
+    config: dict[str, Any]
     console_errors: list[str] = field(default_factory=list)
 
     @property
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.server.port}"
 
-    def page(self, user: str) -> Page:
+    def page(self, user: str, viewport: dict[str, int] = VIEWPORT) -> Page:
         """A fresh browser context logged in as `user`; console errors are collected."""
-        context = self.browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+        context = self.browser.new_context(viewport=viewport, accept_downloads=True)  # type: ignore[arg-type]
         page = context.new_page()
         page.on("console", self._console)
         page.on("pageerror", lambda error: self.console_errors.append(f"pageerror: {error}"))
@@ -75,10 +78,13 @@ class Site:
             self.console_errors.append(f"{message.text} ({message.location})")
 
 
-@pytest.fixture
-def site(tmp_path: Path, criu: Criu, short_tmp_dir: Path) -> Iterator[Site]:
+@contextmanager
+def open_site(
+    tmp_path: Path, config: dict[str, Any], env: dict[str, str] | None = None
+) -> Iterator[Site]:
+    """llmux serving `config` (with `env`'s settings), its three users, and chromium."""
     server = new_llmux(tmp_path)
-    server.start(dashboard_config(criu, short_tmp_dir))
+    server.start(config, env)
     passwords = {"admin": (server.data_dir / "initial_admin_password").read_text().strip()}
     for role in ("operator", "viewer"):
         passwords[role] = f"{role}-password-1"
@@ -90,7 +96,26 @@ def site(tmp_path: Path, criu: Criu, short_tmp_dir: Path) -> Iterator[Site]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            yield Site(server, browser, passwords)
+            yield Site(server, browser, passwords, config)
         finally:
             browser.close()
             server.stop()
+
+
+@pytest.fixture
+def site(tmp_path: Path, criu: Criu, short_tmp_dir: Path) -> Iterator[Site]:
+    with open_site(tmp_path, dashboard_config(criu, short_tmp_dir)) as opened:
+        yield opened
+
+
+@pytest.fixture
+def cooldown_site(tmp_path: Path, criu: Criu, short_tmp_dir: Path) -> Iterator[Site]:
+    """A site whose models stay active at least COOLDOWN_SECS: every switch has a cooldown."""
+    config = dashboard_config(criu, short_tmp_dir)
+    config["policy"]["min_active_secs"] = COOLDOWN_SECS
+    config["models"]["beta"]["sleep_level"] = 5  # stopped when evicted: each bring-up is slow
+    with open_site(tmp_path, config) as opened:
+        yield opened
+
+
+COOLDOWN_SECS = 6

@@ -170,7 +170,8 @@ def test_an_admin_creates_a_key_on_the_page_and_sees_it_once(
 
     admin = client_for("admin")
     page = admin.post("/keys/", {"name": "ci", "scopes": "alpha, beta", "rpm": "30"})
-    body = page.content.decode()
+    assert page.status_code == 302  # post, redirect, get: a reload makes no second key
+    body = admin.get(page["Location"]).content.decode()
     key = ApiKey.objects.get()
     assert f"llmux-{key.prefix}-" in body and key.scopes == ["alpha", "beta"]
     assert f"llmux-{key.prefix}-" not in admin.get("/keys/").content.decode().replace(
@@ -181,3 +182,18 @@ def test_an_admin_creates_a_key_on_the_page_and_sees_it_once(
     assert key.revoked
     for role in ("operator", "viewer"):
         assert client_for(role).get("/keys/").status_code == 403
+
+
+def test_a_key_scope_that_names_no_model_is_refused_and_the_form_kept(
+    models: list[ModelDefinition],
+) -> None:
+    from models_app.models import ApiKey, AuditEntry
+
+    admin = client_for("admin")
+    page = admin.post("/keys/", {"name": "ci", "scopes": "alpha, alpah", "rpm": "30"})
+    assert page.status_code == 400
+    body = page.content.decode()
+    assert "no model or alias is named &#x27;alpah&#x27;" in body
+    assert 'value="alpha, alpah"' in body and 'value="ci"' in body  # nothing typed is lost
+    assert not ApiKey.objects.exists()
+    assert AuditEntry.objects.get().result == "failed"

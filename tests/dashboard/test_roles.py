@@ -13,6 +13,7 @@ from django.urls import URLPattern
 from dashboard import urls
 from models_app.models import AuditEntry, ModelDefinition, SwitchRequest
 from models_app.roles import OPERATOR_GROUP
+from models_app.services.engines import engine_log_path
 
 pytestmark = pytest.mark.django_db
 
@@ -25,24 +26,41 @@ ADMIN_READ = [LOGIN, LOGIN, 403, 405, 403, 405, 200, 405]
 MATRIX: dict[str, tuple[str, dict[str, str], list[int]]] = {
     "overview": ("/", {}, READ),
     "model-detail": ("/models/alpha/", {}, READ),
+    "engine-log": ("/models/alpha/log/", {}, [LOGIN, LOGIN, 200, 405, 200, 405, 200, 405]),
     "swaps": ("/swaps/", {}, READ),
     "checkpoints": ("/checkpoints/", {}, READ),
     "audit": ("/audit/", {}, ADMIN_READ),
     "charts": ("/charts/", {}, READ),
     "charts-data": ("/charts/data/", {}, READ),
     "playground": ("/playground/", {}, READ),
-    "keys": ("/keys/", {"name": "k"}, [LOGIN, LOGIN, 403, 403, 403, 403, 200, 200]),
+    # A created key redirects to the page that shows it once (post, redirect, get).
+    "keys": ("/keys/", {"name": "k"}, [LOGIN, LOGIN, 403, 403, 403, 403, 200, 302]),
+    "playground-key": ("/playground/key/", {}, [LOGIN, LOGIN, 405, 403, 405, 200, 405, 200]),
     "act": (
         "/actions/switch/",
         {"model": "alpha", "next": "/"},
         [LOGIN, LOGIN, 405, 403, 405, 302, 405, 302],
+    ),
+    "requests": ("/requests/", {}, READ),
+    "requests-data": ("/requests/data/", {}, READ),
+    # Nothing is in flight here: an operator's cancel is allowed, and answers 409.
+    "requests-cancel": (
+        "/requests/cancel/",
+        {"instance": "web-1", "request": "1a-1"},
+        [LOGIN, LOGIN, 405, 403, 405, 409, 405, 409],
+    ),
+    "requests-capture": (
+        "/requests/capture/",
+        {"capture": "on"},
+        [LOGIN, LOGIN, 405, 403, 405, 403, 405, 302],
     ),
 }
 
 
 @pytest.fixture
 def registry() -> None:
-    ModelDefinition.objects.create(name="alpha", model_path="sim/alpha", port=18001)
+    alpha = ModelDefinition.objects.create(name="alpha", model_path="sim/alpha", port=18001)
+    engine_log_path(alpha).write_text("an engine line\n")  # its log, to download
 
 
 def client_for(role: str | None) -> Client:

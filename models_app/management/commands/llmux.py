@@ -22,12 +22,11 @@ from models_app.services.accounts import ensure_initial_admin
 from models_app.services.nodes import register_local_node
 from models_app.services.reconcile import reconcile
 from models_app.services.registry import apply_registry
+from models_app.services.registry.demo import DEMO_REGISTRY, demo_spec
 from models_app.services.runtime import stop_all_engines
 from models_app.services.sweeper import install_schedules, requeue_stranded, stop_sweep
 from models_app.services.warmup import schedule_warmup
 from models_app.wiring import own_engines_here
-
-DEMO_REGISTRY = Path(settings.BASE_DIR) / "llmux_site" / "demo" / "registry.yaml"
 
 
 class Command(LlmuxCommand):
@@ -191,13 +190,17 @@ class Command(LlmuxCommand):
     def load_registry(self, config: Path | None, *, strict: bool = False) -> None:
         """Import `config` (an administrator's file: docs/CONFIG.md), or the demo registry
         into an empty database."""
-        if config is None:
-            if ModelDefinition.objects.exists() or not settings.LLMUX_DEMO_REGISTRY:
-                return
-            config = DEMO_REGISTRY
-            self.say("registry is empty: loading the demo registry of simulated models")
+        if config is None and (
+            ModelDefinition.objects.exists() or not settings.LLMUX_DEMO_REGISTRY
+        ):
+            return
         try:
-            spec = load_config_file(config, strict=strict)
+            if config is None:
+                self.say("registry is empty: loading the demo registry of simulated models")
+                config = DEMO_REGISTRY
+                spec = demo_spec(config)
+            else:
+                spec = load_config_file(config, strict=strict)
         except (ConfigError, OSError) as exc:
             raise CommandError(f"{config}: {exc}") from None
         try:
