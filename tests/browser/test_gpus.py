@@ -39,7 +39,8 @@ def gpu_config() -> dict[str, Any]:
 @pytest.fixture
 def gpu_site(tmp_path: Path) -> Iterator[Site]:
     server = new_llmux(tmp_path)
-    server.start(gpu_config())
+    config = gpu_config()
+    server.start(config)
     password = "viewer-password-1"
     server.manage(
         f"from django.contrib.auth.models import User; User.objects.create_user('viewer', "
@@ -48,7 +49,7 @@ def gpu_site(tmp_path: Path) -> Iterator[Site]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            yield Site(server, browser, {"viewer": password})
+            yield Site(server, browser, {"viewer": password}, config)
         finally:
             browser.close()
             server.stop()
