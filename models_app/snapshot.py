@@ -26,7 +26,7 @@ from models_app.models import (
 )
 from models_app.offered_actions import ModelFacts, blocked_actions
 from models_app.services.audit import outcome_of
-from models_app.services.host_actions import capabilities
+from models_app.services.host_actions import capabilities_cached
 from models_app.services.presence import group_demand, live_instances
 from models_app.switch_progress import SwitchProgress, switches_in_progress
 from models_app.telemetry import Telemetry, gpu_telemetry
@@ -228,7 +228,7 @@ class _Rows:
         self.default = config.default_eviction()
         self.now = timezone.now()
         self.pinned = config.pinned_model.name if config.pinned_model else None
-        self.criu = capabilities()[1]
+        self.criu = capabilities_cached()[1]
         self.restorable = image_port.restorable(models)
 
     def row(self, model: ModelDefinition) -> ModelStatus:

@@ -152,7 +152,7 @@ def _progress(
     outgoing, incoming = _sides(request, context)
     phase, since, ends = _current(request, context, outgoing, failed_at)
     phases = _phases(swap, phase, request, outgoing, context.config)
-    history = _history(incoming)
+    history = _history(request)
     restore = context.restore
     return {
         "operation": request.pk,
@@ -236,13 +236,14 @@ def _work_ms(swap: SwapEvent) -> float:
     return sum(getattr(swap, f"{name}_ms") or 0.0 for name in WORK)
 
 
-def _history(incoming: str) -> list[float]:
-    """The work (drain to readiness) of the target's last successful switches, in ms."""
-    if not incoming:
+def _history(request: SwitchRequest) -> list[float]:
+    """The work (drain to readiness) of the target's last successful switches, in ms
+    (read along the (to_model, -started_at) index: the newest first, 20 at most)."""
+    if request.kind == OperationKind.EVICT:
         return []
-    swaps = SwapEvent.objects.filter(to_name=incoming, outcome=SwapOutcome.SUCCEEDED).exclude(
-        bringup="already_active"
-    )
+    swaps = SwapEvent.objects.filter(
+        to_model=request.target_id, outcome=SwapOutcome.SUCCEEDED
+    ).exclude(bringup="already_active")
     return [_work_ms(swap) for swap in swaps.order_by("-started_at", "-id")[:ESTIMATE_FROM]]
 
 

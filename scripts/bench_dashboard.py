@@ -106,6 +106,32 @@ def fill(models: int, swaps: int) -> None:
             "UPDATE models_app_swapevent SET started_at = datetime('2026-01-01', "
             "'+' || (id * 30) || ' seconds')"
         )
+    switching(defs[0], defs[1])
+
+
+def switching(outgoing: object, incoming: object) -> None:
+    """A switch in progress (its panel reads the target's history for the estimate) and
+    one operation queued behind it, as an operator looking at a busy host would see."""
+    from django.utils import timezone
+
+    from models_app.models import SwapEvent, SwitchRequest
+
+    swap = SwapEvent.objects.create(
+        gpu_group="gpu0",
+        from_model=outgoing,
+        to_model=incoming,
+        from_name=outgoing.name,  # type: ignore[attr-defined]
+        to_name=incoming.name,  # type: ignore[attr-defined]
+        trigger="request",
+        phase="bringup",
+        phase_started_at=timezone.now(),
+        drain_ms=3.0,
+        evict_ms=40.0,
+    )
+    SwitchRequest.objects.create(
+        group="gpu0", target=incoming, trigger="request", status="running", swap=swap
+    )
+    SwitchRequest.objects.create(group="gpu0", target=outgoing, trigger="dashboard")
 
 
 def measure(runs: int) -> dict[str, list[float]]:
@@ -115,6 +141,14 @@ def measure(runs: int) -> dict[str, list[float]]:
     assert client.login(username="bench", password=PASSWORD)
     pages = {
         "overview": "/",
+        "model page": "/models/model-001/",
+        "requests": "/requests/",
+        "checkpoints": "/checkpoints/",
+        "charts": "/charts/",
+        "charts data, 24 h": "/charts/data/",
+        "audit": "/audit/",
+        "keys": "/keys/",
+        "playground": "/playground/",
         "swap history, page 1": "/swaps/",
         "swap history, page 1000": "/swaps/?page=1000",
         "swap history, one model, failed": "/swaps/?model=model-007&outcome=failed",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,6 +67,20 @@ def _criu(config: RegistryConfig) -> Criu | None:
         log.info("CRIU checkpoints are off: %r is not an executable here", config.criu_path)
         return None
     return Criu(binary, plugin_dir=config.cuda_plugin_dir or None)
+
+
+_CAPABILITIES_TTL = 30.0  # seconds: a status page asks every second; a host changes rarely
+_capabilities: tuple[float, tuple[bool, bool]] | None = None
+
+
+def capabilities_cached() -> tuple[bool, bool]:
+    """`capabilities()`, read again at most every _CAPABILITIES_TTL seconds (the status
+    snapshot asks each second; looking for CUDA bindings and CRIU each time cost ~20 ms)."""
+    global _capabilities
+    now = time.monotonic()
+    if _capabilities is None or now - _capabilities[0] > _CAPABILITIES_TTL:
+        _capabilities = (now, capabilities())
+    return _capabilities[1]
 
 
 def capabilities() -> tuple[bool, bool]:

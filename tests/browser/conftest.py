@@ -118,4 +118,4 @@ def cooldown_site(tmp_path: Path, criu: Criu, short_tmp_dir: Path) -> Iterator[S
         yield opened
 
 
-COOLDOWN_SECS = 6
+COOLDOWN_SECS = 8

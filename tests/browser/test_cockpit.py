@@ -49,6 +49,12 @@ def test_the_switch_panel_counts_down_the_cooldown_estimates_and_shows_each_phas
         expect(page.locator('#switch [data-switch="phase"]')).to_have_text(
             "cooldown", timeout=COOLDOWN_SECS * 1000
         )
+        # The same progress from the management API, with the same session.
+        status = page.request.get(f"{site.origin}/api/status/").json()
+        (progress,) = status["switches"]
+        sides = (progress["from"], progress["to"], progress["phase"])
+        assert sides == ("alpha", "beta", "cooldown")
+        assert progress["phase_ends_at"] and progress["estimate_from"] == 1
         countdown = page.locator('#switch [data-switch="countdown"]')
         expect(countdown).to_have_text(re.compile(r"ends in \d+ s"))
         estimate = page.locator('#switch [data-switch="estimate"]')
@@ -56,15 +62,6 @@ def test_the_switch_panel_counts_down_the_cooldown_estimates_and_shows_each_phas
         expect(page.locator('#switch [data-switch="waiting"]')).to_contain_text(
             "1 request waiting for beta"
         )
-        # The same progress from the management API, with the same session.
-        status = page.request.get(f"{site.origin}/api/status/").json()
-        (progress,) = status["switches"]
-        assert (progress["from"], progress["to"], progress["phase"]) == (
-            "alpha",
-            "beta",
-            "cooldown",
-        )
-        assert progress["phase_ends_at"] and progress["estimate_from"] == 1
         assert answered.result(timeout=120)
     seen: list[dict[str, Any]] = page.evaluate("window.__panel")
     phases = [entry["phase"] for entry in seen]

@@ -162,7 +162,8 @@ def test_every_action_works_from_the_page_and_ends_in_the_history_and_audit(site
     assert sorted(edits) == [("failed",), ("ok",)]
     page.goto(f"{site.origin}/swaps/?model=beta")
     expect(page.locator("table.swaps tbody tr").first).to_be_visible()
-    assert site.console_errors == []
+    # The refused edit's 400 is the one resource error chromium reports.
+    assert [e for e in site.console_errors if "/actions/edit/" not in e] == []
 
 
 def test_a_viewer_sees_no_controls_and_a_forged_action_is_refused(site: Site) -> None:
