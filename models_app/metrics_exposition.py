@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 
 from models_app.models import EngineState
 from models_app.snapshot import GpuMemory, ModelStatus, status_snapshot
+from models_app.telemetry import Telemetry
 
 
 class StateCollector(Collector):
@@ -21,6 +22,7 @@ class StateCollector(Collector):
         state = status_snapshot()
         yield from _model_gauges(state["models"])
         yield from _gpu_gauges(state["gpus"])
+        yield from _telemetry_gauges(state["telemetry"])
 
 
 def _model_gauges(models: list[ModelStatus]) -> tuple[GaugeMetricFamily, ...]:
@@ -55,6 +57,42 @@ def _gpu_gauges(gpus: list[GpuMemory]) -> tuple[GaugeMetricFamily, ...]:
         memory.add_metric([str(gpu["id"])], gpu["used"])
         total.add_metric([str(gpu["id"])], gpu["total"])
     return memory, total
+
+
+def _telemetry_gauges(telemetry: Telemetry) -> tuple[GaugeMetricFamily, ...]:
+    """Each GPU's load, temperature and power, who holds its memory, and the host RAM of
+    sleeping models; a figure the GPU does not report is left out, not 0."""
+    gpu = ["gpu"]
+    load = GaugeMetricFamily(
+        "llmux_gpu_utilization_ratio", "Share of the last sample a kernel ran (0-1)", labels=gpu
+    )
+    heat = GaugeMetricFamily("llmux_gpu_temperature_celsius", "GPU temperature", labels=gpu)
+    power = GaugeMetricFamily("llmux_gpu_power_watts", "GPU power draw", labels=gpu)
+    limit = GaugeMetricFamily("llmux_gpu_power_limit_watts", "GPU power limit", labels=gpu)
+    held = GaugeMetricFamily(
+        "llmux_gpu_model_memory_bytes", "GPU memory a model's engine holds", labels=["gpu", "model"]
+    )
+    for status in telemetry["gpus"]:
+        label = [str(status["id"])]
+        for family, value in (
+            (load, None if status["utilization"] is None else status["utilization"] / 100),
+            (heat, status["temperature"]),
+            (power, status["power"]),
+            (limit, status["power_limit"]),
+        ):
+            if value is not None:
+                family.add_metric(label, value)
+        for share in status["models"]:
+            held.add_metric([*label, share["model"]], share["bytes"])
+    sleeping = GaugeMetricFamily(
+        "llmux_sleeping_host_memory_bytes",
+        "Host RAM (resident set) a sleeping model's engine holds",
+        labels=["model"],
+    )
+    for engine in telemetry["sleeping"]:
+        if engine["host_bytes"] is not None:
+            sleeping.add_metric([engine["model"]], engine["host_bytes"])
+    return load, heat, power, limit, held, sleeping
 
 
 def exposition() -> bytes:

@@ -29,6 +29,7 @@ from models_app.services.audit import outcome_of
 from models_app.services.host_actions import capabilities_cached
 from models_app.services.presence import group_demand, live_instances
 from models_app.switch_progress import SwitchProgress, switches_in_progress
+from models_app.telemetry import Telemetry, gpu_telemetry
 from models_app.wiring import gpu_probe
 
 PHASE_FIELDS = ("backoff", "cooldown", "drain", "evict", "bringup", "readiness")
@@ -131,6 +132,7 @@ class StatusSnapshot(TypedDict):
     operations: list[OperationStatus]
     criu: bool  # this host can take CRIU checkpoints
     rates: dict[str, ModelRate]  # requests/s and tokens/s per model, over the last minute
+    telemetry: Telemetry
 
 
 class ApiStatus(StatusSnapshot):
@@ -330,6 +332,7 @@ def status_snapshot() -> StatusSnapshot:
         "operations": _operations(rows.now),
         "criu": rows.criu,
         "rates": model_rates(),
+        "telemetry": gpu_telemetry(models),
     }
 
 

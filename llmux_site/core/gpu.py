@@ -1,10 +1,11 @@
-"""GPU memory probing (NVML, or the simulator's ledger) and GPU groups.
+"""GPU memory probing and telemetry (NVML, or the simulator's ledger) and GPU groups.
 
 A switch verifies that an eviction really gave memory back, and the dashboard shows what each
-GPU holds; both read a `GpuProbe`. On a GPU host that is NVML (`pynvml`, from the
-`nvidia-ml-py` package, imported only when asked for). Elsewhere the simulated engines report
-their "GPU" memory through a ledger directory (format in `llmux_site.core.gpu_ledger`), and
-`LedgerProbe` reads it, ignoring entries of dead or recycled pids.
+GPU holds, who holds it and how busy, hot and power-hungry it is; both read a `GpuProbe`.
+On a GPU host that is NVML (`pynvml`, from the `nvidia-ml-py` package, imported only when
+asked for). Elsewhere the simulated engines report their "GPU" memory and how busy they are
+through a ledger directory (format in `llmux_site.core.gpu_ledger`), and `LedgerProbe` reads
+it, ignoring entries of dead or recycled pids.
 
 GPU ids are the ones written in `gpu_ids` / `CUDA_VISIBLE_DEVICES`. NVML numbers devices in
 PCI bus order while CUDA by default puts the fastest first: engines should run with
@@ -24,6 +25,13 @@ from typing import Any, Protocol
 import psutil
 
 from llmux_site.core.gpu_ledger import ledger_entries, read_ledger
+from llmux_site.core.gpu_telemetry import (
+    GpuTelemetry,
+    nvml_memory,
+    nvml_text,
+    read_nvml,
+    simulated,
+)
 from llmux_site.core.processes import VANISHED
 
 GIB = 1024**3
@@ -66,6 +74,12 @@ class GpuProbe(Protocol):
     def used_by_pids(self, pids: Sequence[int]) -> int | None:
         """Bytes held by these processes on all GPUs; None where the probe cannot tell."""
 
+    def used_by_pids_per_device(self, pids: Sequence[int]) -> dict[int, int] | None:
+        """GPU id -> bytes these processes hold there; None where the probe cannot tell."""
+
+    def telemetry(self) -> list[GpuTelemetry]:
+        """Every GPU's memory, utilisation, temperature and power now, sorted by id."""
+
 
 def _load_nvml() -> Any:
     """Import `pynvml` and initialise NVML, or raise GpuProbeError saying why not."""
@@ -78,11 +92,6 @@ def _load_nvml() -> Any:
     except Exception as exc:  # pynvml.NVMLError (no driver, no device) derives from Exception
         raise GpuProbeError(f"NVML did not initialise: {exc}") from exc
     return nvml
-
-
-def _text(value: object) -> str:
-    # nvidia-ml-py returned bytes for names before 11.5 and str since.
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 class NvmlProbe:
@@ -114,9 +123,9 @@ class NvmlProbe:
         try:
             infos = []
             for index, handle in self._handles():
-                memory = self._nvml.nvmlDeviceGetMemoryInfo(handle)
-                name = _text(self._nvml.nvmlDeviceGetName(handle))
-                infos.append(GpuInfo(index, name, int(memory.total), int(memory.used)))
+                total, used = nvml_memory(self._nvml, handle)
+                name = nvml_text(self._nvml.nvmlDeviceGetName(handle))
+                infos.append(GpuInfo(index, name, total, used))
         except Exception as exc:
             raise GpuProbeError(f"NVML query failed: {exc}") from exc
         return infos
@@ -142,20 +151,33 @@ class NvmlProbe:
         matches and the answer is 0. vLLM keeps its weights in child processes (EngineCore,
         tensor-parallel workers), so pass the whole tree (`process_tree`).
         """
+        per_device = self.used_by_pids_per_device(pids)
+        return None if per_device is None else sum(per_device.values())
+
+    def used_by_pids_per_device(self, pids: Sequence[int]) -> dict[int, int] | None:
+        """GPU index -> bytes the processes hold there (GPUs where they hold nothing left
+        out); None when NVML lists one of them without a figure."""
         wanted = set(pids)
-        total = 0
+        held: dict[int, int] = {}
         try:
-            for _index, handle in self._handles():
+            for index, handle in self._handles():
                 for process in self._running(handle):
                     if int(process.pid) not in wanted:
                         continue
                     used = getattr(process, "usedGpuMemory", None)
                     if used is None:  # NVML_VALUE_NOT_AVAILABLE (e.g. Windows WDDM, some vGPUs)
                         return None
-                    total += int(used)
+                    held[index] = held.get(index, 0) + int(used)
         except Exception as exc:
             raise GpuProbeError(f"NVML query failed: {exc}") from exc
-        return total
+        return held
+
+    def telemetry(self) -> list[GpuTelemetry]:
+        """Each GPU through NVML; a figure the device does not report is None."""
+        try:
+            return [read_nvml(self._nvml, index, handle) for index, handle in self._handles()]
+        except Exception as exc:
+            raise GpuProbeError(f"NVML query failed: {exc}") from exc
 
 
 class LedgerProbe:
@@ -198,11 +220,40 @@ class LedgerProbe:
         """What the ledger says these processes hold; None when some of them live but none
         reports to it: no simulator, so no probe applies (a real vLLM on a CPU host). The
         memory of processes that are all gone is 0."""
+        per_device = self.used_by_pids_per_device(pids)
+        return None if per_device is None else sum(per_device.values())
+
+    def used_by_pids_per_device(self, pids: Sequence[int]) -> dict[int, int] | None:
+        """GPU id -> what the ledger says these processes hold there; None as for
+        `used_by_pids`, and nothing for processes that are all gone."""
         wanted = set(pids)
         reported = [entry for entry in ledger_entries(self.ledger_dir) if entry.pid in wanted]
-        if reported:
-            return sum(entry.bytes for entry in reported)
-        return None if any(_running(pid) for pid in wanted) else 0
+        if not reported:
+            return None if any(_running(pid) for pid in wanted) else {}
+        held: dict[int, int] = {}
+        for entry in reported:
+            for gpu, nbytes in entry.bytes_per_gpu().items():
+                held[gpu] = held.get(gpu, 0) + nbytes
+        return held
+
+    def telemetry(self) -> list[GpuTelemetry]:
+        """Each simulated GPU: its memory, the busiest live engine on it as its utilisation
+        (a GPU is busy while any of its processes runs a kernel), power and temperature
+        made to follow (`gpu_telemetry.simulated`)."""
+        busy: dict[int, int] = {}
+        for entry in ledger_entries(self.ledger_dir):
+            for gpu in entry.gpu_ids or (0,):
+                busy[gpu] = max(busy.get(gpu, 0), entry.utilization)
+        return [
+            simulated(
+                gpu.id,
+                gpu.name,
+                total=gpu.total_bytes,
+                used=gpu.used_bytes,
+                utilization=busy.get(gpu.id, 0),
+            )
+            for gpu in self.devices()
+        ]
 
 
 NVIDIA_DRIVER_VERSION = Path("/proc/driver/nvidia/version")

@@ -5,8 +5,11 @@ its entry through `LedgerWriter`, and where NVML is absent the GPU probe (`gpu.L
 reads them all. So this module stays pure: standard library and psutil only (no Django, no
 aiohttp), and it is the one module of core the simulator imports besides `openai_errors`.
 
-File `<dir>/<pid>.json`: {"pid", "create_time", "model", "gpu_ids", "bytes"}; `bytes` is the
-process's total, spread evenly over its `gpu_ids` (tensor-parallel shards) when read back.
+File `<dir>/<pid>.json`: {"pid", "create_time", "model", "gpu_ids", "bytes", "utilization"};
+`bytes` is the process's total, spread evenly over its `gpu_ids` (tensor-parallel shards) when
+read back; `utilization` is the percent of the last second during which the engine had a
+request in progress (what NVML reports for a real GPU; 0 when absent, as older writers
+left it).
 The directory is LLMUX_SIM_LEDGER_DIR (llmux sets it for the engines it starts), else a
 per-user one under the temporary directory, never under /dev/shm.
 """
@@ -41,6 +44,7 @@ class LedgerEntry:
     gpu_ids: tuple[int, ...]
     bytes: int
     alive: bool
+    utilization: int = 0
 
     def bytes_per_gpu(self) -> dict[int, int]:
         """Split `bytes` evenly over the entry's GPUs; the first GPU takes the remainder."""
@@ -77,7 +81,8 @@ def process_create_time(pid: int) -> float | None:
 
 
 class LedgerWriter:
-    """Keeps this process's ledger file equal to the bytes it holds; rewrites only on change."""
+    """Keeps this process's ledger file equal to the bytes it holds and how busy it is;
+    rewrites only on change."""
 
     def __init__(self, directory: Path, *, model: str, gpu_ids: Sequence[int]) -> None:
         self.directory = directory
@@ -86,11 +91,20 @@ class LedgerWriter:
         self._model = model
         self._gpu_ids = list(gpu_ids)
         self._create_time = process_create_time(self.pid) or 0.0
-        self._last: int | None = None
+        self._held = 0
+        self._utilization = 0
+        self._last: tuple[int, int] | None = None
 
     def update(self, held_bytes: int) -> None:
         """Record `held_bytes`; a no-op when nothing changed since the last write."""
-        if held_bytes == self._last:
+        self._write(held_bytes, self._utilization)
+
+    def report_utilization(self, percent: int) -> None:
+        """Record how busy the engine was lately (0-100); a no-op when unchanged."""
+        self._write(self._held, percent)
+
+    def _write(self, held_bytes: int, utilization: int) -> None:
+        if (held_bytes, utilization) == self._last:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         record = {
@@ -99,6 +113,7 @@ class LedgerWriter:
             "model": self._model,
             "gpu_ids": self._gpu_ids,
             "bytes": held_bytes,
+            "utilization": utilization,
         }
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{self.pid}.", suffix=".tmp")
         try:
@@ -110,7 +125,8 @@ class LedgerWriter:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        self._last = held_bytes
+        self._held, self._utilization = held_bytes, utilization
+        self._last = (held_bytes, utilization)
 
     def remove(self) -> None:
         """Delete this process's entry (on clean exit)."""
@@ -126,11 +142,12 @@ def _parse_entry(path: Path) -> LedgerEntry | None:
         entry_bytes = int(record["bytes"])
         gpu_ids = tuple(int(gpu) for gpu in record.get("gpu_ids") or [0])
         model = str(record.get("model", ""))
+        utilization = int(record.get("utilization") or 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     actual = process_create_time(pid)
     alive = actual is not None and abs(actual - create_time) <= CREATE_TIME_TOLERANCE_S
-    return LedgerEntry(pid, create_time, model, gpu_ids, entry_bytes, alive)
+    return LedgerEntry(pid, create_time, model, gpu_ids, entry_bytes, alive, utilization)
 
 
 def ledger_entries(directory: Path | str, *, include_dead: bool = False) -> list[LedgerEntry]:

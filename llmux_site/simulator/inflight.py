@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from llmux_site.simulator.errors import RequestAborted
 
@@ -58,6 +59,9 @@ class Inflight:
         self._idle = asyncio.Event()
         self._idle.set()
         self.draining = False
+        # Time with at least one request in flight: the simulated GPU's busy time.
+        self._busy_since: float | None = None
+        self._busy_total = 0.0
 
     @property
     def count(self) -> int:
@@ -77,6 +81,8 @@ class Inflight:
 
     def admit(self) -> Ticket:
         ticket = Ticket()
+        if not self._tickets:
+            self._busy_since = time.monotonic()
         self._tickets.add(ticket)
         self._idle.clear()
         return ticket
@@ -85,6 +91,14 @@ class Inflight:
         self._tickets.discard(ticket)
         if not self._tickets:
             self._idle.set()
+            if self._busy_since is not None:
+                self._busy_total += time.monotonic() - self._busy_since
+                self._busy_since = None
+
+    def busy_seconds(self) -> float:
+        """Seconds so far (on the monotonic clock) with at least one request in flight."""
+        ongoing = time.monotonic() - self._busy_since if self._busy_since is not None else 0.0
+        return self._busy_total + ongoing
 
     async def pass_gate(self, ticket: Ticket) -> bool:
         """Wait while scheduling is paused; True when the request had to wait."""

@@ -18,6 +18,7 @@ from llmux_site.core.gpu_ledger import LedgerWriter
 from llmux_site.simulator.app import build_app
 from llmux_site.simulator.config import SimConfig
 from llmux_site.simulator.engine import Engine, crash_now, log
+from llmux_site.simulator.utilization import report_utilization
 from llmux_site.simulator.weights import CpuMemory, MemoryBackend, resolve_weights_source
 
 MIB = 1024 * 1024
@@ -139,9 +140,12 @@ async def serve(config: SimConfig) -> int:
     runner = web.AppRunner(
         build_app(engine), handler_cancellation=True, access_log=None, shutdown_timeout=0.1
     )
+    reporter: asyncio.Task[None] | None = None
     try:
         listener = bind_address(config)
         await engine.load()
+        if ledger is not None:
+            reporter = asyncio.create_task(report_utilization(engine.inflight, ledger))
         if "startup" in config.faults.crash:
             crash_now("startup")
         delay = config.startup_seconds + config.faults.start_delay
@@ -158,6 +162,8 @@ async def serve(config: SimConfig) -> int:
         log("shutting down")
         return 0
     finally:
+        if reporter is not None:
+            reporter.cancel()  # before the ledger entry goes, so nothing writes it again
         await runner.cleanup()
         engine.close()
         # The socket file stays, as vLLM leaves it: whoever starts the engine removes it.

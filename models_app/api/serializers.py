@@ -158,6 +158,11 @@ class StatusSerializer(serializers.Serializer):  # type: ignore[type-arg]
         child=serializers.DictField(child=serializers.FloatField()),
         help_text="per model: requests_per_s and tokens_per_s over the last minute",
     )
+    telemetry = serializers.DictField(
+        help_text="GPU telemetry: probe, history_s, history_every_s; gpus (id, name, used, "
+        "total, utilization, temperature, power, power_limit, models, other, history); "
+        "sleeping (model, state, state_label, host_bytes)"
+    )
 
 
 class KeyCreateSerializer(StrictSerializer):
