@@ -22,6 +22,11 @@ from models_app.models import (
 )
 
 PHASE_LABELS = {"bringup": "bring-up"}
+# Read once: a TextChoices' `choices` is a new list at each use, and a page has 50 rows.
+OPERATIONS = dict(OperationKind.choices)
+TRIGGERS = dict(SwapTrigger.choices)
+OUTCOMES = dict(SwapOutcome.choices)
+BRINGUPS = dict(BringUp.choices)
 # What lies between the timed phases: the engine state writes and reads that join them.
 OTHER = "other"
 # An error is shown whole up to this; a longer one keeps its start (the message) and its
@@ -35,11 +40,21 @@ SWAP_FILTERS = ("model", "outcome", "trigger", "since", "until")
 
 @dataclass(frozen=True)
 class PhaseTime:
-    """One part of a swap's time: a phase, the queue before it, or `other`."""
+    """A named part of a swap's time (a phase, the queue before it, `other`) or its total."""
 
     name: str
     label: str
     ms: float
+
+    # Formatted here, not with the floatformat filter: ten of them a row made the filter
+    # most of the history page's render time (scripts/bench_dashboard.py).
+    @property
+    def shown(self) -> str:
+        return f"{self.ms:,.0f}"
+
+    @property
+    def exact(self) -> str:
+        return f"{self.ms:.3f}"
 
 
 @dataclass(frozen=True)
@@ -49,9 +64,10 @@ class SwapRow:
     swap: SwapEvent
     operation: str
     trigger: str
+    outcome: str
     policy: list[str]
     phases: list[PhaseTime]
-    total_ms: float | None  # the queue and the switch: what `phases` add up to
+    total: PhaseTime | None  # the queue and the switch: what `phases` add up to
     error_summary: str
     error_text: str
 
@@ -65,11 +81,12 @@ def swap_row(swap: SwapEvent) -> SwapRow:
     summary, text = error_parts(swap.error)
     return SwapRow(
         swap=swap,
-        operation=OperationKind(swap.operation).label if swap.operation else "",
-        trigger=SwapTrigger(swap.trigger).label if swap.trigger in SwapTrigger.values else "",
+        operation=OPERATIONS.get(swap.operation, swap.operation),
+        trigger=TRIGGERS.get(swap.trigger, swap.trigger),
+        outcome=OUTCOMES.get(swap.outcome, swap.outcome),
         policy=policy_lines(swap),
         phases=phases,
-        total_ms=total,
+        total=None if total is None else PhaseTime("total", "total", total),
         error_summary=summary,
         error_text=text,
     )
@@ -105,8 +122,7 @@ def policy_lines(swap: SwapEvent) -> list[str]:
             line += ", escalated to stop"
         lines.append(line)
     if swap.bringup:
-        label = BringUp(swap.bringup).label if swap.bringup in BringUp.values else swap.bringup
-        lines.append(f"bring up {swap.to_name}: {label.lower()}")
+        lines.append(f"bring up {swap.to_name}: {BRINGUPS.get(swap.bringup, swap.bringup).lower()}")
     return lines
 
 
