@@ -16,7 +16,7 @@ def mark_evictions(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("models_app", "0013_config_compatibility"),
+        ("models_app", "0016_activity"),
     ]
 
     operations = [
