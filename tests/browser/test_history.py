@@ -25,16 +25,15 @@ CHARTS_BUDGET = 1_500_000  # bytes on the wire for the charts page, cold
 def site(tmp_path: Path) -> Iterator[Site]:
     """Two simulated models; the active one is kept 1 s (min_active_secs): a cooldown."""
     server = new_llmux(tmp_path)
-    server.start(
-        {
-            "vllm_command": "llmux-sim",
-            "policy": {"min_active_secs": 1, "request_timeout_secs": 60},
-            "models": {
-                "alpha": sim_model(free_port(), sleep_level=1),
-                "beta": sim_model(free_port(), sleep_level=1),
-            },
-        }
-    )
+    config = {
+        "vllm_command": "llmux-sim",
+        "policy": {"min_active_secs": 1, "request_timeout_secs": 60},
+        "models": {
+            "alpha": sim_model(free_port(), sleep_level=1),
+            "beta": sim_model(free_port(), sleep_level=1),
+        },
+    }
+    server.start(config)
     passwords = {"admin": (server.data_dir / "initial_admin_password").read_text().strip()}
     passwords["operator"] = "operator-password-1"
     server.manage(
@@ -45,7 +44,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            yield Site(server, browser, passwords)
+            yield Site(server, browser, passwords, config)
         finally:
             browser.close()
             server.stop()
