@@ -9,8 +9,10 @@ unchecked otherwise).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import datetime
 
+from django.http import QueryDict
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -67,3 +69,14 @@ def when(name: str, value: str) -> datetime | None:
     if parsed is None:
         raise BadParameter(f"{name}: expected a date and time such as 2026-01-31T13:45")
     return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
+
+
+def known(query: QueryDict, names: Iterable[str]) -> None:
+    """Every parameter of `query` is one of `names`, given once: a misspelt filter or a
+    second value would otherwise be ignored without a word."""
+    allowed = tuple(names)
+    for name in query:
+        if name not in allowed:
+            raise BadParameter(f"{name}: not a parameter here (expected {', '.join(allowed)})")
+        if len(query.getlist(name)) > 1:
+            raise BadParameter(f"{name}: given more than once")

@@ -9,6 +9,7 @@ urlpatterns = [
     path("models/<path:name>/log/", views.engine_log, name="engine-log"),
     path("models/<path:name>/", views.model_detail, name="model-detail"),
     path("swaps/", views.swaps, name="swaps"),
+    path("swaps/rows/", views.swaps_rows, name="swaps-rows"),
     path("checkpoints/", views.checkpoints, name="checkpoints"),
     path("audit/", views.audit_log, name="audit"),
     path("charts/", views.charts, name="charts"),

@@ -27,11 +27,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
+from django.views.decorators.gzip import gzip_page
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from checkpoints_app.models import CheckpointImage, ImageStatus
 from checkpoints_app.services.records import used_bytes
-from dashboard import engine_logs, params
+from dashboard import engine_logs, history, params
 from dashboard.action_forms import perform
 from dashboard.charts import chart_data
 from llmux_site.core.engine_log import RUN_MARKER
@@ -67,6 +68,8 @@ PHASE_LABELS = [
 ]
 ERROR_CHARS = 300
 NEW_KEY = "llmux_new_key"  # the session key a created key's plaintext waits under
+CHART_HOURS = 24.0  # the charts' window when the page names none
+CHART_WINDOWS = [(1, "1 hour"), (6, "6 hours"), (24, "24 hours"), (168, "7 days"), (720, "30 days")]
 LOG_LINES = 200
 KEY_DAYS_MAX = 36_500  # a key's lifetime: a century is "never" without overflowing a date
 
@@ -132,40 +135,46 @@ def _bad_parameter_is_400(view: Callable[..., HttpResponse]) -> Callable[..., Ht
     return checked
 
 
-def _swap_filters(query: QueryDict) -> dict[str, Any]:
+def _swap_form(request: HttpRequest) -> dict[str, Any]:
+    """The filter form as the user filled it (shown again with an error too)."""
     return {
-        "model": params.text("model", query.get("model", ""), max_length=128),
-        "outcome": params.choice("outcome", query.get("outcome", ""), SwapOutcome.values),
-        "trigger": params.choice("trigger", query.get("trigger", ""), SwapTrigger.values),
-        "since": params.when("since", query.get("since", "").strip()),
-        "until": params.when("until", query.get("until", "").strip()),
+        "form": {name: request.GET.get(name, "") for name in history.SWAP_FILTERS},
+        "models": ModelDefinition.objects.values_list("name", flat=True),
+        "outcomes": SwapOutcome.choices,
+        "triggers": SwapTrigger.choices,
     }
+
+
+def _swap_page(request: HttpRequest) -> dict[str, Any]:
+    """The page of the history the query asks for; BadParameter for a query that cannot
+    apply (an unknown parameter, a malformed value, a page that does not exist)."""
+    filters = history.swap_filters(request.GET)
+    paginator = Paginator(swap_history(**filters), HISTORY_PAGE)
+    page = paginator.page(history.page_number(request.GET, paginator.num_pages))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return {"page": page, "query": query.urlencode()}
 
 
 @login_required
 @require_safe  # a page to read: GET and HEAD only
-@_bad_parameter_is_400
 def swaps(request: HttpRequest) -> HttpResponse:
-    filters = _swap_filters(request.GET)
-    rows = swap_history(**filters)
-    page = Paginator(rows, HISTORY_PAGE).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
-    return render(
-        request,
-        "dashboard/swaps.html",
-        {
-            **_common(request),
-            "page": page,
-            "filters": filters,
-            "since": request.GET.get("since", ""),
-            "until": request.GET.get("until", ""),
-            "query": query.urlencode(),
-            "models": ModelDefinition.objects.values_list("name", flat=True),
-            "outcomes": SwapOutcome.choices,
-            "triggers": SwapTrigger.choices,
-        },
-    )
+    """The swap history; live on its first page (static/llmux/swaps.js)."""
+    context = {**_common(request), **_swap_form(request)}
+    try:
+        context |= _swap_page(request)
+    except params.BadParameter as exc:
+        return render(request, "dashboard/swaps.html", {**context, "error": str(exc)}, status=400)
+    return render(request, "dashboard/swaps.html", context)
+
+
+@login_required
+@require_safe  # a page to read: GET and HEAD only
+@gzip_page  # fetched at each swap; no secret in it to guess at through its size (BREACH)
+@_bad_parameter_is_400
+def swaps_rows(request: HttpRequest) -> HttpResponse:
+    """The history's count and table alone, for the page to fetch when a swap changed."""
+    return render(request, "dashboard/_swaps_live.html", _swap_page(request))
 
 
 @login_required
@@ -202,15 +211,31 @@ def audit_log(request: HttpRequest) -> HttpResponse:
 @require_safe  # a page to read: GET and HEAD only
 @allow_inline_styles  # plotly.js styles its elements
 def charts(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/charts.html", _common(request))
+    """The charts; they fetch their data (charts_data) and again when a swap changed."""
+    context = {**_common(request), "windows": CHART_WINDOWS, "hours": CHART_HOURS}
+    try:
+        hours = _chart_hours(request.GET)
+    except params.BadParameter as exc:
+        return render(request, "dashboard/charts.html", {**context, "error": str(exc)}, status=400)
+    if hours not in dict(CHART_WINDOWS):  # a window the link named: offered as it is
+        context["windows"] = sorted([*CHART_WINDOWS, (hours, f"{hours:g} hours")])
+    return render(request, "dashboard/charts.html", {**context, "hours": hours})
 
 
 @login_required
 @require_safe  # a page to read: GET and HEAD only
-@_bad_parameter_is_400
+@gzip_page  # a week of swaps is about 1 MB of JSON, a tenth of it gzipped; no secret in it
 def charts_data(request: HttpRequest) -> HttpResponse:
-    hours = params.number("hours", request.GET.get("hours", "24"), low=0.1, high=24 * 30)
+    try:
+        hours = _chart_hours(request.GET)
+    except params.BadParameter as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
     return JsonResponse(chart_data(hours))
+
+
+def _chart_hours(query: QueryDict) -> float:
+    params.known(query, ("hours",))
+    return params.number("hours", query.get("hours", str(CHART_HOURS)), low=0.1, high=24 * 30)
 
 
 @login_required

@@ -1,4 +1,5 @@
-"""The ASGI side of Django's pages: static assets straight from the finders, then Django."""
+"""The ASGI side of Django's pages: static assets straight from the finders (compressed,
+with cache headers: llmux_site.static_assets), then Django."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from django.core.exceptions import SuspiciousOperation
 from django.core.handlers.exception import response_for_exception
 from django.http import Http404, HttpRequest, HttpResponseBase
 
+from llmux_site import static_assets
+
 
 class StaticFiles(ASGIStaticFilesHandler):
     """Django's ASGI static handler, answering 404 for any path it will not serve.
@@ -18,6 +21,10 @@ class StaticFiles(ASGIStaticFilesHandler):
     roots (`/static/../x`) raises SuspiciousFileOperation from the finders, and daphne
     logs "Exception inside application" and drops the request.
     """
+
+    # Django's answers with a FileResponse; ours sends the bytes it keeps in memory.
+    def serve(self, request: HttpRequest) -> HttpResponseBase:  # type: ignore[override]
+        return static_assets.serve(request, self.file_path(request.path))
 
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
         try:

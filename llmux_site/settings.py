@@ -387,9 +387,14 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.FileSystemFinder",
     "django.contrib.staticfiles.finders.AppDirectoriesFinder",
-    "dashboard.assets.PackageAssetFinder",  # plotly.js from the installed package
+    "dashboard.assets.PackageAssetFinder",  # plotly.js from its npm package (node_modules/)
 ]
 STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # `{% static %}` URLs carry the file's digest: their responses are cached for a year.
+    "staticfiles": {"BACKEND": "llmux_site.static_assets.VersionedStaticFilesStorage"},
+}
 
 # --- logging ------------------------------------------------------------------------------------
 LOG_LEVEL = env_choice("LLMUX_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))

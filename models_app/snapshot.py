@@ -125,6 +125,9 @@ class StatusSnapshot(TypedDict):
     pinned: str | None
     models: list[ModelStatus]
     switch: SwitchInProgress | None
+    # The newest swap's id: with `switch`, how the history and charts pages tell that the
+    # swap history changed (and fetch it again) without reading it on every snapshot.
+    last_swap: int | None
     gpus: list[GpuMemory]
     checkpoint: CheckpointProgress | None
     groups: list[GroupStatus]
@@ -325,6 +328,7 @@ def status_snapshot() -> StatusSnapshot:
         "pinned": rows.pinned,
         "models": model_rows,
         "switch": _switch(current),
+        "last_swap": SwapEvent.objects.order_by("-id").values_list("id", flat=True).first(),
         "gpus": _gpus(),
         "checkpoint": _checkpoint(),
         "groups": _groups(model_rows, switches),

@@ -36,14 +36,9 @@ log = logging.getLogger(__name__)
 # a shorter one is never written (no watcher could have seen it).
 LIVE_PHASE_AFTER = 0.05
 
-PHASE_COLUMNS = {
-    Phase.BACKOFF: "backoff_ms",
-    Phase.COOLDOWN: "cooldown_ms",
-    Phase.DRAIN: "drain_ms",
-    Phase.EVICT: "evict_ms",
-    Phase.BRINGUP: "bringup_ms",
-    Phase.READINESS: "readiness_ms",
-}
+# Every phase has its column, so the phases of a swap add up to its total (with what
+# lies between them: the writes and reads that join one phase to the next).
+PHASE_COLUMNS = {phase: f"{phase.value}_ms" for phase in Phase}
 
 OUTCOMES = {
     Outcome.SUCCEEDED: (SwapOutcome.SUCCEEDED, SwitchStatus.SUCCEEDED),
@@ -90,6 +85,9 @@ class SwapRecord:
         self.early_phases: dict[str, float] = {}  # phase durations, written at the end
         self.waiting: dict[str, int] = {}  # the ports' last answer of waiting(), per model
         self.started = time.monotonic()
+        # The wait in the queue ends where the switch's total begins: the two add up to
+        # the time from the request to the end of its switch.
+        self.queued_ms = max(0.0, (timezone.now() - request.created_at).total_seconds() * 1000)
         self._db = db
         self._gpu_memory = gpu_memory
         self._pending: list[Future[None]] = []
@@ -173,6 +171,8 @@ class SwapRecord:
             to_name="" if eviction else incoming.name,
             trigger=self.request.trigger,
             actor=self.request.actor,
+            operation=self.request.kind,
+            queue_ms=self.queued_ms,
             eviction_weights=outgoing.eviction.weights.value if outgoing else "",
             eviction_process=outgoing.eviction.process.value if outgoing else "",
             waiting_requests=waiting,

@@ -152,6 +152,7 @@ class StatusSerializer(serializers.Serializer):  # type: ignore[type-arg]
     active = serializers.ListField(child=serializers.CharField())
     models = ModelStatusSerializer(many=True)
     switch = serializers.DictField(allow_null=True)
+    last_swap = serializers.IntegerField(allow_null=True, help_text="the newest swap's id")
     gpus = serializers.ListField(child=serializers.DictField())
     checkpoint = serializers.DictField(allow_null=True)
     rates = serializers.DictField(

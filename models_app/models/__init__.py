@@ -8,6 +8,7 @@ from .choices import (
     EngineState,
     MemoryCheck,
     Mode,
+    OperationKind,
     PolicyType,
     Process,
     SwapOutcome,
@@ -18,7 +19,6 @@ from .choices import (
 from .coordination import (
     OPEN_SWITCH_STATUSES,
     GroupLease,
-    OperationKind,
     SwitchRequest,
     SwitchStatus,
     WebInstance,

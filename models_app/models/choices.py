@@ -60,6 +60,13 @@ class SwapTrigger(models.TextChoices):
     WARMUP = "warmup", "Warmup"
 
 
+class OperationKind(models.TextChoices):
+    """What a switch request (and the swap it leads to) does to its target."""
+
+    SWITCH = "switch", "Make active"
+    EVICT = "evict", "Evict"
+
+
 class SwapOutcome(models.TextChoices):
     IN_PROGRESS = "in_progress", "In progress"
     SUCCEEDED = "succeeded", "Succeeded"

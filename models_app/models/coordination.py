@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from .choices import Process, SwapTrigger, Weights
+from .choices import OperationKind, Process, SwapTrigger, Weights
 from .definitions import ModelDefinition
 from .swaps import SwapEvent
 
@@ -19,11 +19,6 @@ class SwitchStatus(models.TextChoices):
 
 
 OPEN_SWITCH_STATUSES = (SwitchStatus.PENDING, SwitchStatus.RUNNING)
-
-
-class OperationKind(models.TextChoices):
-    SWITCH = "switch", "Make active"
-    EVICT = "evict", "Evict"
 
 
 class SwitchRequest(models.Model):

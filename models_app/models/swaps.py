@@ -5,10 +5,21 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from .choices import BringUp, MemoryCheck, Process, SwapOutcome, SwapTrigger, Weights
+from .choices import (
+    BringUp,
+    MemoryCheck,
+    OperationKind,
+    Process,
+    SwapOutcome,
+    SwapTrigger,
+    Weights,
+)
 from .definitions import ModelDefinition
 
-PHASES = ("backoff", "cooldown", "drain", "evict", "bringup", "readiness")
+# A switch's phases in the order they run, each timed into its `<phase>_ms` column
+# (core.switching.Phase). Queue wait (`queue_ms`) comes before them and is not part of
+# `total_ms`, the switch's own time: the cost model and the metrics read that.
+PHASES = ("backoff", "check", "cooldown", "drain", "evict", "bringup", "readiness", "settle")
 
 
 class SwapEvent(models.Model):
@@ -26,6 +37,9 @@ class SwapEvent(models.Model):
     to_name = models.CharField(max_length=128, blank=True, help_text="blank for an eviction")
     trigger = models.CharField(max_length=16, choices=SwapTrigger.choices)
     actor = models.CharField(max_length=150, blank=True)
+    operation = models.CharField(
+        max_length=8, choices=OperationKind.choices, default=OperationKind.SWITCH
+    )
     outcome = models.CharField(
         max_length=16, choices=SwapOutcome.choices, default=SwapOutcome.IN_PROGRESS
     )
@@ -43,13 +57,20 @@ class SwapEvent(models.Model):
         help_text="how the eviction was seen to free GPU memory",
     )
     bringup = models.CharField(max_length=16, choices=BringUp.choices, blank=True)
+    queue_ms = models.FloatField(
+        null=True, blank=True, help_text="from the request being queued to the switch starting"
+    )
     backoff_ms = models.FloatField(null=True, blank=True)
+    check_ms = models.FloatField(null=True, blank=True)
     cooldown_ms = models.FloatField(null=True, blank=True)
     drain_ms = models.FloatField(null=True, blank=True)
     evict_ms = models.FloatField(null=True, blank=True)
     bringup_ms = models.FloatField(null=True, blank=True)
     readiness_ms = models.FloatField(null=True, blank=True)
-    total_ms = models.FloatField(null=True, blank=True)
+    settle_ms = models.FloatField(null=True, blank=True)
+    total_ms = models.FloatField(
+        null=True, blank=True, help_text="the switch's own time: every phase, not the queue"
+    )
     gpu_memory_before = models.JSONField(default=dict, blank=True)
     gpu_memory_after = models.JSONField(default=dict, blank=True)
     waiting_requests = models.PositiveIntegerField(default=0)
@@ -63,6 +84,8 @@ class SwapEvent(models.Model):
         indexes = [
             models.Index(fields=["to_model", "-started_at"]),
             models.Index(fields=["outcome", "-started_at"]),
+            # Who held a GPU group when a window of the charts begins (dashboard.charts).
+            models.Index(fields=["gpu_group", "-started_at"], name="swap_group_started"),
         ]
         constraints = [
             models.CheckConstraint(

@@ -14,6 +14,13 @@ const llmux = (() => {
 
   // -- formatting -------------------------------------------------------------------
 
+  // Changes whenever a swap starts, moves on a phase or ends: the swap history and the
+  // charts fetch their data again then (static/llmux/swaps.js, charts.js).
+  function historyMark(snapshot) {
+    const current = snapshot.switch;
+    return JSON.stringify([snapshot.last_swap, current && current.id, current && current.phase]);
+  }
+
   function duration(seconds) {
     if (seconds === null || seconds === undefined || seconds === "") return "—";
     const s = Math.floor(Number(seconds));
@@ -359,7 +366,7 @@ const llmux = (() => {
     setInterval(tick, 250);
   }
 
-  return { live, connect, setText, bytes, duration, millis, ago };
+  return { live, connect, setText, bytes, duration, millis, ago, historyMark };
 })();
 
 // Each page names its part in <body data-page>: no inline script starts it, as the

@@ -28,6 +28,7 @@ MATRIX: dict[str, tuple[str, dict[str, str], list[int]]] = {
     "model-detail": ("/models/alpha/", {}, READ),
     "engine-log": ("/models/alpha/log/", {}, [LOGIN, LOGIN, 200, 405, 200, 405, 200, 405]),
     "swaps": ("/swaps/", {}, READ),
+    "swaps-rows": ("/swaps/rows/", {}, READ),
     "checkpoints": ("/checkpoints/", {}, READ),
     "audit": ("/audit/", {}, ADMIN_READ),
     "charts": ("/charts/", {}, READ),
