@@ -158,7 +158,7 @@ def _switch(swap: SwapEvent | None) -> SwitchInProgress | None:
         "phases_ms": {p: getattr(swap, f"{p}_ms") for p in PHASE_FIELDS},
         "total_ms": swap.total_ms,
         "started_at": swap.started_at.isoformat(),
-        "error": swap.error[:500],
+        "error": swap.error.strip()[-500:],  # the end: where a failure says why
     }
 
 
