@@ -22,7 +22,7 @@ from django.db import DatabaseError
 
 from llmux_site.gateway.activity import Activity
 from models_app import protocol
-from models_app.adapters.gateway.db_thread import DbThread
+from models_app.adapters.gateway.db_thread import DbThread, stop_task
 from models_app.models import ActivitySettings
 from models_app.services import activity as activity_service
 
@@ -67,11 +67,8 @@ class ActivityReport:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         with contextlib.suppress(Exception):
             await self.flush(time.monotonic())
         with contextlib.suppress(Exception):

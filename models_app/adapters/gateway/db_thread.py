@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
@@ -25,3 +27,11 @@ class DbThread:
     async def run(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         call = sync_to_async(func, thread_sensitive=False, executor=self._executor)
         return await call(*args, **kwargs)
+
+
+async def stop_task(task: asyncio.Task[None] | None) -> None:
+    """Cancel a web process's background task (refresher, reporter) and wait for its end."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

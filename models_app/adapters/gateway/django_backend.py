@@ -22,7 +22,7 @@ from django.db import DatabaseError
 from llmux_site.core.addresses import ListenAddress
 from models_app import metrics, protocol, selectors
 from models_app.adapters.gateway.admission import Admission, Slot
-from models_app.adapters.gateway.db_thread import DbThread
+from models_app.adapters.gateway.db_thread import DbThread, stop_task
 from models_app.adapters.gateway.engine_states import EngineStateCache
 from models_app.adapters.gateway.key_table import GatewayKeys
 from models_app.adapters.gateway.presence_report import PresenceReport
@@ -133,11 +133,8 @@ class DjangoGatewayBackend:
             self._task = asyncio.get_running_loop().create_task(self._refresh_forever())
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         with contextlib.suppress(Exception):
             await self.presence.forget(self.db)
         with contextlib.suppress(Exception):  # the usage not written yet
