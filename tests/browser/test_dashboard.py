@@ -60,6 +60,7 @@ def test_a_switch_shows_live_and_a_killed_engine_shows_failed(site: Site) -> Non
         assert answered.result(timeout=60)
     assert shown - recorded <= 1.0
     assert state_in_page(page, "alpha") == "Sleeping"
+    expect(page.locator("#groups")).to_contain_text("serving beta · mode auto")
     phases = set(page.evaluate("window.__phases"))
     # The phases the swap recorded (each a few hundred ms here) all appeared on the page.
     assert {"bring-up", "readiness"} <= phases, phases
@@ -75,6 +76,11 @@ def test_a_switch_shows_live_and_a_killed_engine_shows_failed(site: Site) -> Non
         "Failed", timeout=2000
     )
     assert time.monotonic() - killed <= 2.0
+    # The row says why, from the end of the recorded error.
+    expect(page.locator('tr[data-model="beta"] [data-field="error"]')).to_have_text(
+        re.compile(r"\S")
+    )
+    expect(page.locator("#groups")).to_contain_text("serving nothing")
     assert site.console_errors == []
 
 
@@ -203,6 +209,9 @@ def test_every_page_has_a_screenshot_and_no_console_errors(site: Site, width: in
     for name, path in pages.items():
         page.goto(f"{site.origin}{path}")
         page.wait_for_load_state("networkidle")
+        current = page.locator('nav a[aria-current="page"]')
+        expect(current).to_have_count(1)  # the navigation marks where the operator is
+        assert current.inner_text().lower() == ("overview" if name == "model" else name)
         if name == "charts":
             expect(page.locator("#chart-timeline .main-svg").first).to_be_attached()
         if name == "playground":
