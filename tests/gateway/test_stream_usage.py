@@ -86,3 +86,33 @@ def test_everything_else_passes_byte_for_byte() -> None:
 def test_a_usage_event_with_crlf_line_ends_is_removed_whole() -> None:
     crlf = USAGE_EVENT.replace(b"\n", b"\r\n")
     assert filtered(CONTENT + crlf + DONE, [len(CONTENT) + 3]) == CONTENT + DONE
+
+
+def test_the_usage_chunk_s_fingerprint_goes_onto_the_finishing_chunk() -> None:
+    """vLLM puts system_fingerprint on the last chunk: without our usage chunk, the client
+    gets it on the chunk that finishes, as it would have without our asking."""
+    stream = (
+        b'data: {"id":"c","choices":[{"index":0,"text":"a","finish_reason":null}]}\n\n'
+        b'data: {"id":"c","choices":[{"index":0,"text":"b","finish_reason":"length"}]}\n\n'
+        b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":1},"system_fingerprint":"fp"}'
+        b"\n\ndata: [DONE]\n\n"
+    )
+    for cut in range(1, len(stream)):  # whatever the chunk boundaries
+        relay = UsageEventFilter()
+        out = relay.feed(stream[:cut], last=False) + relay.feed(stream[cut:], last=True)
+        events = [line[6:] for line in out.split(b"\n\n") if line.startswith(b"data: ")]
+        assert events[-1] == b"[DONE]"
+        first, finishing = (json.loads(e) for e in events[:-1])
+        assert "system_fingerprint" not in first
+        assert finishing["system_fingerprint"] == "fp"
+        assert finishing["choices"][0]["text"] == "b"
+        assert b'"usage"' not in out
+
+
+def test_a_token_streams_at_once_and_only_the_finishing_chunk_waits() -> None:
+    relay = UsageEventFilter()
+    token = b'data: {"id":"c","choices":[{"index":0,"text":"a","finish_reason":null}]}\n\n'
+    assert relay.feed(token, last=False) == token
+    finishing = b'data: {"id":"c","choices":[{"index":0,"text":"b","finish_reason":"stop"}]}\n\n'
+    assert relay.feed(finishing, last=False) == b""  # held: a usage chunk may follow
+    assert relay.feed(b"data: [DONE]\n\n", last=True) == finishing + b"data: [DONE]\n\n"
