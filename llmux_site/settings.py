@@ -332,6 +332,10 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "WeightsEnum": "models_app.models.choices.Weights",
         "ProcessEnum": "models_app.models.choices.Process",
+        # Three choice sets share field names ("kind", "operation"): one name each.
+        "OperationKindEnum": "models_app.models.choices.OperationKind",
+        "KeyKindEnum": "models_app.models.keys.KeyKind",
+        "EngineKindEnum": "models_app.models.choices.EngineKind",
     },
     # Swagger UI from the installed sidecar package: no asset is fetched from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
