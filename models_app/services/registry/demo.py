@@ -9,12 +9,12 @@ belongs to this instance alone.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from django.conf import settings
 
-from llmux_site.core.config import RegistrySpec, parse_config
-from llmux_site.core.config_text import decode_config_text, guess_format
+from llmux_site.core.config import RegistrySpec, load_config_file
 from models_app.services.engines import socket_dir
 
 DEMO_REGISTRY = Path(settings.BASE_DIR) / "llmux_site" / "demo" / "registry.yaml"
@@ -22,13 +22,12 @@ SOCKET_SUFFIX = ".sock"
 
 
 def demo_spec(path: Path = DEMO_REGISTRY) -> RegistrySpec:
-    """The demo registry with each engine on `<run dir>/<model>.sock` (the file names no
-    port: the socket is given here, before the config is read)."""
-    text = path.read_text(encoding="utf-8")
-    document = decode_config_text(text, guess_format(path, text))
-    models = document.get("models", {}) if isinstance(document, dict) else {}
-    longest = max((len(os.fsencode(name)) for name in models), default=0)
+    """The demo registry with each engine on `<run dir>/<model>.sock` instead of its port."""
+    spec = load_config_file(path)
+    longest = max((len(os.fsencode(m.name)) for m in spec.models), default=0)
     sockets = socket_dir(1 + longest + len(SOCKET_SUFFIX))
-    for name, model in models.items():
-        model["uds"] = str(sockets / f"{name}{SOCKET_SUFFIX}")
-    return parse_config(document)
+    models = tuple(
+        replace(model, port=None, uds=str(sockets / f"{model.name}{SOCKET_SUFFIX}"))
+        for model in spec.models
+    )
+    return replace(spec, models=models)
