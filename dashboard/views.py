@@ -55,7 +55,7 @@ from models_app.services import playground_keys
 from models_app.services.acting import Acting, ActionError
 from models_app.services.engines import engine_log_path, eviction_policy
 from models_app.services.registry import model_entry
-from models_app.snapshot import status_snapshot
+from models_app.snapshot import error_end, status_snapshot
 
 HISTORY_PAGE = 50
 PHASE_LABELS = [
@@ -66,7 +66,6 @@ PHASE_LABELS = [
     ("bringup", "bring-up"),
     ("readiness", "readiness"),
 ]
-ERROR_CHARS = 300
 NEW_KEY = "llmux_new_key"  # the session key a created key's plaintext waits under
 CHART_HOURS = 24.0  # the charts' window when the page names none
 CHART_WINDOWS = [(1, "1 hour"), (6, "6 hours"), (24, "24 hours"), (168, "7 days"), (720, "30 days")]
@@ -108,8 +107,7 @@ def model_detail(request: HttpRequest, name: str) -> HttpResponse:
             **_common(request),
             "model": model,
             "runtime": runtime,
-            # The end: a failure's cause is at the end of the log tail the error keeps.
-            "last_error": runtime.last_error.strip()[-ERROR_CHARS:] if runtime else "",
+            "last_error": error_end(runtime.last_error) if runtime else "",
             "own_policy": eviction_policy(model, RegistryConfig.current()),
             "definition": json.dumps(entry, indent=2, sort_keys=True),
             "swaps": SwapEvent.objects.filter(to_name=model.name)[:20],

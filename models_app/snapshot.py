@@ -11,6 +11,7 @@ from typing import TypedDict
 from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
+from llmux_site.core.gpu import gpu_groups
 from llmux_site.core.processes import process_trees
 from models_app import image_port
 from models_app.activity_selectors import ModelRate, model_rates
@@ -25,6 +26,7 @@ from models_app.models import (
     SwitchStatus,
 )
 from models_app.offered_actions import ModelFacts, blocked_actions
+from models_app.selectors import gpu_group
 from models_app.services.audit import outcome_of
 from models_app.services.host_actions import capabilities_cached
 from models_app.services.presence import group_demand, live_instances
@@ -158,7 +160,7 @@ def _switch(swap: SwapEvent | None) -> SwitchInProgress | None:
         "phases_ms": {p: getattr(swap, f"{p}_ms") for p in PHASE_FIELDS},
         "total_ms": swap.total_ms,
         "started_at": swap.started_at.isoformat(),
-        "error": swap.error.strip()[-500:],  # the end: where a failure says why
+        "error": error_end(swap.error, 500),
     }
 
 
@@ -233,6 +235,7 @@ class _Rows:
         self.pinned = config.pinned_model.name if config.pinned_model else None
         self.criu = capabilities_cached()[1]
         self.restorable = image_port.restorable(models)
+        self.groups = _placed(models)
 
     def row(self, model: ModelDefinition) -> ModelStatus:
         runtime = _runtime(model)
@@ -257,8 +260,8 @@ class _Rows:
             "uptime_s": (self.now - activated).total_seconds() if activated else None,
             "last_switch": last_switch.isoformat() if last_switch else None,
             "last_switch_ms": model.last_switch_ms,  # type: ignore[attr-defined]
-            "error": (runtime.last_error.strip()[-ERROR_CHARS:] if runtime else ""),
-            "group": runtime.gpu_group if runtime and runtime.gpu_group else "",
+            "error": error_end(runtime.last_error) if runtime else "",
+            "group": self.groups[model.name],
             "serving": running,
             "pinned": facts.pinned,
             "blocked": blocked_actions(facts),
@@ -268,11 +271,24 @@ class _Rows:
 ERROR_CHARS = 300
 
 
+def error_end(text: str, chars: int = ERROR_CHARS) -> str:
+    """The end of an error: where a failure's cause is (an engine log tail ends with it)."""
+    return text.strip()[-chars:]
+
+
+def _placed(models: list[ModelDefinition]) -> dict[str, str]:
+    """Each model's GPU group, as switches compute it (selectors.gpu_group: among the
+    enabled models, a disabled one placed as if it were enabled), from one grouping."""
+    enabled = {m.name: list(m.gpu_ids) for m in models if m.enabled}
+    groups = gpu_groups(enabled)
+    return {m.name: groups.get(m.name) or gpu_group(m, enabled) for m in models}
+
+
 def _groups(rows: list[ModelStatus], switches: list[SwitchProgress]) -> list[GroupStatus]:
-    """Models by GPU group (a model not yet placed: by its GPU ids), serving ones first."""
+    """Models by GPU group, with those serving now."""
     groups: dict[str, GroupStatus] = {}
     for row in rows:
-        key = row["group"] or ",".join(map(str, sorted(row["gpu_ids"]))) or "-"
+        key = row["group"]
         group = groups.setdefault(
             key, {"group": key, "gpu_ids": [], "models": [], "serving": [], "switching": False}
         )

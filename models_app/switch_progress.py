@@ -21,6 +21,7 @@ from typing import TypedDict
 from models_app import image_port
 from models_app.models import (
     EngineRuntime,
+    EngineState,
     GroupLease,
     OperationKind,
     RegistryConfig,
@@ -140,7 +141,9 @@ def _sides(request: SwitchRequest, context: _Context) -> tuple[str, str]:
     awake = [
         name
         for name, runtime in context.runtimes.items()
-        if name != target and runtime.gpu_group == request.group and runtime.state == "running"
+        if name != target
+        and runtime.gpu_group == request.group
+        and runtime.state == EngineState.RUNNING
     ]
     return (awake[0] if awake else ""), target
 

@@ -21,6 +21,18 @@ CHROMIUM = "/usr/bin/chromium"
 OUTPUT = Path(os.environ.get("LLMUX_TEST_OUTPUT", REPO / "test-output")) / "screenshots"
 VIEWPORT = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
+# Every dashboard page an admin sees, by the name its navigation link has (lowercase).
+PAGES = {
+    "overview": "/",
+    "model": "/models/alpha/",
+    "swaps": "/swaps/",
+    "requests": "/requests/",
+    "charts": "/charts/",
+    "checkpoints": "/checkpoints/",
+    "playground": "/playground/",
+    "audit": "/audit/",
+    "keys": "/keys/",
+}
 
 
 def dashboard_config(criu: Criu, sockets: Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import COOLDOWN_SECS, PHONE, Site
+from tests.browser.conftest import COOLDOWN_SECS, PAGES, PHONE, Site
 from tests.browser.test_dashboard import ask
 
 PANEL_OBSERVER = """
@@ -174,18 +174,6 @@ def test_on_a_phone_every_table_row_shows_every_column_as_a_labelled_card(site: 
     assert site.console_errors == []
 
 
-AXE_PAGES = {
-    "overview": "/",
-    "model": "/models/alpha/",
-    "swaps": "/swaps/",
-    "charts": "/charts/",
-    "checkpoints": "/checkpoints/",
-    "playground": "/playground/",
-    "audit": "/audit/",
-    "keys": "/keys/",
-}
-
-
 def serious(page: Page) -> list[dict[str, Any]]:
     """axe-core's serious and critical violations on the page as it is now."""
     violations = Axe().run(page).response["violations"]
@@ -202,7 +190,7 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page(site: Site) -> N
     found: dict[str, Any] = {}
     for viewport in (None, PHONE):
         page = site.page("admin", viewport=viewport) if viewport else site.page("admin")
-        for name, path in AXE_PAGES.items():
+        for name, path in PAGES.items():
             page.goto(f"{site.origin}{path}")
             page.wait_for_load_state("networkidle")
             started = time.monotonic()

@@ -11,7 +11,7 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import OUTPUT, Site
+from tests.browser.conftest import OUTPUT, PAGES, Site
 from tests.integration.invariants import simulator_processes, wait_until
 
 PHASE_OBSERVER = """
@@ -196,17 +196,7 @@ def test_every_page_has_a_screenshot_and_no_console_errors(site: Site, width: in
     page = site.page("admin")
     page.set_viewport_size({"width": width, "height": 900 if width == 1440 else 844})
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    pages = {
-        "overview": "/",
-        "model": "/models/alpha/",
-        "swaps": "/swaps/",
-        "charts": "/charts/",
-        "checkpoints": "/checkpoints/",
-        "playground": "/playground/",
-        "audit": "/audit/",
-        "keys": "/keys/",
-    }
-    for name, path in pages.items():
+    for name, path in PAGES.items():
         page.goto(f"{site.origin}{path}")
         page.wait_for_load_state("networkidle")
         current = page.locator('nav a[aria-current="page"]')
